@@ -1,0 +1,407 @@
+package balancer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrUnknownBackend is returned for an address the pool does not hold.
+var ErrUnknownBackend = errors.New("unknown backend")
+
+// Source says where a pool member comes from; a backend may be listed by
+// several sources at once.
+type Source uint32
+
+// Sources of membership.
+const (
+	SourceStatic Source = 1 << iota // the config file's backends list
+	SourceConsul                    // a Consul service watch
+)
+
+func (s Source) String() string {
+	var parts []string
+	if s&SourceStatic != 0 {
+		parts = append(parts, "static")
+	}
+	if s&SourceConsul != 0 {
+		parts = append(parts, "consul")
+	}
+	return strings.Join(parts, "+")
+}
+
+// Member is one backend as a source lists it.
+type Member struct {
+	Address string // "host:port"
+	Weight  int    // relative share; 0 means 1
+	Backup  bool   // serve only when no primary is eligible
+}
+
+// Options configures a Pool. The zero value is a round-robin pool without
+// slow start, panic mode, guards or logging.
+type Options struct {
+	// Name is the upstream's name, used in logs.
+	Name string
+	// Algorithm picks among eligible backends. Zero is RoundRobin.
+	Algorithm Algorithm
+	// SlowStart ramps a backend that becomes eligible (after joining a
+	// running pool or recovering) from 10% to its full weight linearly over
+	// this long. 0 disables.
+	SlowStart time.Duration
+	// PanicThreshold, in percent: when fewer than this share of a pool's
+	// non-drained primaries are eligible (but at least one is), the pool
+	// spreads traffic over every non-drained primary whose breaker is not
+	// open, as Envoy does, instead of crushing the eligible few. 0 disables:
+	// only eligible backends ever get traffic.
+	PanicThreshold int
+	// NewGuard, if set, makes the guard (circuit breaker and passive
+	// detector) for each backend as it joins the pool. It is called with the
+	// pool's writer lock held and must not call back into the pool.
+	NewGuard func(*Backend) Guard
+	// Logger receives state transitions. nil discards them.
+	Logger *slog.Logger
+	// Now is the clock for slow start. nil means time.Now.
+	Now func() time.Time
+}
+
+// Pool is the set of backends of one upstream. Its membership and
+// eligibility are published as an immutable Snapshot; Pick reads it without
+// locking. All other methods are writers: they serialize on a mutex and swap
+// in a new snapshot before returning, so a change is visible to every pick
+// that starts after the call returns.
+type Pool struct {
+	mu       sync.Mutex
+	opts     Options
+	log      *slog.Logger
+	members  map[string]*Backend
+	lists    map[Source][]Member
+	drained  map[string]bool // survives a backend's removal and return
+	started  bool            // first membership applied: later joins slow-start
+	changed  chan struct{}
+	ramp     *time.Timer
+	closed   bool
+	snap     atomic.Pointer[Snapshot]
+	rrCursor atomic.Uint64 // round robin position, shared across snapshots
+	stats    Stats
+}
+
+// NewPool returns an empty pool.
+func NewPool(opts Options) *Pool {
+	p := &Pool{
+		members: map[string]*Backend{},
+		lists:   map[Source][]Member{},
+		drained: map[string]bool{},
+		changed: make(chan struct{}),
+	}
+	p.setOptions(opts)
+	p.rebuild()
+	return p
+}
+
+func (p *Pool) setOptions(opts Options) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	p.log = opts.Logger
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	p.log = p.log.With("upstream", opts.Name)
+	p.opts = opts
+}
+
+// Name is the upstream's name.
+func (p *Pool) Name() string { return p.opts.Name }
+
+// Algorithm is the pool's picking algorithm.
+func (p *Pool) Algorithm() Algorithm { return p.snap.Load().algo }
+
+// Stats returns the pool's request statistics, written by the data path.
+func (p *Pool) Stats() *Stats { return &p.stats }
+
+// Snapshot returns the current snapshot. Never nil.
+func (p *Pool) Snapshot() *Snapshot { return p.snap.Load() }
+
+// Pick returns an eligible backend, or nil when there is none left that is
+// not in tried. key is the request's client hash (see HashIP); only ip_hash
+// uses it. Pick takes no lock and does not allocate.
+func (p *Pool) Pick(key uint64, tried []*Backend) *Backend {
+	return p.snap.Load().pick(key, tried)
+}
+
+// Reconfigure applies new options (after a config reload), keeping members
+// and their state. NewGuard applies to backends that join from now on.
+func (p *Pool) Reconfigure(opts Options) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setOptions(opts)
+	p.rebuild()
+}
+
+// Changed returns a channel that is closed at the next membership change
+// (a backend joining or leaving). Health uses it to start and stop probes.
+func (p *Pool) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed
+}
+
+// Lookup returns the member with this address, or nil.
+func (p *Pool) Lookup(addr string) *Backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.members[addr]
+}
+
+// SetMembers replaces the full list of members that src provides. Backends
+// listed by another source stay; backends no source lists any more leave at
+// once (no new requests) while their in-flight requests finish. A backend
+// present before and after keeps its state: counters, breaker, connections,
+// health, drain. Where two sources list one address, the static list's
+// weight and backup flag win.
+func (p *Pool) SetMembers(src Source, ms []Member) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.lists[src] = slices.Clone(ms)
+	joined, left := p.merge()
+	if joined || left {
+		close(p.changed)
+		p.changed = make(chan struct{})
+	}
+	p.started = true
+	p.rebuild()
+}
+
+// merge recomputes membership from the sources' lists. Called with mu held.
+func (p *Pool) merge() (joined, left bool) {
+	type entry struct {
+		m    Member
+		srcs Source
+	}
+	want := map[string]*entry{}
+	for _, src := range []Source{SourceConsul, SourceStatic} { // static last: it wins
+		for _, m := range p.lists[src] {
+			e := want[m.Address]
+			if e == nil {
+				e = &entry{}
+				want[m.Address] = e
+			}
+			e.m = m
+			e.srcs |= src
+		}
+	}
+	now := p.opts.Now()
+	for addr, e := range want {
+		b := p.members[addr]
+		if b == nil {
+			b = newBackend(addr)
+			if p.drained[addr] {
+				b.down.Store(uint32(ReasonDrain))
+			}
+			if p.started && p.opts.SlowStart > 0 {
+				b.eligibleSince.Store(now.UnixNano())
+			}
+			if p.opts.NewGuard != nil {
+				b.SetGuard(p.opts.NewGuard(b))
+			}
+			p.members[addr] = b
+			joined = true
+			p.log.Info("backend joined", "backend", addr, "source", e.srcs.String())
+		}
+		w := e.m.Weight
+		if w <= 0 {
+			w = 1
+		}
+		if o := b.override.Load(); o > 0 {
+			w = int(o)
+		}
+		b.weight.Store(int32(w))
+		b.backup.Store(e.m.Backup)
+		b.sources.Store(uint32(e.srcs))
+	}
+	for addr, b := range p.members {
+		if want[addr] == nil {
+			delete(p.members, addr)
+			b.down.Or(uint32(ReasonRemoved))
+			b.closeIdle()
+			left = true
+			p.log.Info("backend left", "backend", addr, "in_flight", b.InFlight())
+		}
+	}
+	return joined, left
+}
+
+// Mark sets (on) or clears reason r on b and republishes the snapshot when
+// that changes anything. detail says why, for the log. It reports whether
+// the reason changed. Marking a backend that has left the pool only updates
+// its bits.
+func (p *Pool) Mark(b *Backend, r Reason, on bool, detail string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mark(b, r, on, detail)
+}
+
+func (p *Pool) mark(b *Backend, r Reason, on bool, detail string) bool {
+	var old uint32
+	if on {
+		old = b.down.Or(uint32(r))
+	} else {
+		old = b.down.And(^uint32(r))
+	}
+	if (old&uint32(r) != 0) == on {
+		return false
+	}
+	idx := 0
+	if !on {
+		idx = 1
+	}
+	for i := range numReasons {
+		if r&(1<<i) != 0 {
+			b.transitions[i][idx].Add(1)
+		}
+	}
+	now := b.down.Load()
+	switch {
+	case old == 0 && now != 0:
+		p.log.Warn("backend leaves rotation", "backend", b.addr, "reason", r.String(), "detail", detail)
+	case old != 0 && now == 0:
+		if p.opts.SlowStart > 0 {
+			b.eligibleSince.Store(p.opts.Now().UnixNano())
+		}
+		p.log.Info("backend rejoins rotation", "backend", b.addr, "cleared", r.String(), "detail", detail)
+	default:
+		p.log.Info("backend state", "backend", b.addr, "reason", r.String(), "on", on,
+			"down", Reason(now).String(), "detail", detail)
+	}
+	if p.members[b.addr] == b {
+		p.rebuild()
+	}
+	return true
+}
+
+// SetHealth records an active-probe verdict: healthy clears
+// ReasonUnhealthy, unhealthy sets it.
+func (p *Pool) SetHealth(b *Backend, healthy bool, detail string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := HealthUnhealthy
+	if healthy {
+		h = HealthHealthy
+	}
+	b.health.Store(uint32(h))
+	return p.mark(b, ReasonUnhealthy, !healthy, detail)
+}
+
+// Drain takes the backend at addr out of rotation for new requests; its
+// in-flight requests finish. The drain survives membership refreshes and the
+// backend leaving and returning. Idempotent.
+func (p *Pool) Drain(addr string) (*Backend, error) {
+	return p.setDrain(addr, true)
+}
+
+// Undrain puts a drained backend back into rotation. Idempotent.
+func (p *Pool) Undrain(addr string) (*Backend, error) {
+	return p.setDrain(addr, false)
+}
+
+func (p *Pool) setDrain(addr string, on bool) (*Backend, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := p.members[addr]
+	if b == nil {
+		return nil, fmt.Errorf("upstream %s: backend %s: %w", p.opts.Name, addr, ErrUnknownBackend)
+	}
+	if on {
+		p.drained[addr] = true
+	} else {
+		delete(p.drained, addr)
+	}
+	p.mark(b, ReasonDrain, on, "admin")
+	return b, nil
+}
+
+// Drained returns the addresses drained by an operator, sorted, including
+// ones that have currently left the pool.
+func (p *Pool) Drained() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.drained))
+	for a := range p.drained {
+		out = append(out, a)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// RestoreDrained marks addrs drained, as if Drain had been called for each,
+// whether or not they are members yet (used to restore state on start).
+func (p *Pool) RestoreDrained(addrs []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, a := range addrs {
+		p.drained[a] = true
+		if b := p.members[a]; b != nil {
+			p.mark(b, ReasonDrain, true, "restored")
+		}
+	}
+}
+
+// SetWeight overrides the backend's weight until the override is cleared
+// with weight 0. It applies at once and survives membership refreshes.
+func (p *Pool) SetWeight(addr string, weight int) (*Backend, error) {
+	if weight < 0 || weight > MaxWeight {
+		return nil, fmt.Errorf("weight %d: must be between 0 and %d", weight, MaxWeight)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := p.members[addr]
+	if b == nil {
+		return nil, fmt.Errorf("upstream %s: backend %s: %w", p.opts.Name, addr, ErrUnknownBackend)
+	}
+	b.override.Store(int32(weight))
+	p.merge()
+	p.log.Info("backend weight set", "backend", addr, "weight", b.Weight())
+	p.rebuild()
+	return b, nil
+}
+
+// MaxWeight is the largest weight a backend may have.
+const MaxWeight = 10000
+
+// Close stops the pool's timers. The pool stays readable.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	if p.ramp != nil {
+		p.ramp.Stop()
+	}
+}
+
+// rebuild publishes a new snapshot. Called with mu held.
+func (p *Pool) rebuild() {
+	s, ramping := buildSnapshot(p, p.opts.Now())
+	p.snap.Store(s)
+	if p.ramp != nil {
+		p.ramp.Stop()
+		p.ramp = nil
+	}
+	if ramping && !p.closed {
+		step := min(max(p.opts.SlowStart/20, 100*time.Millisecond), time.Second)
+		p.ramp = time.AfterFunc(step, func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if !p.closed {
+				p.rebuild()
+			}
+		})
+	}
+}
