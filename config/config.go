@@ -1,0 +1,186 @@
+// Package config loads and validates kelpie's YAML configuration. Only
+// cmd/kelpie imports it: it translates a Config into each package's Options.
+//
+// Loading is strict: unknown keys, wrong types, bad durations, unknown
+// balance names, routes to unknown upstreams and the like are all reported
+// at once, each as "FILE:LINE: message".
+package config
+
+import "time"
+
+// Config is a whole kelpie configuration after defaults are applied.
+type Config struct {
+	// Listen is the proxy's listen address. Default "127.0.0.1:8080".
+	Listen string `yaml:"listen"`
+	// TrustedProxies are CIDRs whose X-Forwarded-For entries kelpie
+	// believes when it works out the client address (ip_hash, logs).
+	// Default: none; the TCP peer is the client.
+	TrustedProxies []string   `yaml:"trusted_proxies"`
+	Admin          Admin      `yaml:"admin"`
+	Consul         Consul     `yaml:"consul"`
+	Upstreams      []Upstream `yaml:"upstreams"`
+	Routes         []Route    `yaml:"routes"`
+	Limits         Limits     `yaml:"limits"`
+	Shutdown       Shutdown   `yaml:"shutdown"`
+	AccessLog      AccessLog  `yaml:"access_log"`
+	Log            Log        `yaml:"log"`
+
+	// Path is the file the config was loaded from.
+	Path string `yaml:"-"`
+}
+
+// Admin is the admin endpoint: API, dashboard, metrics, health.
+type Admin struct {
+	// Listen default "127.0.0.1:9901".
+	Listen string `yaml:"listen"`
+	// TokenEnv names the environment variable holding the bearer token for
+	// mutating calls. Required when Listen is not a loopback address.
+	TokenEnv string `yaml:"token_env"`
+	// StateFile, if set, keeps drained backends across restarts.
+	StateFile string `yaml:"state_file"`
+}
+
+// Consul is the agent used by upstreams with a consul block.
+type Consul struct {
+	// Address default "127.0.0.1:8500".
+	Address string `yaml:"address"`
+	// TokenEnv default "CONSUL_HTTP_TOKEN".
+	TokenEnv string `yaml:"token_env"`
+	// Datacenter default: the agent's.
+	Datacenter string `yaml:"datacenter"`
+	// Stale allows any server to answer (default true).
+	Stale *bool `yaml:"stale"`
+	// EmptyGrace is how long an empty instance list must persist before it
+	// empties a pool. Default 30s.
+	EmptyGrace time.Duration `yaml:"empty_grace"`
+}
+
+// Upstream is one backend pool.
+type Upstream struct {
+	Name     string        `yaml:"name"`
+	Balance  string        `yaml:"balance"` // round_robin (default) | least_conn | ip_hash
+	Backends []Backend     `yaml:"backends"`
+	Consul   *ConsulSource `yaml:"consul"`
+	Health   Health        `yaml:"health"`
+	Retries  Retries       `yaml:"retries"`
+	Timeouts Timeouts      `yaml:"timeouts"`
+	// SlowStart ramps a backend's weight from 10% over this long after it
+	// becomes eligible. Default 30s; 0 disables.
+	SlowStart *time.Duration `yaml:"slow_start"`
+	// PanicThreshold, percent of primaries eligible below which traffic
+	// spreads over all non-drained primaries. Default 50; 0 disables.
+	PanicThreshold *int `yaml:"panic_threshold"`
+	// MaxConnsPerBackend caps connections to each backend. Default 1024.
+	MaxConnsPerBackend int `yaml:"max_conns_per_backend"`
+}
+
+// Backend is a static pool member.
+type Backend struct {
+	Address string `yaml:"address"`
+	Weight  *int   `yaml:"weight"` // default 1
+	Backup  bool   `yaml:"backup"`
+}
+
+// ConsulSource takes members from a Consul service.
+type ConsulSource struct {
+	Service    string `yaml:"service"`
+	Tag        string `yaml:"tag"`
+	Datacenter string `yaml:"datacenter"`
+	// Warning includes instances whose checks warn, at WarningWeight
+	// percent of their weight. Default false.
+	Warning bool `yaml:"warning"`
+	// WarningWeight default 10 (percent).
+	WarningWeight *int `yaml:"warning_weight"`
+}
+
+// Health configures active probes, passive ejection and the breaker.
+type Health struct {
+	Active  *Active `yaml:"active"`
+	Passive Passive `yaml:"passive"`
+	Breaker Breaker `yaml:"breaker"`
+}
+
+// Active probing; omitted means none.
+type Active struct {
+	Type         string        `yaml:"type"`          // http (default) | tcp
+	Path         string        `yaml:"path"`          // default /health
+	Host         string        `yaml:"host"`          // Host header; default the backend address
+	ExpectStatus string        `yaml:"expect_status"` // default "200-399"
+	Interval     time.Duration `yaml:"interval"`      // default 5s
+	Timeout      time.Duration `yaml:"timeout"`       // default 2s
+	Rise         int           `yaml:"rise"`          // default 2
+	Fall         int           `yaml:"fall"`          // default 3
+	// UnhealthyInterval probes unhealthy backends faster. Default: Interval.
+	UnhealthyInterval time.Duration `yaml:"unhealthy_interval"`
+}
+
+// Passive outlier detection from real traffic.
+type Passive struct {
+	ConsecutiveFailures *int          `yaml:"consecutive_failures"` // default 5; 0 disables
+	Ejection            time.Duration `yaml:"ejection"`             // default 30s
+	MaxEjection         time.Duration `yaml:"max_ejection"`         // default 300s
+	MaxEjectedPercent   *int          `yaml:"max_ejected_percent"`  // default 50
+}
+
+// Breaker is the per-backend circuit breaker.
+type Breaker struct {
+	Enabled          *bool         `yaml:"enabled"`            // default true
+	FailureRatio     float64       `yaml:"failure_ratio"`      // default 0.5
+	MinRequests      int           `yaml:"min_requests"`       // default 20
+	Window           time.Duration `yaml:"window"`             // default 10s
+	OpenTimeout      time.Duration `yaml:"open_timeout"`       // default 10s
+	HalfOpenRequests int           `yaml:"half_open_requests"` // default 3
+}
+
+// Retries re-send a failed request to another backend.
+type Retries struct {
+	Attempts *int `yaml:"attempts"` // extra tries; default 1
+}
+
+// Timeouts towards backends.
+type Timeouts struct {
+	Connect  time.Duration `yaml:"connect"`  // default 3s
+	Response time.Duration `yaml:"response"` // until the response head; default 15s
+	Idle     time.Duration `yaml:"idle"`     // idle upstream keep-alive; default 50s
+}
+
+// Route sends matching requests to an upstream.
+type Route struct {
+	Host       string `yaml:"host"`        // exact host, port ignored; "" = any
+	PathPrefix string `yaml:"path_prefix"` // longest matching prefix wins; default "/"
+	Upstream   string `yaml:"upstream"`
+}
+
+// Limits protect the proxy listener.
+type Limits struct {
+	MaxHeaderBytes int           `yaml:"max_header_bytes"` // default 16384 (431 beyond)
+	MaxURIBytes    int           `yaml:"max_uri_bytes"`    // default 8192 (414 beyond)
+	MaxHeaders     int           `yaml:"max_headers"`      // default 100
+	MaxBodyBytes   int64         `yaml:"max_body_bytes"`   // default 0 = unlimited, streamed (413 beyond)
+	ReadTimeout    time.Duration `yaml:"read_timeout"`     // request head and body; default 60s
+	WriteTimeout   time.Duration `yaml:"write_timeout"`    // default 0 = none
+	IdleTimeout    time.Duration `yaml:"idle_timeout"`     // keep-alive idle; default 120s
+	MaxConns       int           `yaml:"max_conns"`        // concurrent client connections; default 10000
+}
+
+// Shutdown is the graceful stop on SIGTERM/SIGINT.
+type Shutdown struct {
+	// ReadinessDelay keeps accepting while /readyz already says 503, for
+	// load balancers in front to notice. Default 0.
+	ReadinessDelay time.Duration `yaml:"readiness_delay"`
+	// Grace bounds how long in-flight requests may take to finish. Default 30s.
+	Grace time.Duration `yaml:"grace"`
+}
+
+// AccessLog is the structured access log.
+type AccessLog struct {
+	Enabled bool    `yaml:"enabled"` // default false
+	Sample  float64 `yaml:"sample"`  // share of requests logged, 0 < s <= 1; default 1
+	Path    string  `yaml:"path"`    // default stderr
+}
+
+// Log is kelpie's own log.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info (default) | warn | error
+	Format string `yaml:"format"` // text (default) | json
+}

@@ -1,0 +1,348 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// applyDefaults fills every unset key with its documented default.
+func applyDefaults(c *Config) {
+	orDefault(&c.Listen, "127.0.0.1:8080")
+	orDefault(&c.Admin.Listen, "127.0.0.1:9901")
+	orDefault(&c.Consul.Address, "127.0.0.1:8500")
+	orDefault(&c.Consul.TokenEnv, "CONSUL_HTTP_TOKEN")
+	if c.Consul.Stale == nil {
+		c.Consul.Stale = ptr(true)
+	}
+	orDefault(&c.Consul.EmptyGrace, 30*time.Second)
+	orDefault(&c.Limits.MaxHeaderBytes, 16<<10)
+	orDefault(&c.Limits.MaxURIBytes, 8<<10)
+	orDefault(&c.Limits.MaxHeaders, 100)
+	orDefault(&c.Limits.ReadTimeout, 60*time.Second)
+	orDefault(&c.Limits.IdleTimeout, 120*time.Second)
+	orDefault(&c.Limits.MaxConns, 10000)
+	orDefault(&c.Shutdown.Grace, 30*time.Second)
+	orDefault(&c.AccessLog.Sample, 1)
+	orDefault(&c.Log.Level, "info")
+	orDefault(&c.Log.Format, "text")
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		orDefault(&u.Balance, "round_robin")
+		for j := range u.Backends {
+			if u.Backends[j].Weight == nil {
+				u.Backends[j].Weight = ptr(1)
+			}
+		}
+		if u.Consul != nil && u.Consul.WarningWeight == nil {
+			u.Consul.WarningWeight = ptr(10)
+		}
+		if a := u.Health.Active; a != nil {
+			orDefault(&a.Type, "http")
+			orDefault(&a.Path, "/health")
+			orDefault(&a.ExpectStatus, "200-399")
+			orDefault(&a.Interval, 5*time.Second)
+			orDefault(&a.Timeout, 2*time.Second)
+			orDefault(&a.Rise, 2)
+			orDefault(&a.Fall, 3)
+			orDefault(&a.UnhealthyInterval, a.Interval)
+		}
+		p := &u.Health.Passive
+		if p.ConsecutiveFailures == nil {
+			p.ConsecutiveFailures = ptr(5)
+		}
+		orDefault(&p.Ejection, 30*time.Second)
+		orDefault(&p.MaxEjection, 300*time.Second)
+		if p.MaxEjectedPercent == nil {
+			p.MaxEjectedPercent = ptr(50)
+		}
+		b := &u.Health.Breaker
+		if b.Enabled == nil {
+			b.Enabled = ptr(true)
+		}
+		orDefault(&b.FailureRatio, 0.5)
+		orDefault(&b.MinRequests, 20)
+		orDefault(&b.Window, 10*time.Second)
+		orDefault(&b.OpenTimeout, 10*time.Second)
+		orDefault(&b.HalfOpenRequests, 3)
+		if u.Retries.Attempts == nil {
+			u.Retries.Attempts = ptr(1)
+		}
+		orDefault(&u.Timeouts.Connect, 3*time.Second)
+		orDefault(&u.Timeouts.Response, 15*time.Second)
+		orDefault(&u.Timeouts.Idle, 50*time.Second)
+		if u.SlowStart == nil {
+			u.SlowStart = ptr(30 * time.Second)
+		}
+		if u.PanicThreshold == nil {
+			u.PanicThreshold = ptr(50)
+		}
+		orDefault(&u.MaxConnsPerBackend, 1024)
+	}
+	for i := range c.Routes {
+		orDefault(&c.Routes[i].PathPrefix, "/")
+	}
+}
+
+type validator struct {
+	root *yaml.Node
+	add  func(line int, format string, args ...any)
+}
+
+func (v *validator) errf(path []any, format string, args ...any) {
+	v.add(lineOf(v.root, path...), format, args...)
+}
+
+func at(path ...any) []any { return path }
+
+func (v *validator) validate(c *Config) {
+	v.hostPort(at("listen"), "listen", c.Listen)
+	v.hostPort(at("admin", "listen"), "admin.listen", c.Admin.Listen)
+	if !IsLoopback(c.Admin.Listen) && c.Admin.TokenEnv == "" {
+		v.errf(at("admin", "listen"), "admin.listen %q is not a loopback address: set admin.token_env to protect it", c.Admin.Listen)
+	}
+	for i, cidr := range c.TrustedProxies {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			if _, err2 := netip.ParseAddr(cidr); err2 != nil {
+				v.errf(at("trusted_proxies", i), "trusted_proxies: %q is not a CIDR or an IP address", cidr)
+			}
+		}
+	}
+	v.positive(at("shutdown", "grace"), "shutdown.grace", c.Shutdown.Grace)
+	v.nonNegative(at("shutdown", "readiness_delay"), "shutdown.readiness_delay", c.Shutdown.ReadinessDelay)
+	v.positive(at("limits", "read_timeout"), "limits.read_timeout", c.Limits.ReadTimeout)
+	v.positive(at("limits", "idle_timeout"), "limits.idle_timeout", c.Limits.IdleTimeout)
+	v.nonNegative(at("limits", "write_timeout"), "limits.write_timeout", c.Limits.WriteTimeout)
+	v.nonNegative(at("consul", "empty_grace"), "consul.empty_grace", c.Consul.EmptyGrace)
+	for _, l := range []struct {
+		key string
+		n   int64
+	}{{"max_header_bytes", int64(c.Limits.MaxHeaderBytes)}, {"max_uri_bytes", int64(c.Limits.MaxURIBytes)},
+		{"max_headers", int64(c.Limits.MaxHeaders)}, {"max_conns", int64(c.Limits.MaxConns)}} {
+		if l.n <= 0 {
+			v.errf(at("limits", l.key), "limits.%s must be positive", l.key)
+		}
+	}
+	if c.Limits.MaxBodyBytes < 0 {
+		v.errf(at("limits", "max_body_bytes"), "limits.max_body_bytes must be 0 (unlimited) or positive")
+	}
+	if c.AccessLog.Sample <= 0 || c.AccessLog.Sample > 1 {
+		v.errf(at("access_log", "sample"), "access_log.sample must be in (0, 1]")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.errf(at("log", "level"), "log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		v.errf(at("log", "format"), "log.format %q: want text or json", c.Log.Format)
+	}
+
+	if len(c.Upstreams) == 0 {
+		v.errf(at("upstreams"), "at least one upstream is required")
+	}
+	names := map[string]int{}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		if u.Name == "" {
+			v.errf(at("upstreams", i), "upstreams[%d]: name is required", i)
+		} else if j, dup := names[u.Name]; dup {
+			v.errf(at("upstreams", i, "name"), "upstream %q is defined twice (first at line %d)", u.Name, lineOf(v.root, "upstreams", j, "name"))
+		} else {
+			names[u.Name] = i
+		}
+		v.upstream(i, u)
+	}
+
+	if len(c.Routes) == 0 && len(c.Upstreams) > 1 {
+		v.errf(at("routes"), "routes are required when there is more than one upstream")
+	}
+	seen := map[[2]string]bool{}
+	for i, r := range c.Routes {
+		if _, ok := names[r.Upstream]; !ok {
+			v.errf(at("routes", i, "upstream"), "route to unknown upstream %q", r.Upstream)
+		}
+		if !strings.HasPrefix(r.PathPrefix, "/") {
+			v.errf(at("routes", i, "path_prefix"), "path_prefix %q must start with /", r.PathPrefix)
+		}
+		if strings.ContainsAny(r.Host, "/ ") || strings.Contains(r.Host, ":") && !strings.HasPrefix(r.Host, "[") {
+			v.errf(at("routes", i, "host"), "route host %q: give a bare host name (the port is ignored)", r.Host)
+		}
+		k := [2]string{strings.ToLower(r.Host), r.PathPrefix}
+		if seen[k] {
+			v.errf(at("routes", i), "route host %q path_prefix %q is defined twice", r.Host, r.PathPrefix)
+		}
+		seen[k] = true
+	}
+}
+
+func (v *validator) upstream(i int, u *Upstream) {
+	up := func(rest ...any) []any { return append([]any{"upstreams", i}, rest...) }
+	switch u.Balance {
+	case "round_robin", "least_conn", "ip_hash":
+	default:
+		v.errf(up("balance"), "upstream %q: unknown balance %q (want round_robin, least_conn or ip_hash)", u.Name, u.Balance)
+	}
+	if len(u.Backends) == 0 && u.Consul == nil {
+		v.errf(up(), "upstream %q has no backends and no consul service: it would be empty", u.Name)
+	}
+	addrs := map[string]bool{}
+	for j, b := range u.Backends {
+		v.hostPort(up("backends", j, "address"), fmt.Sprintf("upstream %q backend", u.Name), b.Address)
+		if addrs[b.Address] {
+			v.errf(up("backends", j, "address"), "upstream %q: backend %q is listed twice", u.Name, b.Address)
+		}
+		addrs[b.Address] = true
+		if *b.Weight < 1 || *b.Weight > 10000 {
+			v.errf(up("backends", j, "weight"), "upstream %q: weight %d must be between 1 and 10000", u.Name, *b.Weight)
+		}
+	}
+	if cs := u.Consul; cs != nil {
+		if cs.Service == "" {
+			v.errf(up("consul"), "upstream %q: consul.service is required", u.Name)
+		}
+		if *cs.WarningWeight < 1 || *cs.WarningWeight > 100 {
+			v.errf(up("consul", "warning_weight"), "upstream %q: consul.warning_weight must be a percentage in 1..100", u.Name)
+		}
+	}
+	if a := u.Health.Active; a != nil {
+		switch a.Type {
+		case "http", "tcp":
+		default:
+			v.errf(up("health", "active", "type"), "upstream %q: health.active.type %q: want http or tcp", u.Name, a.Type)
+		}
+		if !strings.HasPrefix(a.Path, "/") {
+			v.errf(up("health", "active", "path"), "upstream %q: health.active.path %q must start with /", u.Name, a.Path)
+		}
+		if _, _, err := ParseStatusRange(a.ExpectStatus); err != nil {
+			v.errf(up("health", "active", "expect_status"), "upstream %q: %v", u.Name, err)
+		}
+		v.positive(up("health", "active", "interval"), "health.active.interval", a.Interval)
+		v.positive(up("health", "active", "timeout"), "health.active.timeout", a.Timeout)
+		v.positive(up("health", "active", "unhealthy_interval"), "health.active.unhealthy_interval", a.UnhealthyInterval)
+		if a.Timeout > a.Interval {
+			v.errf(up("health", "active", "timeout"), "upstream %q: health.active.timeout %s is longer than the interval %s", u.Name, a.Timeout, a.Interval)
+		}
+		if a.Rise < 1 {
+			v.errf(up("health", "active", "rise"), "upstream %q: health.active.rise must be at least 1", u.Name)
+		}
+		if a.Fall < 1 {
+			v.errf(up("health", "active", "fall"), "upstream %q: health.active.fall must be at least 1", u.Name)
+		}
+	}
+	p := u.Health.Passive
+	if *p.ConsecutiveFailures < 0 {
+		v.errf(up("health", "passive", "consecutive_failures"), "upstream %q: consecutive_failures must be 0 (off) or more", u.Name)
+	}
+	v.positive(up("health", "passive", "ejection"), "health.passive.ejection", p.Ejection)
+	if p.MaxEjection < p.Ejection {
+		v.errf(up("health", "passive", "max_ejection"), "upstream %q: max_ejection %s is shorter than ejection %s", u.Name, p.MaxEjection, p.Ejection)
+	}
+	if *p.MaxEjectedPercent < 0 || *p.MaxEjectedPercent > 100 {
+		v.errf(up("health", "passive", "max_ejected_percent"), "upstream %q: max_ejected_percent must be in 0..100", u.Name)
+	}
+	b := u.Health.Breaker
+	if b.FailureRatio <= 0 || b.FailureRatio > 1 {
+		v.errf(up("health", "breaker", "failure_ratio"), "upstream %q: breaker.failure_ratio must be in (0, 1]", u.Name)
+	}
+	if b.MinRequests < 1 {
+		v.errf(up("health", "breaker", "min_requests"), "upstream %q: breaker.min_requests must be at least 1", u.Name)
+	}
+	if b.HalfOpenRequests < 1 {
+		v.errf(up("health", "breaker", "half_open_requests"), "upstream %q: breaker.half_open_requests must be at least 1", u.Name)
+	}
+	v.positive(up("health", "breaker", "window"), "health.breaker.window", b.Window)
+	v.positive(up("health", "breaker", "open_timeout"), "health.breaker.open_timeout", b.OpenTimeout)
+	if a := *u.Retries.Attempts; a < 0 || a > 10 {
+		v.errf(up("retries", "attempts"), "upstream %q: retries.attempts must be in 0..10", u.Name)
+	}
+	v.positive(up("timeouts", "connect"), "timeouts.connect", u.Timeouts.Connect)
+	v.positive(up("timeouts", "response"), "timeouts.response", u.Timeouts.Response)
+	v.positive(up("timeouts", "idle"), "timeouts.idle", u.Timeouts.Idle)
+	v.nonNegative(up("slow_start"), "slow_start", *u.SlowStart)
+	if t := *u.PanicThreshold; t < 0 || t > 100 {
+		v.errf(up("panic_threshold"), "upstream %q: panic_threshold must be a percentage in 0..100", u.Name)
+	}
+	if u.MaxConnsPerBackend < 1 {
+		v.errf(up("max_conns_per_backend"), "upstream %q: max_conns_per_backend must be positive", u.Name)
+	}
+}
+
+func (v *validator) hostPort(path []any, what, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.errf(path, "%s %q: want host:port", what, addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		v.errf(path, "%s %q: bad port %q", what, addr, port)
+	}
+	if host == "" && strings.HasPrefix(what, "upstream") {
+		v.errf(path, "%s %q: host is required", what, addr)
+	}
+}
+
+func (v *validator) positive(path []any, what string, d time.Duration) {
+	if d <= 0 {
+		v.errf(path, "%s must be a positive duration, got %s", what, d)
+	}
+}
+
+func (v *validator) nonNegative(path []any, what string, d time.Duration) {
+	if d < 0 {
+		v.errf(path, "%s must not be negative, got %s", what, d)
+	}
+}
+
+// IsLoopback reports whether a listen address binds only loopback
+// (127.0.0.0/8, ::1 or localhost).
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// ParseStatusRange parses "200-399" or "200" into an inclusive range.
+func ParseStatusRange(s string) (lo, hi int, err error) {
+	a, b, found := strings.Cut(s, "-")
+	if !found {
+		b = a
+	}
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if err1 != nil || err2 != nil || lo < 100 || hi > 599 || lo > hi {
+		return 0, 0, fmt.Errorf("expect_status %q: want a status or a range like 200-399", s)
+	}
+	return lo, hi, nil
+}
+
+// Token reads the secret named by env; "" when env is empty or unset.
+func Token(env string) string {
+	if env == "" {
+		return ""
+	}
+	return os.Getenv(env)
+}
