@@ -1,0 +1,33 @@
+# kelpie: `make test` runs the whole suite on a fresh machine (it installs
+# what the tests need first); `make bench` runs the side-by-side benchmark.
+GO ?= go
+FUZZTIME ?= 5s
+
+.PHONY: test deps vet unit fuzz bench build demo
+
+test: deps vet unit fuzz
+
+# Chromium (dashboard browser test) from Debian's packages and the Consul
+# binary (discovery tests), built from tools/consul; both cached.
+deps:
+	@tools/deps.sh
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+
+unit:
+	KELPIE_CONSUL_BIN="$$(tools/consul/build.sh)" $(GO) test -race -count=1 -timeout 20m ./...
+
+# Every fuzz target, briefly, from its seeds (longer: make fuzz FUZZTIME=1m).
+fuzz:
+	@tools/fuzz.sh $(FUZZTIME)
+
+build:
+	$(GO) build -o bin/kelpie ./cmd/kelpie
+
+demo:
+	$(GO) run ./cmd/kelpie demo
+
+bench:
+	@bench/run.sh

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what kelpie's tests need and the machine lacks:
+#   - chromium (Debian package) for the dashboard's browser test;
+#   - the consul binary, built from tools/consul (cached; ~6 min the first time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  echo "deps: installing chromium (Debian package)" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
+
+tools/consul/build.sh >/dev/null
