@@ -1,0 +1,123 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/kelpie-lb/kelpie/balancer"
+)
+
+// probeTask is the probe loop of one backend. Its state outlives the loop
+// across a Reconfigure (the old loop has exited before the new one starts).
+type probeTask struct {
+	state  probeState
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (t *probeTask) stop() {
+	if t.cancel != nil {
+		t.cancel()
+		<-t.done
+		t.cancel = nil
+	}
+}
+
+// reconcileProbes starts a probe loop for each member without one and stops
+// those of backends that left. With active probing off, it stops them all
+// and clears ReasonUnhealthy.
+func (c *Checker) reconcileProbes(ctx context.Context, pool Pool, tasks map[*balancer.Backend]*probeTask) {
+	members := pool.Snapshot().Members
+	a := c.opts.Load().Active
+	if a == nil {
+		for b, t := range tasks {
+			t.stop()
+			delete(tasks, b)
+		}
+		for _, b := range members {
+			if b.Down()&balancer.ReasonUnhealthy != 0 {
+				pool.Mark(b, balancer.ReasonUnhealthy, false, "active probing disabled")
+			}
+		}
+		return
+	}
+	present := make(map[*balancer.Backend]bool, len(members))
+	for _, b := range members {
+		present[b] = true
+		t := tasks[b]
+		if t == nil {
+			t = &probeTask{}
+			tasks[b] = t
+		}
+		if t.cancel == nil {
+			pctx, cancel := context.WithCancel(ctx)
+			t.cancel, t.done = cancel, make(chan struct{})
+			go c.probeLoop(pctx, pool, b, t, a)
+		}
+	}
+	for b, t := range tasks {
+		if !present[b] {
+			t.stop()
+			delete(tasks, b)
+		}
+	}
+}
+
+// probeLoop probes b at once, then every interval less jitter (or the
+// unhealthy interval while it is unhealthy), and publishes each change of
+// verdict.
+func (c *Checker) probeLoop(ctx context.Context, pool Pool, b *balancer.Backend, t *probeTask, a *ActiveOptions) {
+	defer close(t.done)
+	probe := a.Probe
+	if probe == nil {
+		probe = newProber(a).probe
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, a.Timeout)
+		err := probe(pctx, b.Address())
+		cancel()
+		if ctx.Err() != nil {
+			return // stopped mid-probe: the result says nothing about b
+		}
+		c.apply(pool, b, t, err, a)
+		every := a.Interval
+		if t.state.Health == balancer.HealthUnhealthy {
+			every = a.UnhealthyInterval
+		}
+		timer.Reset(c.jitter(every, a.Jitter, -1))
+	}
+}
+
+// apply folds one probe result into t's state and publishes a change.
+func (c *Checker) apply(pool Pool, b *balancer.Backend, t *probeTask, err error, a *ActiveOptions) {
+	prev := t.state.Health
+	next, changed := step(t.state, err == nil, a.Rise, a.Fall)
+	t.state = next
+	if !changed {
+		return
+	}
+	healthy := next.Health == balancer.HealthHealthy
+	var detail string
+	switch {
+	case prev == balancer.HealthUnknown && healthy:
+		detail = "first probe passed"
+	case prev == balancer.HealthUnknown:
+		detail = fmt.Sprintf("first probe failed: %v", err)
+	case healthy:
+		detail = plural(a.Rise, "probe passed", "consecutive probes passed")
+	default:
+		detail = fmt.Sprintf("%s: %v", plural(a.Fall, "probe failed", "consecutive probes failed"), err)
+	}
+	if !pool.SetHealth(b, healthy, detail) {
+		// No reason changed (unknown -> healthy): the pool logged nothing.
+		c.log().Info("backend health", "backend", b.Address(), "health", next.Health.String(), "detail", detail)
+	}
+}

@@ -1,0 +1,155 @@
+package health
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// Options configures a Checker for one upstream pool. The zero value runs no
+// active probes, no passive ejection, and a circuit breaker with the defaults
+// documented on BreakerOptions.
+type Options struct {
+	// Active configures active probing. nil means no probes: backends keep
+	// Health "unknown" and stay eligible as far as probing is concerned.
+	Active *ActiveOptions
+	// Passive configures outlier detection from real traffic.
+	Passive PassiveOptions
+	// Breaker configures the per-backend circuit breaker.
+	Breaker BreakerOptions
+	// Logger receives the transitions the pool does not log itself (a first
+	// probe verdict, a breaker closing, an ejection refused by the caps).
+	// nil discards them. Reason changes are logged by balancer.Pool.Mark.
+	Logger *slog.Logger
+}
+
+// ActiveOptions configures active probes. Each backend is probed on its own
+// connections (a new one per probe), never through the traffic pool.
+type ActiveOptions struct {
+	// Path is the HTTP path to GET, e.g. "/health". "" probes with a plain
+	// TCP connect instead.
+	Path string
+	// Host is the Host header of HTTP probes. "" sends the backend address.
+	Host string
+	// ExpectStatusMin and ExpectStatusMax bound the statuses that pass,
+	// inclusive. Zero values mean 200 and 399. Redirects are not followed.
+	ExpectStatusMin, ExpectStatusMax int
+	// Interval between probes of a backend. Default 5s.
+	Interval time.Duration
+	// UnhealthyInterval is used instead of Interval while a backend is
+	// unhealthy, so recovery is noticed sooner. 0 means Interval.
+	UnhealthyInterval time.Duration
+	// Timeout bounds one probe (connect, request, response head). Default 2s.
+	Timeout time.Duration
+	// Rise is how many consecutive passes make an unhealthy backend healthy.
+	// Default 2.
+	Rise int
+	// Fall is how many consecutive failures make a healthy backend
+	// unhealthy. Default 3.
+	Fall int
+	// Jitter shortens each wait by a random fraction of up to this much of
+	// the interval, so backends are not probed in lockstep (the wait never
+	// exceeds the interval). 0 means 0.1; negative disables.
+	Jitter float64
+	// Probe, if set, replaces the built-in HTTP/TCP probe: it returns nil
+	// when addr passes. It is called with a context bounded by Timeout.
+	// Tests use it to script results.
+	Probe func(ctx context.Context, addr string) error
+}
+
+// PassiveOptions configures outlier detection from the outcomes of real
+// requests, reported through each backend's Guard.
+type PassiveOptions struct {
+	// ConsecutiveFailures is how many gateway errors in a row (connect
+	// failure, reset, timeout, 502, 503, 504) eject a backend. 0 disables
+	// passive ejection (the config layer's default is 5).
+	ConsecutiveFailures int
+	// Ejection is the base ejection time; the n-th ejection in a row lasts
+	// n times this, capped at MaxEjection, plus jitter. Default 30s. Each
+	// Ejection period without a new ejection lowers n by one.
+	Ejection time.Duration
+	// MaxEjection caps the ejection time before jitter. Default 300s.
+	MaxEjection time.Duration
+	// MaxEjectedPercent caps the share of the pool's non-drained members
+	// that may be ejected at once. 0 means 50; values above 100 mean 100.
+	// Independently, the last backend with no reason to be down is never
+	// ejected.
+	MaxEjectedPercent int
+	// Jitter adds a random extra of up to this fraction of each ejection
+	// time, so backends ejected together do not return together. 0 means
+	// 0.1; negative disables.
+	Jitter float64
+}
+
+// BreakerOptions configures the per-backend circuit breaker, a
+// github.com/sony/gobreaker/v2 TwoStepCircuitBreaker. It trips when, over
+// the rolling Window, at least MinRequests attempts finished and at least
+// FailureRatio of them were gateway errors. Open, it refuses every attempt
+// for OpenTimeout; then half-open, it admits HalfOpenRequests trial
+// attempts: that many successes close it, one failure re-opens it. Refusals
+// are not failures, and ResultLocal outcomes count for nothing.
+type BreakerOptions struct {
+	// Disabled turns the breaker off. The zero value has it on.
+	Disabled bool
+	// FailureRatio of finished attempts in the window that trips the
+	// breaker, in (0, 1]. Default 0.5.
+	FailureRatio float64
+	// MinRequests is the least number of finished attempts in the window
+	// before the ratio is considered. Default 20.
+	MinRequests int
+	// Window is the rolling window the counts cover. Default 10s.
+	Window time.Duration
+	// BucketPeriod is the window's granularity: counts expire one bucket
+	// at a time. Default 1s (or Window, if shorter).
+	BucketPeriod time.Duration
+	// OpenTimeout is how long an open breaker refuses before going
+	// half-open. Default 10s.
+	OpenTimeout time.Duration
+	// HalfOpenRequests is how many trial attempts a half-open breaker
+	// admits, and how many successes close it. Default 3.
+	HalfOpenRequests int
+}
+
+// sweepEvery is the housekeeping period of Run: ejection expiry, ejection
+// count decay and breaker polling (which is what moves an open breaker to
+// half-open: gobreaker only does that when consulted).
+const sweepEvery = time.Second
+
+func (o Options) withDefaults() Options {
+	if o.Active != nil {
+		a := *o.Active
+		def(&a.ExpectStatusMin, 200)
+		def(&a.ExpectStatusMax, 399)
+		def(&a.Interval, 5*time.Second)
+		def(&a.UnhealthyInterval, a.Interval)
+		def(&a.Timeout, 2*time.Second)
+		def(&a.Rise, 2)
+		def(&a.Fall, 3)
+		def(&a.Jitter, 0.1)
+		o.Active = &a
+	}
+	p := &o.Passive
+	def(&p.Ejection, 30*time.Second)
+	def(&p.MaxEjection, 300*time.Second)
+	def(&p.MaxEjectedPercent, 50)
+	p.MaxEjectedPercent = min(p.MaxEjectedPercent, 100)
+	def(&p.Jitter, 0.1)
+	b := &o.Breaker
+	def(&b.FailureRatio, 0.5)
+	def(&b.MinRequests, 20)
+	def(&b.Window, 10*time.Second)
+	def(&b.BucketPeriod, min(time.Second, b.Window))
+	def(&b.OpenTimeout, 10*time.Second)
+	def(&b.HalfOpenRequests, 3)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// def replaces a zero value with d. Negative jitters stay negative: "off".
+func def[T int | float64 | time.Duration](v *T, d T) {
+	if *v == 0 {
+		*v = d
+	}
+}
