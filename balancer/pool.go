@@ -38,7 +38,7 @@ func (s Source) String() string {
 // Member is one backend as a source lists it.
 type Member struct {
 	Address string // "host:port"
-	Weight  int    // relative share; 0 means 1
+	Weight  int    // relative share; 0 means 1; capped at MaxWeight
 	Backup  bool   // serve only when no primary is eligible
 }
 
@@ -220,6 +220,7 @@ func (p *Pool) merge() (joined, left bool) {
 		if w <= 0 {
 			w = 1
 		}
+		w = min(w, MaxWeight) // a source's weight is any int: never wrap to 0 or below
 		if o := b.override.Load(); o > 0 {
 			w = int(o)
 		}
