@@ -116,7 +116,7 @@ func (p *Pool) setOptions(opts Options) {
 }
 
 // Name is the upstream's name.
-func (p *Pool) Name() string { return p.opts.Name }
+func (p *Pool) Name() string { return p.snap.Load().name }
 
 // Algorithm is the pool's picking algorithm.
 func (p *Pool) Algorithm() Algorithm { return p.snap.Load().algo }

@@ -30,6 +30,7 @@ type Snapshot struct {
 	// Tier is the set new requests go to.
 	Tier Tier
 
+	name     string // the pool's, read lock-free by Pool.Name
 	algo     Algorithm
 	eligible []bool // parallel to Members: may the balancer pick it now
 	active   tier
@@ -63,7 +64,7 @@ type tier struct {
 const rampScale = 10
 
 func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
-	s := &Snapshot{algo: p.opts.Algorithm}
+	s := &Snapshot{name: p.opts.Name, algo: p.opts.Algorithm}
 	s.Members = make([]*Backend, 0, len(p.members))
 	for _, b := range p.members {
 		s.Members = append(s.Members, b)
