@@ -1,0 +1,67 @@
+//go:build !race
+
+package balancer
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestPickAllocs guards the hot path: Pick allocates nothing for any
+// algorithm, pool size or tried list, and neither do Acquire, Release and
+// Admit without a guard.
+func TestPickAllocs(t *testing.T) {
+	for _, algo := range algorithms {
+		for _, n := range []int{1, 3, 12, 100} {
+			for _, ws := range []string{"equal", "weighted"} {
+				t.Run(fmt.Sprintf("%v/%d/%s", algo, n, ws), func(t *testing.T) {
+					ms := equal(n)
+					if ws == "weighted" {
+						for i := range ms {
+							ms[i].Weight = 1 + i%4
+						}
+					}
+					p := newTestPool(t, Options{Algorithm: algo}, ms)
+					snap := p.Snapshot()
+					tried1 := []*Backend{snap.Members[0]}
+					tried2 := []*Backend{snap.Members[0], snap.Members[n/2]}
+					var key uint64
+					for _, tc := range []struct {
+						name  string
+						tried []*Backend
+					}{{"no tried", nil}, {"tried 1", tried1}, {"tried 2", tried2}} {
+						allocs := testing.AllocsPerRun(2000, func() {
+							key++
+							p.Pick(key, tc.tried)
+						})
+						if allocs != 0 {
+							t.Errorf("Pick with %s: %v allocs/op, want 0", tc.name, allocs)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestDataPathAllocs(t *testing.T) {
+	p := newTestPool(t, Options{}, equal(3))
+	b := backend(t, p, addr(0))
+	allocs := testing.AllocsPerRun(2000, func() {
+		if !b.Acquire() {
+			panic("acquire failed")
+		}
+		done, err := b.Admit()
+		if err != nil {
+			panic(err)
+		}
+		done(ResultOK)
+		b.Release(200, ResultOK)
+	})
+	if allocs != 0 {
+		t.Errorf("Acquire+Admit+Release: %v allocs/op, want 0", allocs)
+	}
+	if allocs := testing.AllocsPerRun(2000, func() { p.Stats().Latency.Observe(1234) }); allocs != 0 {
+		t.Errorf("Histogram.Observe: %v allocs/op, want 0", allocs)
+	}
+}
