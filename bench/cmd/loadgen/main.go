@@ -1,0 +1,231 @@
+// Command loadgen is an open-loop, fixed-rate HTTP/1.1 load generator for the
+// side-by-side benchmark (what wrk2 -R does, which Debian does not package).
+//
+// Request i is due at start + i/rate whether or not earlier requests have been
+// answered, and its latency is measured from that intended send time, not from
+// when a connection became free. A proxy that stalls therefore shows the stall
+// in every request that queued behind it, instead of hiding it the way a
+// closed-loop tool does (coordinated omission).
+//
+// Requests due during -warmup are sent but not recorded. With -pids, loadgen
+// reads those processes' CPU time (utime+stime from /proc/PID/stat) at the
+// start and end of the measured window and reports CPU microseconds per
+// completed request.
+//
+// Output is one line of key=value pairs:
+//
+//	rate=... rps=... n=... errors=... late=... p50_us=... p90_us=... p99_us=... p999_us=... max_us=... lag_p99_us=... cpu_us_req=... cpu_pct=...
+//
+// lag_p99_us is how late the generator itself got requests onto a connection
+// (time from the intended send to the send, which includes waiting for a free
+// connection); if it is large while the proxy's CPU is low, the generator's
+// CPU, not the proxy, was the bottleneck.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+func main() {
+	url := flag.String("url", "", "target URL, e.g. http://127.0.0.1:18080/")
+	rate := flag.Float64("rate", 1000, "requests per second to send")
+	duration := flag.Duration("duration", 10*time.Second, "measured window")
+	warmup := flag.Duration("warmup", 2*time.Second, "unrecorded warm-up before the window")
+	conns := flag.Int("conns", 128, "maximum connections (and sending goroutines)")
+	timeout := flag.Duration("timeout", 5*time.Second, "per-request timeout; a timed-out request counts as an error at its full latency")
+	pids := flag.String("pids", "", "comma-separated PIDs whose CPU time is measured over the window")
+	flag.Parse()
+	if *url == "" || *rate <= 0 {
+		log.Fatal("loadgen: -url and a positive -rate are required")
+	}
+
+	var uri fasthttp.URI
+	if err := uri.Parse(nil, []byte(*url)); err != nil {
+		log.Fatalf("loadgen: parse %s: %v", *url, err)
+	}
+	hc := &fasthttp.HostClient{
+		Addr:                          string(uri.Host()),
+		MaxConns:                      *conns,
+		MaxIdleConnDuration:           time.Minute,
+		ReadTimeout:                   *timeout,
+		WriteTimeout:                  *timeout,
+		NoDefaultUserAgentHeader:      true,
+		DisableHeaderNamesNormalizing: true,
+		MaxIdemponentCallAttempts:     1,
+	}
+
+	r := run{
+		hc:       hc,
+		url:      *url,
+		interval: time.Duration(float64(time.Second) / *rate),
+		timeout:  *timeout,
+	}
+	res := r.do(*warmup, *duration, *conns, parsePIDs(*pids))
+
+	fmt.Printf("rate=%.0f rps=%.1f n=%d errors=%d late=%d p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f lag_p99_us=%.1f cpu_us_req=%s cpu_pct=%s\n",
+		*rate, float64(res.h.total-res.errors)/duration.Seconds(), res.h.total, res.errors, res.late,
+		us(res.h.quantile(0.50)), us(res.h.quantile(0.90)), us(res.h.quantile(0.99)), us(res.h.quantile(0.999)), us(res.h.max),
+		us(res.lag.quantile(0.99)), res.cpuPerReq, res.cpuPct)
+}
+
+type run struct {
+	hc       *fasthttp.HostClient
+	url      string
+	interval time.Duration
+	timeout  time.Duration
+}
+
+type result struct {
+	h         hist
+	lag       hist // intended send time to actual send: the generator's own delay
+	errors    uint64
+	late      uint64 // recorded requests still unanswered when loadgen gave up waiting
+	cpuPerReq string
+	cpuPct    string
+}
+
+func (r *run) do(warmup, duration time.Duration, workers int, pids []int) result {
+	start := time.Now().Add(50 * time.Millisecond)
+	winStart := start.Add(warmup)
+	winEnd := winStart.Add(duration)
+	total := int64((warmup + duration) / r.interval)
+
+	// Due times are offsets from start; the channel is deep enough that the
+	// scheduler never waits on busy workers, so a slow proxy cannot slow the schedule.
+	due := make(chan time.Duration, min(total, 1<<20))
+	var mu sync.Mutex
+	var res result
+	var wg sync.WaitGroup
+	var inWindow atomic.Int64
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var h, lag hist
+			var errs uint64
+			req := fasthttp.AcquireRequest()
+			resp := fasthttp.AcquireResponse()
+			req.SetRequestURI(r.url)
+			for off := range due {
+				intended := start.Add(off)
+				sent := time.Now()
+				err := r.hc.DoTimeout(req, resp, r.timeout)
+				lat := time.Since(intended)
+				if intended.Before(winStart) || !intended.Before(winEnd) {
+					continue
+				}
+				h.record(int64(lat))
+				lag.record(int64(sent.Sub(intended)))
+				inWindow.Add(1)
+				if err != nil || resp.StatusCode() != fasthttp.StatusOK {
+					errs++
+				}
+			}
+			mu.Lock()
+			res.h.merge(&h)
+			res.lag.merge(&lag)
+			res.errors += errs
+			mu.Unlock()
+		}()
+	}
+
+	var cpu0, cpu1 float64
+	var t0, t1 time.Time
+	window := int64(0)
+	sampled := false
+	// time.Sleep cannot pace this: an idle Go scheduler sleeps in epoll with
+	// millisecond resolution, so a 100µs sleep wakes about 1 ms late, which
+	// would release requests in bursts and charge the lag to the proxy. A
+	// timerfd in the netpoller wakes on the kernel's high-resolution timer.
+	tick, err := newTicker(max(r.interval, 20*time.Microsecond))
+	if err != nil {
+		log.Fatalf("loadgen: %v", err)
+	}
+	defer tick.Close()
+	for i := int64(0); i < total; {
+		now := time.Now()
+		for ; i < total && !start.Add(time.Duration(i)*r.interval).After(now); i++ {
+			off := time.Duration(i) * r.interval
+			if !start.Add(off).Before(winStart) {
+				if !sampled {
+					sampled = true
+					cpu0, t0 = cpuSeconds(pids), time.Now()
+				}
+				window++
+			}
+			due <- off
+		}
+		if i < total {
+			if err := tick.wait(); err != nil {
+				log.Fatalf("loadgen: %v", err)
+			}
+		}
+	}
+	close(due)
+	// Sample the end of the window once every recorded request has finished or
+	// the timeout has passed; requests still unanswered then count as late.
+	deadline := time.Now().Add(r.timeout + time.Second)
+	for inWindow.Load() < window && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // polling the counter; no event exists
+	}
+	cpu1, t1 = cpuSeconds(pids), time.Now()
+	wg.Wait()
+	res.late = uint64(window - inWindow.Load())
+	if len(pids) > 0 && res.h.total > 0 {
+		res.cpuPerReq = fmt.Sprintf("%.2f", (cpu1-cpu0)*1e6/float64(res.h.total))
+		res.cpuPct = fmt.Sprintf("%.1f", (cpu1-cpu0)/t1.Sub(t0).Seconds()*100)
+	} else {
+		res.cpuPerReq, res.cpuPct = "-", "-"
+	}
+	return res
+}
+
+func us(ns uint64) float64 { return float64(ns) / 1e3 }
+
+func parsePIDs(s string) []int {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := strconv.Atoi(f)
+		if err != nil {
+			log.Fatalf("loadgen: bad pid %q", f)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// clockTicks is USER_HZ, the unit of utime/stime in /proc/PID/stat; it is 100
+// on every Linux architecture Go supports.
+const clockTicks = 100
+
+// cpuSeconds sums utime+stime of the given processes.
+func cpuSeconds(pids []int) float64 {
+	var ticks uint64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			log.Fatalf("loadgen: %v", err)
+		}
+		// The command name (field 2) may contain spaces; fields after ")" are fixed.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+		u, _ := strconv.ParseUint(f[11], 10, 64)
+		st, _ := strconv.ParseUint(f[12], 10, 64)
+		ticks += u + st
+	}
+	return float64(ticks) / clockTicks
+}

@@ -1,0 +1,471 @@
+#!/usr/bin/env bash
+# bench/run.sh: the side-by-side load benchmark (kelpie, HAProxy, nginx).
+# Run from anywhere in a clone:  bench/run.sh      (or QUICK=1 bench/run.sh)
+# What it measures and why: bench/README.md. Results: bench/results/latest.md.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+# ---- knobs (environment) ---------------------------------------------------
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then RUNS=${RUNS:-1}; DURATION=${DURATION:-5}; WARMUP=${WARMUP:-1}; fi
+RUNS=${RUNS:-3}               # repetitions; the table shows medians
+DURATION=${DURATION:-10}      # seconds per measured run
+WARMUP=${WARMUP:-2}           # seconds of unrecorded load before each run
+CONNS=${CONNS:-50}            # wrk connections (closed loop)
+OL_CONNS=${OL_CONNS:-128}     # open-loop generator: max connections
+RATE=${RATE:-}                # open-loop rate; default RATE_FRACTION x HAProxy's closed-loop req/s
+RATE_FRACTION=${RATE_FRACTION:-0.6}
+PROXIES=${PROXIES:-haproxy nginx kelpie}
+SCALING=${SCALING:-1}         # 0 skips the kelpie pool-size/algorithm table
+SCALE_RUNS=${SCALE_RUNS:-$RUNS}
+SCALE_DURATION=${SCALE_DURATION:-5}
+PROFILE=${PROFILE:-1}         # profile kelpie (CPU + allocs) during one extra open-loop run
+LB_CPU=${LB_CPU:-1}           # CPU for the proxy under test
+GEN_CPU=${GEN_CPU:-0}         # CPU for the load generators and the backends
+OUT=${OUT:-$ROOT/bench/results}
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+# ---- tools -----------------------------------------------------------------
+ensure_tools() {
+	local missing=()
+	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+	command -v wrk >/dev/null || missing+=(wrk)
+	command -v taskset >/dev/null || missing+=(util-linux)
+	command -v curl >/dev/null || missing+=(curl)
+	command -v ps >/dev/null || missing+=(procps)
+	if [ ${#missing[@]} -gt 0 ]; then
+		log "installing ${missing[*]} with apt-get"
+		local sudo=
+		[ "$(id -u)" = 0 ] || sudo=sudo
+		$sudo apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	fi
+	export PATH=$PATH:/usr/sbin:/sbin
+	command -v go >/dev/null || die "go is not on PATH"
+	[ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on one, load + backends on the other)"
+}
+
+# ---- processes -------------------------------------------------------------
+PIDS=()
+TMP=
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+	if [ -n "$TMP" ] && [ "${KEEP_TMP:-0}" != 1 ]; then rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop() { # stop PID: stop one process we started and forget it
+	local pid=$1 keep=() p
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+	PIDS=("${keep[@]}")
+}
+
+wait_http() { # wait_http URL NAME [PID]: until URL answers 200, for up to 15 s
+	local i
+	for i in $(seq 150); do
+		curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null && return 0
+		if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then
+			die "$2 exited; its log is in $TMP (KEEP_TMP=1 keeps it)"
+		fi
+		sleep 0.1 # polling a process we just started; it has no readiness event
+	done
+	die "$2 did not answer 200 at $1 (logs in $TMP; KEEP_TMP=1 keeps them)"
+}
+
+wait_file() {
+	local i
+	for i in $(seq 150); do [ -s "$1" ] && return 0; sleep 0.1; done
+	die "timed out waiting for $1"
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # cpu_ticks PID...: utime+stime summed, in clock ticks
+	local t=0 p v
+	for p in "$@"; do
+		v=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")
+		t=$((t + v))
+	done
+	echo "$t"
+}
+
+# ---- setup -----------------------------------------------------------------
+ensure_tools
+mkdir -p "$OUT"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/kelpie-bench.XXXXXX")
+log "work dir $TMP"
+read -r LOAD1 _ </proc/loadavg
+if awk -v l="$LOAD1" 'BEGIN { exit !(l > 1.0) }'; then
+	log "warning: load average is $LOAD1; other work on this machine will add noise"
+fi
+
+log "building"
+go build -o "$TMP/backend" ./bench/cmd/backend
+go build -o "$TMP/loadgen" ./bench/cmd/loadgen
+HAVE_KELPIE=0
+if [[ " $PROXIES " == *" kelpie "* ]]; then
+	if go build -o "$TMP/kelpie" ./cmd/kelpie 2>"$TMP/kelpie-build.log"; then
+		HAVE_KELPIE=1
+	else
+		log "warning: kelpie does not build; continuing without it"
+		sed 's/^/    /' "$TMP/kelpie-build.log" >&2
+		PROXIES=${PROXIES//kelpie/}
+	fi
+fi
+[ "$HAVE_KELPIE" = 1 ] || SCALING=0
+
+# Backends: one process, pinned with the load generator.
+taskset -c "$GEN_CPU" "$TMP/backend" -n 3 -addrs "$TMP/addrs3" >"$TMP/backend.log" 2>&1 &
+PIDS+=($!)
+wait_file "$TMP/addrs3"
+mapfile -t BACKENDS <"$TMP/addrs3"
+DIRECT_URL="http://${BACKENDS[0]}/"
+
+mapfile -t PORTS < <("$TMP/backend" -free 7)
+HAPROXY_PORT=${PORTS[0]} NGINX_PORT=${PORTS[1]} KELPIE_PORT=${PORTS[2]}
+KELPIE_ADMIN=${PORTS[3]} KELPIE_PPROF=${PORTS[4]} SCALE_PORT=${PORTS[5]} SCALE_ADMIN=${PORTS[6]}
+
+# ---- configs ---------------------------------------------------------------
+# Equivalent setups: round robin over the same three backends, keep-alive to the
+# backends, one thread, the same forwarding headers, active /health probes every
+# 1 s where the proxy has them (nginx's open-source build does not).
+write_haproxy() {
+	{
+		cat <<EOF
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 3s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Request-ID %[unique-id] unless { req.hdr(x-request-id) -m found }
+    default_backend be
+backend be
+    balance roundrobin
+    option httpchk GET /health
+EOF
+		local i=0 a
+		for a in "${BACKENDS[@]}"; do
+			i=$((i + 1))
+			echo "    server b$i $a check inter 1s"
+		done
+	} >"$TMP/haproxy.cfg"
+}
+
+write_nginx() {
+	mkdir -p "$TMP/nginx"
+	{
+		cat <<EOF
+worker_processes 1;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    upstream be {
+EOF
+		local a
+		for a in "${BACKENDS[@]}"; do echo "        server $a;"; done
+		cat <<EOF
+        keepalive 128;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        keepalive_requests 1000000;
+        location / {
+            proxy_pass http://be;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header X-Request-ID \$request_id;
+        }
+    }
+}
+EOF
+	} >"$TMP/nginx.conf"
+}
+
+# write_kelpie FILE PORT ADMIN ALGORITHM ADDR...
+write_kelpie() {
+	local file=$1 port=$2 admin=$3 algo=$4 a
+	shift 4
+	{
+		cat <<EOF
+listen: "127.0.0.1:$port"
+admin:
+  listen: "127.0.0.1:$admin"
+upstreams:
+  - name: bench
+    balance: $algo
+    backends:
+EOF
+		for a in "$@"; do echo "      - address: \"$a\""; done
+		cat <<EOF
+    health:
+      active:
+        path: /health
+        interval: 1s
+        timeout: 1s
+EOF
+	} >"$file"
+}
+
+# ---- start the proxies -----------------------------------------------------
+declare -A URL CPU_PIDS
+URL[direct]=$DIRECT_URL
+CPU_PIDS[direct]=
+
+start_kelpie() { # start_kelpie CONFIG LOG [extra flags]: sets KPID
+	local cfg=$1 logf=$2
+	shift 2
+	GOMAXPROCS=1 taskset -c "$LB_CPU" "$TMP/kelpie" run -config "$cfg" "$@" >"$logf" 2>&1 &
+	KPID=$!
+	PIDS+=("$KPID")
+}
+
+for p in $PROXIES; do
+	case $p in
+	haproxy)
+		write_haproxy
+		haproxy -c -q -f "$TMP/haproxy.cfg" || die "haproxy rejected $TMP/haproxy.cfg"
+		taskset -c "$LB_CPU" haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
+		PIDS+=($!)
+		CPU_PIDS[haproxy]=$!
+		URL[haproxy]="http://127.0.0.1:$HAPROXY_PORT/"
+		;;
+	nginx)
+		write_nginx
+		taskset -c "$LB_CPU" nginx -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx.conf" -g 'daemon off;' >"$TMP/nginx.log" 2>&1 &
+		PIDS+=($!)
+		CPU_PIDS[nginx]=$!
+		URL[nginx]="http://127.0.0.1:$NGINX_PORT/"
+		;;
+	kelpie)
+		write_kelpie "$TMP/kelpie.yaml" "$KELPIE_PORT" "$KELPIE_ADMIN" round_robin "${BACKENDS[@]}"
+		PPROF_FLAGS=()
+		if [ "$PROFILE" = 1 ] && "$TMP/kelpie" run -h 2>&1 | grep -q -- '-pprof'; then
+			PPROF_FLAGS=(-pprof "127.0.0.1:$KELPIE_PPROF")
+		fi
+		start_kelpie "$TMP/kelpie.yaml" "$TMP/kelpie.log" "${PPROF_FLAGS[@]}"
+		CPU_PIDS[kelpie]=$KPID
+		URL[kelpie]="http://127.0.0.1:$KELPIE_PORT/"
+		wait_http "http://127.0.0.1:$KELPIE_ADMIN/readyz" kelpie "$KPID"
+		;;
+	*) die "unknown proxy $p (PROXIES=$PROXIES)" ;;
+	esac
+done
+for p in $PROXIES; do
+	wait_http "${URL[$p]}" "$p" "${CPU_PIDS[$p]}"
+done
+# nginx does its work in its worker; measure master and worker together.
+if [ -n "${CPU_PIDS[nginx]:-}" ]; then
+	CPU_PIDS[nginx]="${CPU_PIDS[nginx]} $(ps -o pid= --ppid "${CPU_PIDS[nginx]}" | tr -s ' \n' ' ')"
+fi
+TARGETS="direct $PROXIES"
+log "backends ${BACKENDS[*]}; targets: $TARGETS"
+
+# ---- runs ------------------------------------------------------------------
+RAW=$TMP/raw.txt
+: >"$RAW"
+
+cat >"$TMP/report.lua" <<'EOF'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("rps=%.1f n=%d errors=%d p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f\n",
+    summary.requests / (summary.duration / 1e6), summary.requests,
+    e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max))
+end
+EOF
+
+closed_run() { # closed_run TARGET RUN
+	local t=$1 r=$2 c0 c1 t0 t1 line cpu=- pct=-
+	taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${URL[$t]}" >/dev/null
+	# shellcheck disable=SC2086
+	[ -z "${CPU_PIDS[$t]}" ] || c0=$(cpu_ticks ${CPU_PIDS[$t]})
+	t0=$(date +%s%N)
+	line=$(taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$TMP/report.lua" "${URL[$t]}" | grep '^rps=')
+	t1=$(date +%s%N)
+	if [ -n "${CPU_PIDS[$t]}" ]; then
+		# shellcheck disable=SC2086
+		c1=$(cpu_ticks ${CPU_PIDS[$t]})
+		local n=${line#*n=}
+		n=${n%% *}
+		cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
+		pct=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v w=$((t1 - t0)) 'BEGIN { printf "%.1f", d / hz / (w / 1e9) * 100 }')
+	fi
+	echo "load=closed target=$t run=$r $line cpu_us_req=$cpu cpu_pct=$pct" | tee -a "$RAW" >&2
+}
+
+open_run() { # open_run TARGET RUN [LABEL]
+	local t=$1 r=$2 label=${3:-$1} line pids
+	pids=$(echo "${CPU_PIDS[$t]}" | tr -s ' ' ',')
+	line=$(taskset -c "$GEN_CPU" "$TMP/loadgen" -url "${URL[$t]}" -rate "$RATE" -duration "${DURATION}s" \
+		-warmup "${WARMUP}s" -conns "$OL_CONNS" -pids "${pids#,}")
+	echo "load=open target=$label run=$r $line" | tee -a "$RAW" >&2
+}
+
+log "closed loop: wrk -t1 -c$CONNS -d${DURATION}s, $RUNS runs, ${WARMUP}s warm-up each"
+for r in $(seq "$RUNS"); do
+	for t in $TARGETS; do closed_run "$t" "$r"; done
+done
+
+median() { # median LOAD TARGET KEY: median over runs, "-" if none
+	awk -v l="load=$1" -v t="target=$2" -v k="$3" '
+		$1 == l && $2 == t { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k && kv[2] != "-") v[n++] = kv[2] } }
+		END {
+			if (n == 0) { print "-"; exit }
+			for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] + 0 < v[i] + 0) { x = v[i]; v[i] = v[j]; v[j] = x }
+			print v[int((n - 1) / 2)]
+		}' "$RAW"
+}
+
+if [ -z "$RATE" ]; then
+	base=haproxy
+	[[ " $PROXIES " == *" haproxy "* ]] || base=$(echo "$PROXIES" | awk '{ print $1 }')
+	RATE=$(awk -v m="$(median closed "$base" rps)" -v f="$RATE_FRACTION" 'BEGIN { printf "%d", int(m * f / 100) * 100 }')
+	[ "$RATE" -gt 0 ] || die "could not derive an open-loop rate from $base"
+	log "open-loop rate: $RATE req/s ($RATE_FRACTION x $base's closed-loop median)"
+fi
+
+log "open loop: $RATE req/s, up to $OL_CONNS connections, ${DURATION}s, $RUNS runs"
+for r in $(seq "$RUNS"); do
+	for t in $TARGETS; do open_run "$t" "$r"; done
+done
+
+# ---- profile kelpie ----------------------------------------------------------
+PROFILE_NOTE=
+if [ "$HAVE_KELPIE" = 1 ] && [ "$PROFILE" = 1 ]; then
+	if [ ${#PPROF_FLAGS[@]} -gt 0 ]; then
+		log "profiling kelpie during one more open-loop run"
+		pp="http://127.0.0.1:$KELPIE_PPROF/debug/pprof"
+		secs=$((DURATION - 1))
+		curl -fsS -o "$OUT/kelpie.cpu.prof" "$pp/profile?seconds=$secs" &
+		cpid=$!
+		PIDS+=("$cpid")
+		curl -fsS -o "$OUT/kelpie.allocs.prof" "$pp/allocs?seconds=$secs" &
+		apid=$!
+		PIDS+=("$apid")
+		open_run kelpie 1 kelpie-profiled
+		wait "$cpid" "$apid" || true
+		go tool pprof -top -nodecount=30 "$TMP/kelpie" "$OUT/kelpie.cpu.prof" >"$OUT/kelpie.cpu.top.txt" 2>/dev/null || true
+		go tool pprof -top -sample_index=alloc_space -nodecount=20 "$TMP/kelpie" "$OUT/kelpie.allocs.prof" >"$OUT/kelpie.allocs.top.txt" 2>/dev/null || true
+		cp "$TMP/kelpie" "$OUT/kelpie.bin"
+		PROFILE_NOTE="Profiles: bench/results/kelpie.cpu.prof, kelpie.allocs.prof (binary: kelpie.bin); tops in kelpie.cpu.top.txt, kelpie.allocs.top.txt."
+	else
+		PROFILE_NOTE="No profile: this kelpie has no -pprof flag."
+	fi
+fi
+
+# ---- scaling: kelpie's cost by pool size and algorithm -------------------------
+if [ "$SCALING" = 1 ]; then
+	# Only the kelpie under test runs: the others' health checks would add noise.
+	for t in $PROXIES; do stop "${CPU_PIDS[$t]%% *}"; done
+	taskset -c "$GEN_CPU" "$TMP/backend" -n 300 -addrs "$TMP/addrs300" >"$TMP/backend300.log" 2>&1 &
+	PIDS+=($!)
+	wait_file "$TMP/addrs300"
+	mapfile -t MANY <"$TMP/addrs300"
+	log "scaling: kelpie at $RATE req/s, ${SCALE_DURATION}s, $SCALE_RUNS runs per cell"
+	saved_d=$DURATION
+	DURATION=$SCALE_DURATION
+	for n in 3 30 300; do
+		for algo in round_robin least_conn ip_hash; do
+			cfg=$TMP/kelpie-$n-$algo.yaml
+			write_kelpie "$cfg" "$SCALE_PORT" "$SCALE_ADMIN" "$algo" "${MANY[@]:0:$n}"
+			start_kelpie "$cfg" "$TMP/kelpie-$n-$algo.log"
+			wait_http "http://127.0.0.1:$SCALE_ADMIN/readyz" "kelpie ($n backends, $algo)" "$KPID"
+			URL[scale]="http://127.0.0.1:$SCALE_PORT/"
+			CPU_PIDS[scale]=$KPID
+			for r in $(seq "$SCALE_RUNS"); do open_run scale "$r" "kelpie-$n-$algo"; done
+			stop "$KPID"
+		done
+	done
+	DURATION=$saved_d
+fi
+
+# ---- table -----------------------------------------------------------------
+ratio() { # ratio VALUE BASE
+	awk -v v="$1" -v b="$2" 'BEGIN { if (v == "-" || b == "-" || b + 0 == 0) print ""; else printf " (%.2fx)", v / b }'
+}
+fmt() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else if (v + 0 >= 100) printf "%.0f", v; else printf "%.1f", v }'; }
+
+table() { # table LOAD TITLE
+	local load=$1 t k v b row
+	echo
+	echo "### $2"
+	echo
+	echo "| target | req/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/req | proxy CPU % |"
+	echo "|---|---:|---:|---:|---:|---:|---:|"
+	for t in $TARGETS; do
+		row="| $t"
+		for k in rps p50_us p99_us p999_us cpu_us_req cpu_pct; do
+			v=$(median "$load" "$t" "$k")
+			b=$(median "$load" haproxy "$k")
+			row="$row | $(fmt "$v")$( [ "$t" = direct ] || [ "$k" = cpu_pct ] || ratio "$v" "$b")"
+		done
+		echo "$row |"
+	done
+}
+
+scale_table() {
+	local n algo t row k
+	echo
+	echo "### kelpie by pool size and algorithm (open loop, $RATE req/s, ${SCALE_DURATION}s, median of $SCALE_RUNS)"
+	echo
+	echo "| backends | algorithm | CPU µs/req | CPU % | p50 µs | p99 µs | p99.9 µs | errors |"
+	echo "|---:|---|---:|---:|---:|---:|---:|---:|"
+	for n in 3 30 300; do
+		for algo in round_robin least_conn ip_hash; do
+			t=kelpie-$n-$algo
+			row="| $n | $algo"
+			for k in cpu_us_req cpu_pct p50_us p99_us p999_us errors; do row="$row | $(fmt "$(median open "$t" "$k")")"; done
+			echo "$row |"
+		done
+	done
+}
+
+{
+	echo "## Side-by-side benchmark"
+	echo
+	echo "\`bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r)."
+	echo "Proxies pinned to CPU $LB_CPU with one thread each; load generator and backends on CPU $GEN_CPU. Medians of $RUNS runs of ${DURATION}s after ${WARMUP}s warm-up."
+	echo "Versions: $(haproxy -v 2>/dev/null | head -1 | awk '{ print "HAProxy " $3 }'), $(nginx -v 2>&1 | sed 's|nginx version: nginx/|nginx |'), kelpie $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(go version | awk '{ print $3 }'). Load average at start: $LOAD1."
+	echo "Ratios in parentheses are to HAProxy (for req/s higher is better; for latency and CPU lower is better)."
+	table closed "Closed loop: wrk -t1 -c$CONNS"
+	table open "Open loop: $RATE req/s fixed rate, latency from the intended send time"
+	[ "$SCALING" = 1 ] && scale_table
+	echo
+	[ -z "$PROFILE_NOTE" ] || echo "$PROFILE_NOTE"
+} >"$OUT/latest.md"
+cp "$RAW" "$OUT/latest.raw.txt"
+echo
+cat "$OUT/latest.md"
+log "written to $OUT/latest.md (raw runs: $OUT/latest.raw.txt)"
