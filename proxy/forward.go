@@ -1,0 +1,189 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/valyala/fasthttp"
+)
+
+// failure is how one failed attempt is answered and counted.
+type failure struct {
+	result balancer.Result
+	status int    // what the client gets if this is the last attempt
+	msg    string // kelpie's short error body
+	retry  bool   // another backend may be tried
+	stale  bool   // a reused idle connection the backend had closed: retry the same backend on a fresh one
+	client bool   // the client's fault (body too large, body read error): no retry, close
+}
+
+// idempotent methods may be re-sent after a reset, a timeout or a gateway
+// status (RFC 9110 section 9.2.2).
+func idempotent(h *fasthttp.RequestHeader) bool {
+	m := h.Method()
+	switch string(m) {
+	case "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE":
+		return true
+	}
+	return false
+}
+
+// forward runs attempts on backends of up until one answers or the retry
+// budget is spent, and writes the response (or kelpie's error) to ctx.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key uint64, start time.Time) {
+	pool := up.Pool
+	stats := pool.Stats()
+	req := &ctx.Request
+	idem := idempotent(&req.Header)
+	var triedBuf [4]*balancer.Backend
+	tried := triedBuf[:0]
+	attempts, staleRetried := 0, false
+	var last *failure
+	var lastF failure
+	b := pool.Pick(key, tried)
+	for b != nil {
+		if !b.Acquire() {
+			tried = append(tried, b)
+			b = pool.Pick(key, tried)
+			continue
+		}
+		done, err := b.Admit()
+		if err != nil {
+			b.Release(0, balancer.ResultLocal)
+			tried = append(tried, b)
+			b = pool.Pick(key, tried)
+			continue
+		}
+		if attempts > 0 {
+			stats.Retries.Add(1)
+		}
+		attempts++
+		hc := client(up, b)
+		resp := fasthttp.AcquireResponse()
+		err = hc.Do(req, resp)
+		if err == nil {
+			status := resp.StatusCode()
+			res := balancer.ResultOK
+			if status == 502 || status == 503 || status == 504 {
+				res = balancer.ResultGatewayStatus
+				if idem && !rb.wasTouched() && attempts <= up.Retries {
+					if next := pool.Pick(key, append(tried, b)); next != nil {
+						_ = resp.CloseBodyStream()
+						fasthttp.ReleaseResponse(resp)
+						done(res)
+						b.Release(status, res)
+						tried = append(tried, b)
+						b = next
+						continue
+					}
+				}
+			}
+			p.respond(ctx, resp, b, done, res, status, stats, start)
+			return
+		}
+		f := classify(err, resp, idem, rb)
+		fasthttp.ReleaseResponse(resp)
+		done(f.result)
+		b.Release(f.status, f.result)
+		lastF = f
+		last = &lastF
+		if f.stale && !staleRetried {
+			staleRetried = true
+			stats.Retries.Add(1)
+			attempts-- // a free retry: it does not use the budget
+			hc.CloseIdleConnections() // its siblings were likely closed too
+			continue                  // same backend, fresh connection
+		}
+		tried = append(tried, b)
+		if !f.retry || attempts > up.Retries {
+			break
+		}
+		b = pool.Pick(key, tried)
+	}
+	stats.Latency.Observe(time.Since(start))
+	switch {
+	case last == nil:
+		stats.Unavailable.Add(1)
+		p.reply(ctx, fasthttp.StatusServiceUnavailable, "no backend available")
+	case last.client:
+		p.reject(ctx, last.status, last.msg)
+	default:
+		p.reply(ctx, last.status, last.msg)
+		if rb != nil {
+			// Part of the body may still be unread; do not drain it.
+			ctx.SetConnectionClose()
+		}
+	}
+}
+
+// respond hands a backend's response to the client. A streamed body is
+// copied by fasthttp after the handler returns; the attempt is closed when
+// that copy ends (respBody.CloseWithError).
+func (p *Proxy) respond(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, b *balancer.Backend,
+	done func(balancer.Result), res balancer.Result, status int, stats *balancer.Stats, start time.Time) {
+	out := &ctx.Response
+	resp.Header.CopyTo(&out.Header)
+	out.Header.SetNoDefaultContentType(true)
+	cleanResponse(&out.Header)
+	stream := resp.BodyStream()
+	if stream == nil {
+		// No body (HEAD, 1xx, 204, 304): keep the backend's framing headers.
+		out.SkipBody = true
+		done(res)
+		b.Release(status, res)
+		stats.Latency.Observe(time.Since(start))
+		fasthttp.ReleaseResponse(resp)
+		return
+	}
+	r := respBodyPool.Get().(*respBody)
+	*r = respBody{p: p, resp: resp, src: stream, b: b, done: done, result: res, status: status,
+		stats: stats, start: start, client: ctx.Conn(), wIdle: p.opts.WriteTimeout, armed: time.Now()}
+	cl := resp.Header.ContentLength()
+	if cl < 0 {
+		cl = -1
+	}
+	out.SetBodyStream(r, cl)
+}
+
+// classify maps a failed attempt to its result, the client's status and
+// whether it may be retried elsewhere.
+func classify(err error, resp *fasthttp.Response, idem bool, rb *reqBody) failure {
+	var conn *upConn
+	if a, ok := resp.LocalAddr().(connAddr); ok {
+		conn = a.c
+	}
+	touched := rb.wasTouched()
+	var de *dialError
+	switch {
+	case rb != nil && rb.tooLarge:
+		return failure{result: balancer.ResultLocal, status: fasthttp.StatusRequestEntityTooLarge, msg: "request body too large", client: true}
+	case rb != nil && rb.err != nil:
+		return failure{result: balancer.ResultLocal, status: fasthttp.StatusBadRequest, msg: "request body could not be read", client: true}
+	case errors.As(err, &de):
+		return failure{result: balancer.ResultConnectFailed, status: fasthttp.StatusBadGateway, msg: "cannot connect to backend", retry: true}
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return failure{result: balancer.ResultLocal, status: fasthttp.StatusServiceUnavailable, msg: "backend connection limit reached", retry: true}
+	case errors.Is(err, fasthttp.ErrTimeout) || os.IsTimeout(err):
+		return failure{result: balancer.ResultTimeout, status: fasthttp.StatusGatewayTimeout, msg: "backend timed out", retry: idem && !touched}
+	}
+	if conn != nil && conn.requests > 1 && !conn.gotBytes && closedEarly(err) && idem && !touched {
+		return failure{result: balancer.ResultLocal, status: fasthttp.StatusBadGateway, msg: "backend closed the connection", retry: true, stale: true}
+	}
+	msg := "backend connection failed"
+	if conn != nil && conn.gotBytes {
+		msg = "bad response from backend"
+	}
+	return failure{result: balancer.ResultReset, status: fasthttp.StatusBadGateway, msg: msg, retry: idem && !touched}
+}
+
+// closedEarly reports errors of a connection the peer closed or reset.
+func closedEarly(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+func (r *reqBody) wasTouched() bool { return r != nil && r.touched }

@@ -1,0 +1,178 @@
+package proxy
+
+import (
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/kelpie-lb/kelpie/balancer"
+)
+
+// Defaults applied to zero-valued fields of Upstream and Options.
+const (
+	DefaultConnectTimeout     = 3 * time.Second
+	DefaultResponseTimeout    = 15 * time.Second
+	DefaultUpstreamWrite      = 30 * time.Second
+	DefaultMaxConnsPerBackend = 1024
+	DefaultIdleConnTimeout    = 4 * time.Second
+	DefaultMaxHeaderBytes     = 16 << 10
+	DefaultMaxURIBytes        = 8 << 10
+	DefaultMaxHeaderCount     = 100
+	DefaultReadTimeout        = 30 * time.Second
+	DefaultIdleTimeout        = 60 * time.Second
+	DefaultWriteTimeout       = 30 * time.Second
+	DefaultConcurrency        = 64 << 10
+	DefaultRetryAfter         = time.Second
+)
+
+// Upstream holds the data-path settings of one upstream. It is read-only once
+// handed to New or SetRoutes; to change it, pass a new Upstream in a new route
+// set. Backends keep their connections across such changes unless the
+// connection settings (timeouts, MaxConnsPerBackend, Dial) differ.
+type Upstream struct {
+	// Pool is the upstream's backend pool. Required.
+	Pool *balancer.Pool
+	// ConnectTimeout bounds one TCP connect to a backend. Default 3s.
+	ConnectTimeout time.Duration
+	// ResponseTimeout bounds the wait for the first byte of the response
+	// after the request has been written, and then every gap between bytes
+	// of the response (so a slow but live download is not cut off, while a
+	// backend that stalls mid-body is). Expiry before any response byte is a
+	// timeout: 504. Default 15s.
+	ResponseTimeout time.Duration
+	// WriteTimeout bounds every gap between writes of the request to the
+	// backend (a backend that stops reading an upload). Default 30s.
+	WriteTimeout time.Duration
+	// Retries is the number of extra attempts, each on a different backend.
+	// 0 means none (the config file's default is 1). Connect failures are
+	// retried for every method; resets, timeouts and 502/503/504 only for
+	// idempotent methods whose body (if any) was not yet sent.
+	Retries int
+	// MaxConnsPerBackend caps open connections to one backend. A backend at
+	// its cap is skipped as if it refused the connection (not counted
+	// against it). Default 1024.
+	MaxConnsPerBackend int
+	// IdleConnTimeout closes pooled keep-alive connections idle this long.
+	// Keep it below the backends' own keep-alive timeout. Default 4s.
+	IdleConnTimeout time.Duration
+	// Dial, if set, opens connections to backends instead of TCP (tests and
+	// benchmarks use in-memory listeners). timeout is ConnectTimeout.
+	Dial func(addr string, timeout time.Duration) (net.Conn, error)
+}
+
+// Route sends requests for Host (exact, case-insensitive, port ignored; ""
+// means any host) whose raw path starts with PathPrefix (byte prefix, no
+// normalisation; "" matches everything) to Upstream.
+type Route struct {
+	Host       string
+	PathPrefix string
+	Upstream   *Upstream
+}
+
+// Options configures the listener side of a Proxy. The zero value is usable:
+// every zero field takes the default named in its comment.
+type Options struct {
+	// MaxHeaderBytes caps the request header block (excluding the request
+	// line); larger requests get 431. Default 16 KiB.
+	MaxHeaderBytes int
+	// MaxURIBytes caps the request target; longer gets 414. Default 8 KiB.
+	// A request line plus headers larger than MaxHeaderBytes+MaxURIBytes is
+	// refused by the parser with 431.
+	MaxURIBytes int
+	// MaxHeaderCount caps the number of header fields; more gets 431.
+	// Default 100.
+	MaxHeaderCount int
+	// MaxBodyBytes caps request bodies: a larger Content-Length gets 413
+	// before anything is sent upstream; a chunked body that grows past it is
+	// cut off (413 if no response has started, else the connection closes).
+	// 0 means unlimited. Bodies are streamed either way.
+	MaxBodyBytes int64
+	// ReadTimeout bounds reading one request's head from the client, from its
+	// first byte (slowloris); a timeout closes the connection (408).
+	// Default 30s.
+	ReadTimeout time.Duration
+	// IdleTimeout closes client keep-alive connections idle this long.
+	// Default 60s.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds writing one response to the client. Default 30s;
+	// negative disables it (long downloads to slow clients).
+	WriteTimeout time.Duration
+	// Concurrency caps concurrent client connections; beyond it new ones get
+	// 503 and are closed. Default 65536.
+	Concurrency int
+	// TrustedProxies are the peers whose X-Forwarded-For is believed when
+	// finding the client IP (for ip_hash and the access log): the rightmost
+	// address not inside one of these prefixes is the client. Default: trust
+	// nothing, the client is the TCP peer.
+	TrustedProxies []netip.Prefix
+	// RetryAfter is the Retry-After sent with 503 when no backend is
+	// eligible. Default 1s (sent as whole seconds, at least 1).
+	RetryAfter time.Duration
+	// AccessLog, if set, receives one record per sampled request. nil (the
+	// default) logs no requests.
+	AccessLog *slog.Logger
+	// AccessLogSample logs one request in this many. 0 or 1 logs every
+	// request (when AccessLog is set).
+	AccessLogSample int
+	// Logger receives errors and state transitions. nil discards them.
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defInt := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defInt(&o.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	defInt(&o.MaxURIBytes, DefaultMaxURIBytes)
+	defInt(&o.MaxHeaderCount, DefaultMaxHeaderCount)
+	defInt(&o.Concurrency, DefaultConcurrency)
+	def(&o.ReadTimeout, DefaultReadTimeout)
+	def(&o.IdleTimeout, DefaultIdleTimeout)
+	def(&o.WriteTimeout, DefaultWriteTimeout)
+	if o.WriteTimeout < 0 {
+		o.WriteTimeout = 0
+	}
+	def(&o.RetryAfter, DefaultRetryAfter)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.AccessLogSample <= 0 {
+		o.AccessLogSample = 1
+	}
+	return o
+}
+
+// settings is an Upstream with defaults applied; it also keys the
+// per-backend client so a reload with new settings gets a new one.
+type settings struct {
+	connect, response, write, idle time.Duration
+	maxConns                       int
+}
+
+func (u *Upstream) settings() settings {
+	s := settings{u.ConnectTimeout, u.ResponseTimeout, u.WriteTimeout, u.IdleConnTimeout, u.MaxConnsPerBackend}
+	if s.connect <= 0 {
+		s.connect = DefaultConnectTimeout
+	}
+	if s.response <= 0 {
+		s.response = DefaultResponseTimeout
+	}
+	if s.write <= 0 {
+		s.write = DefaultUpstreamWrite
+	}
+	if s.idle <= 0 {
+		s.idle = DefaultIdleConnTimeout
+	}
+	if s.maxConns <= 0 {
+		s.maxConns = DefaultMaxConnsPerBackend
+	}
+	return s
+}

@@ -1,0 +1,216 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// ErrBadRoute is returned by New and SetRoutes for an unusable route set.
+var ErrBadRoute = errors.New("bad route")
+
+// Proxy is kelpie's HTTP/1.1 reverse proxy: it routes each request by Host and
+// path prefix to an upstream, picks a backend from the upstream's pool and
+// forwards the request over a pooled keep-alive connection, retrying on other
+// backends as Upstream.Retries allows. Safe for concurrent use.
+type Proxy struct {
+	opts    Options
+	log     *slog.Logger
+	table   atomic.Pointer[table]
+	server  *fasthttp.Server
+	trusted []netip.Prefix
+
+	idPrefix [16]byte      // random per process: X-Request-ID prefix
+	idSeq    atomic.Uint64 // X-Request-ID counter
+	logSeq   atomic.Uint64 // access log sampling
+	retryAft []byte        // Retry-After value
+}
+
+// New returns a Proxy serving routes. It does not listen; call Serve.
+func New(o Options, routes []Route) (*Proxy, error) {
+	o = o.withDefaults()
+	p := &Proxy{opts: o, log: o.Logger}
+	if _, err := rand.Read(p.idPrefix[:8]); err != nil {
+		return nil, fmt.Errorf("request id seed: %w", err)
+	}
+	hex.Encode(p.idPrefix[:], p.idPrefix[:8])
+	secs := int64((o.RetryAfter + time.Second - 1) / time.Second)
+	p.retryAft = strconv.AppendInt(nil, max(secs, 1), 10)
+	for _, pr := range o.TrustedProxies {
+		p.trusted = append(p.trusted, pr.Masked())
+	}
+	if err := p.SetRoutes(routes); err != nil {
+		return nil, err
+	}
+	p.server = &fasthttp.Server{
+		Handler:                       p.ServeFastHTTP,
+		ErrorHandler:                  p.parseError,
+		Name:                          "kelpie",
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		ReadBufferSize:                o.MaxHeaderBytes + o.MaxURIBytes + 64,
+		ReadTimeout:                   o.ReadTimeout,
+		IdleTimeout:                   o.IdleTimeout,
+		WriteTimeout:                  o.WriteTimeout,
+		Concurrency:                   o.Concurrency,
+		MaxRequestBodySize:            bodyPrefetch,
+		StreamRequestBody:             true,
+		DisablePreParseMultipartForm:  true,
+		CloseOnShutdown:               true,
+		SecureErrorLogMessage:         true,
+		DisableHeaderNamesNormalizing: false,
+		Logger:                        fasthttpLogger{o.Logger},
+	}
+	return p, nil
+}
+
+// bodyPrefetch is how much of a request body fasthttp reads before the
+// handler runs; the rest is streamed.
+const bodyPrefetch = 64 << 10
+
+// SetRoutes atomically replaces the route table. Requests already routed
+// finish on the upstream they were routed to.
+func (p *Proxy) SetRoutes(routes []Route) error {
+	t, err := buildTable(routes)
+	if err != nil {
+		return err
+	}
+	p.table.Store(t)
+	return nil
+}
+
+// Serve accepts connections on ln and serves them until Shutdown. It blocks,
+// and returns nil after a Shutdown.
+func (p *Proxy) Serve(ln net.Listener) error {
+	err := p.server.Serve(ln)
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("proxy serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections, closes idle keep-alive connections,
+// marks responses in flight with Connection: close and waits for them to
+// finish, up to ctx. It returns ctx.Err() if ctx ended first; the remaining
+// connections are then left to their timeouts.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	return p.server.ShutdownWithContext(ctx)
+}
+
+// ServeFastHTTP handles one client request: validate, route, forward.
+func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("proxy: panic serving request", "panic", r)
+			p.reply(ctx, fasthttp.StatusBadGateway, "internal error")
+			ctx.SetConnectionClose()
+		}
+	}()
+	req := &ctx.Request
+	if status, msg := p.check(&req.Header); status != 0 {
+		p.reject(ctx, status, msg)
+		p.access(ctx, nil, start)
+		return
+	}
+	rt := p.table.Load().match(req.Header.Host(), pathOf(req.Header.RequestURI()))
+	if rt == nil {
+		p.reply(ctx, fasthttp.StatusNotFound, "no route")
+		p.access(ctx, nil, start)
+		return
+	}
+	rb, status, msg := p.prepareBody(ctx)
+	if status != 0 {
+		p.reject(ctx, status, msg)
+		p.access(ctx, rt.Upstream, start)
+		return
+	}
+	peer := peerIP(ctx)
+	key := p.clientKey(rt.Upstream, &req.Header, peer)
+	p.rewriteRequest(req, peer, ctx.IsTLS())
+	p.forward(ctx, rt.Upstream, rb, key, start)
+	p.access(ctx, rt.Upstream, start)
+	rb.release()
+}
+
+// reject answers a request kelpie refuses to forward, and closes the
+// connection: after a framing problem the rest of the stream is not trusted.
+func (p *Proxy) reject(ctx *fasthttp.RequestCtx, status int, msg string) {
+	p.reply(ctx, status, msg)
+	ctx.SetConnectionClose()
+}
+
+// reply writes kelpie's own short plain-text error response.
+func (p *Proxy) reply(ctx *fasthttp.RequestCtx, status int, msg string) {
+	r := &ctx.Response
+	r.Reset()
+	r.SetStatusCode(status)
+	r.Header.SetContentType("text/plain; charset=utf-8")
+	r.Header.Set("Cache-Control", "no-store")
+	if status == fasthttp.StatusServiceUnavailable {
+		r.Header.SetBytesV("Retry-After", p.retryAft)
+	}
+	b := r.Body()[:0]
+	b = append(b, "kelpie: "...)
+	b = append(b, msg...)
+	b = append(b, '\n')
+	r.SetBodyRaw(b)
+}
+
+// parseError answers requests fasthttp could not parse (fasthttp closes the
+// connection afterwards).
+func (p *Proxy) parseError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &small):
+		p.reply(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")
+	case errors.As(err, &ne) && ne.Timeout():
+		p.reply(ctx, fasthttp.StatusRequestTimeout, "request timeout")
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		p.reply(ctx, fasthttp.StatusRequestEntityTooLarge, "request body too large")
+	default:
+		p.reply(ctx, fasthttp.StatusBadRequest, "bad request")
+	}
+}
+
+// access logs one sampled request.
+func (p *Proxy) access(ctx *fasthttp.RequestCtx, up *Upstream, start time.Time) {
+	al := p.opts.AccessLog
+	if al == nil {
+		return
+	}
+	if n := p.opts.AccessLogSample; n > 1 && p.logSeq.Add(1)%uint64(n) != 0 {
+		return
+	}
+	upstream := ""
+	if up != nil {
+		upstream = up.Pool.Name()
+	}
+	al.LogAttrs(context.Background(), slog.LevelInfo, "request",
+		slog.String("method", string(ctx.Method())),
+		slog.String("host", string(ctx.Request.Header.Host())),
+		slog.String("uri", string(ctx.Request.Header.RequestURI())),
+		slog.Int("status", ctx.Response.StatusCode()),
+		slog.String("upstream", upstream),
+		slog.String("client", ctx.RemoteAddr().String()),
+		slog.String("request_id", string(ctx.Request.Header.Peek(hdrRequestID))),
+		slog.Duration("duration", time.Since(start)),
+	)
+}
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug("fasthttp: " + fmt.Sprintf(format, args...))
+}
