@@ -2,9 +2,11 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -60,6 +62,10 @@ func (p *prober) probe(ctx context.Context, addr string) error {
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("probe GET %s%s: timeout after %s", addr, p.path, time.Since(start).Round(time.Millisecond))
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // drop the repeated "Get URL:"
 		}
 		return fmt.Errorf("probe GET %s%s: %w", addr, p.path, err)
 	}
