@@ -22,6 +22,7 @@ SCALING=${SCALING:-1}         # 0 skips the kelpie pool-size/algorithm table
 SCALE_RUNS=${SCALE_RUNS:-$RUNS}
 SCALE_DURATION=${SCALE_DURATION:-5}
 PROFILE=${PROFILE:-1}         # profile kelpie (CPU + allocs) during one extra open-loop run
+# KELPIE_BIN=path benchmarks that binary instead of building ./cmd/kelpie
 LB_CPU=${LB_CPU:-1}           # CPU for the proxy under test
 GEN_CPU=${GEN_CPU:-0}         # CPU for the load generators and the backends
 OUT=${OUT:-$ROOT/bench/results}
@@ -98,6 +99,13 @@ cpu_ticks() { # cpu_ticks PID...: utime+stime summed, in clock ticks
 	echo "$t"
 }
 
+core_ticks() { # core_ticks N: "busy total" jiffies of CPU N from /proc/stat
+	awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+busy_pct() { # busy_pct "B0 T0" "B1 T1"
+	awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; printf "%.0f", (d > 0 ? (y[1] - x[1]) / d * 100 : 0) }'
+}
+
 # ---- setup -----------------------------------------------------------------
 ensure_tools
 mkdir -p "$OUT"
@@ -113,7 +121,9 @@ go build -o "$TMP/backend" ./bench/cmd/backend
 go build -o "$TMP/loadgen" ./bench/cmd/loadgen
 HAVE_KELPIE=0
 if [[ " $PROXIES " == *" kelpie "* ]]; then
-	if go build -o "$TMP/kelpie" ./cmd/kelpie 2>"$TMP/kelpie-build.log"; then
+	if [ -n "${KELPIE_BIN:-}" ]; then
+		cp "$KELPIE_BIN" "$TMP/kelpie" && HAVE_KELPIE=1
+	elif go build -o "$TMP/kelpie" ./cmd/kelpie 2>"$TMP/kelpie-build.log"; then
 		HAVE_KELPIE=1
 	else
 		log "warning: kelpie does not build; continuing without it"
@@ -307,13 +317,15 @@ end
 EOF
 
 closed_run() { # closed_run TARGET RUN
-	local t=$1 r=$2 c0 c1 t0 t1 line cpu=- pct=-
+	local t=$1 r=$2 c0 c1 t0 t1 g0 g1 line cpu=- pct=-
 	taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${URL[$t]}" >/dev/null
 	# shellcheck disable=SC2086
 	[ -z "${CPU_PIDS[$t]}" ] || c0=$(cpu_ticks ${CPU_PIDS[$t]})
+	g0=$(core_ticks "$GEN_CPU")
 	t0=$(date +%s%N)
 	line=$(taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$TMP/report.lua" "${URL[$t]}" | grep '^rps=')
 	t1=$(date +%s%N)
+	g1=$(core_ticks "$GEN_CPU")
 	if [ -n "${CPU_PIDS[$t]}" ]; then
 		# shellcheck disable=SC2086
 		c1=$(cpu_ticks ${CPU_PIDS[$t]})
@@ -322,15 +334,16 @@ closed_run() { # closed_run TARGET RUN
 		cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
 		pct=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v w=$((t1 - t0)) 'BEGIN { printf "%.1f", d / hz / (w / 1e9) * 100 }')
 	fi
-	echo "load=closed target=$t run=$r $line cpu_us_req=$cpu cpu_pct=$pct" | tee -a "$RAW" >&2
+	echo "load=closed target=$t run=$r $line cpu_us_req=$cpu cpu_pct=$pct gen_busy=$(busy_pct "$g0" "$g1")" | tee -a "$RAW" >&2
 }
 
 open_run() { # open_run TARGET RUN [LABEL]
-	local t=$1 r=$2 label=${3:-$1} line pids
+	local t=$1 r=$2 label=${3:-$1} line pids g0
 	pids=$(echo "${CPU_PIDS[$t]}" | tr -s ' ' ',')
+	g0=$(core_ticks "$GEN_CPU")
 	line=$(taskset -c "$GEN_CPU" "$TMP/loadgen" -url "${URL[$t]}" -rate "$RATE" -duration "${DURATION}s" \
 		-warmup "${WARMUP}s" -conns "$OL_CONNS" -pids "${pids#,}")
-	echo "load=open target=$label run=$r $line" | tee -a "$RAW" >&2
+	echo "load=open target=$label run=$r $line gen_busy=$(busy_pct "$g0" "$(core_ticks "$GEN_CPU")")" | tee -a "$RAW" >&2
 }
 
 log "closed loop: wrk -t1 -c$CONNS -d${DURATION}s, $RUNS runs, ${WARMUP}s warm-up each"
@@ -422,14 +435,14 @@ table() { # table LOAD TITLE
 	echo
 	echo "### $2"
 	echo
-	echo "| target | req/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/req | proxy CPU % |"
-	echo "|---|---:|---:|---:|---:|---:|---:|"
+	echo "| target | req/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/req | proxy CPU % | CPU $GEN_CPU busy % |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 	for t in $TARGETS; do
 		row="| $t"
-		for k in rps p50_us p99_us p999_us cpu_us_req cpu_pct; do
+		for k in rps p50_us p99_us p999_us cpu_us_req cpu_pct gen_busy; do
 			v=$(median "$load" "$t" "$k")
 			b=$(median "$load" haproxy "$k")
-			row="$row | $(fmt "$v")$( [ "$t" = direct ] || [ "$k" = cpu_pct ] || ratio "$v" "$b")"
+			row="$row | $(fmt "$v")$( [ "$t" = direct ] || [ "$k" = cpu_pct ] || [ "$k" = gen_busy ] || ratio "$v" "$b")"
 		done
 		echo "$row |"
 	done
@@ -459,6 +472,7 @@ scale_table() {
 	echo "Proxies pinned to CPU $LB_CPU with one thread each; load generator and backends on CPU $GEN_CPU. Medians of $RUNS runs of ${DURATION}s after ${WARMUP}s warm-up."
 	echo "Versions: $(haproxy -v 2>/dev/null | head -1 | awk '{ print "HAProxy " $3 }'), $(nginx -v 2>&1 | sed 's|nginx version: nginx/|nginx |'), kelpie $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(go version | awk '{ print $3 }'). Load average at start: $LOAD1."
 	echo "Ratios in parentheses are to HAProxy (for req/s higher is better; for latency and CPU lower is better)."
+	echo "\"CPU $GEN_CPU busy\" is the load generator's and backends' CPU (all processes on it): near 100 % means the generator, not the proxy, limited the run."
 	table closed "Closed loop: wrk -t1 -c$CONNS"
 	table open "Open loop: $RATE req/s fixed rate, latency from the intended send time"
 	[ "$SCALING" = 1 ] && scale_table
