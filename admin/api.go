@@ -1,0 +1,126 @@
+package admin
+
+import (
+	"strings"
+
+	"github.com/kelpie-lb/kelpie/balancer"
+)
+
+// UpstreamsResponse is the body of GET /api/v1/upstreams.
+type UpstreamsResponse struct {
+	Upstreams []Upstream `json:"upstreams"`
+}
+
+// Upstream is one pool as the admin API shows it.
+type Upstream struct {
+	// Name is the upstream's name from the config.
+	Name string `json:"name"`
+	// Balance is the algorithm: round_robin, least_conn or ip_hash.
+	Balance string `json:"balance"`
+	// Tier is the set new requests go to: primary, panic, backup or none.
+	Tier string `json:"tier"`
+	// EligibleBackends is how many backends new requests are spread over.
+	EligibleBackends int `json:"eligible_backends"`
+	// Backends are the pool's members, sorted by address.
+	Backends []Backend `json:"backends"`
+}
+
+// Backend is one pool member as the admin API shows it. The fields up to
+// Failures are fixed by the contract in design.md; Down is an extension.
+type Backend struct {
+	Address string `json:"address"`
+	Weight  int    `json:"weight"`
+	Backup  bool   `json:"backup"`
+	// Source is "static", "consul" or "static+consul".
+	Source string `json:"source"`
+	// Health is the active-probe verdict: healthy, unhealthy or unknown.
+	Health string `json:"health"`
+	// Ejected is true while passive outlier detection keeps it out.
+	Ejected bool `json:"ejected"`
+	// Breaker is closed, open or half-open.
+	Breaker string `json:"breaker"`
+	// Admin is ready, draining (drained, requests in flight) or drained.
+	Admin string `json:"admin"`
+	// Eligible is true exactly when the balancer may pick this backend for a
+	// new request.
+	Eligible bool  `json:"eligible"`
+	InFlight int64 `json:"in_flight"`
+	// Requests counts finished attempts; Failures those that ended in a
+	// gateway error (connect failure, reset, timeout, 502/503/504).
+	Requests uint64 `json:"requests"`
+	Failures uint64 `json:"failures"`
+	// Down lists why the backend is out of rotation: unhealthy, ejected,
+	// breaker_open, drain, critical, removed. Empty when none.
+	Down []string `json:"down"`
+}
+
+// ErrorResponse is the body of every error reply.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+// WeightRequest is the body of PUT .../weight. Weight 0 clears an earlier
+// override, restoring the weight the sources give.
+type WeightRequest struct {
+	Weight *int `json:"weight"`
+}
+
+// describePools renders the current state of pools.
+func describePools(pools []*balancer.Pool) UpstreamsResponse {
+	out := UpstreamsResponse{Upstreams: make([]Upstream, 0, len(pools))}
+	for _, p := range pools {
+		if p != nil {
+			out.Upstreams = append(out.Upstreams, describePool(p))
+		}
+	}
+	return out
+}
+
+func describePool(p *balancer.Pool) Upstream {
+	s := p.Snapshot()
+	u := Upstream{
+		Name:             p.Name(),
+		Balance:          p.Algorithm().String(),
+		Tier:             s.Tier.String(),
+		EligibleBackends: s.EligibleCount(),
+		Backends:         make([]Backend, len(s.Members)),
+	}
+	for i, b := range s.Members {
+		u.Backends[i] = describeBackend(b, s.Eligible(i))
+	}
+	return u
+}
+
+func describeBackend(b *balancer.Backend, eligible bool) Backend {
+	down := b.Down()
+	reasons := []string{}
+	if down != 0 {
+		reasons = strings.Split(down.String(), "+")
+	}
+	return Backend{
+		Address:  b.Address(),
+		Weight:   b.Weight(),
+		Backup:   b.Backup(),
+		Source:   b.Sources().String(),
+		Health:   b.Health().String(),
+		Ejected:  down&balancer.ReasonEjected != 0,
+		Breaker:  b.Breaker().String(),
+		Admin:    b.Admin().String(),
+		Eligible: eligible,
+		InFlight: b.InFlight(),
+		Requests: b.Requests(),
+		Failures: b.Failures(),
+		Down:     reasons,
+	}
+}
+
+// describeOne renders b with its eligibility in the pool's current snapshot.
+func describeOne(p *balancer.Pool, b *balancer.Backend) Backend {
+	s := p.Snapshot()
+	for i, m := range s.Members {
+		if m == b {
+			return describeBackend(b, s.Eligible(i))
+		}
+	}
+	return describeBackend(b, false)
+}

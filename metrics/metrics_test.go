@@ -1,0 +1,166 @@
+package metrics
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/kelpie-lb/kelpie/balancer"
+)
+
+func newPool(t *testing.T, name string, addrs ...string) *balancer.Pool {
+	t.Helper()
+	p := balancer.NewPool(balancer.Options{Name: name})
+	var ms []balancer.Member
+	for _, a := range addrs {
+		ms = append(ms, balancer.Member{Address: a})
+	}
+	p.SetMembers(balancer.SourceStatic, ms)
+	t.Cleanup(p.Close)
+	return p
+}
+
+func attempt(t *testing.T, b *balancer.Backend, status int, r balancer.Result) {
+	t.Helper()
+	if !b.Acquire() {
+		t.Fatal("Acquire refused")
+	}
+	b.Release(status, r)
+}
+
+func scrape(t *testing.T, m *Metrics) string {
+	t.Helper()
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("scrape = %d %s", resp.StatusCode, body)
+	}
+	return string(body)
+}
+
+func TestMetricsFromPoolState(t *testing.T) {
+	web := newPool(t, "web", "127.0.0.1:9001", "127.0.0.1:9002")
+	b1, b2 := web.Lookup("127.0.0.1:9001"), web.Lookup("127.0.0.1:9002")
+	for range 3 {
+		attempt(t, b1, 200, balancer.ResultOK)
+	}
+	attempt(t, b1, 404, balancer.ResultOK)
+	attempt(t, b2, 502, balancer.ResultConnectFailed)
+	if !b2.Acquire() { // one request still in flight
+		t.Fatal("Acquire refused")
+	}
+	defer b2.Release(200, balancer.ResultOK)
+	web.SetHealth(b2, false, "test")
+	web.SetHealth(b2, true, "test")
+	web.SetHealth(b2, false, "test")
+	web.Stats().Latency.Observe(3 * time.Millisecond)
+	web.Stats().Latency.Observe(2 * time.Second)
+	web.Stats().Retries.Add(2)
+	web.Stats().Unavailable.Add(1)
+
+	m := New(func() []*balancer.Pool { return []*balancer.Pool{web} })
+	m.ConfigReloads.WithLabelValues(ReloadSuccess).Inc()
+	m.SetConsulStatus(func() map[string]time.Duration { return map[string]time.Duration{"web": 1500 * time.Millisecond} })
+
+	text := scrape(t, m)
+	for _, line := range []string{
+		`kelpie_requests_total{backend="127.0.0.1:9001",code="200",upstream="web"} 3`,
+		`kelpie_requests_total{backend="127.0.0.1:9001",code="404",upstream="web"} 1`,
+		`kelpie_requests_total{backend="127.0.0.1:9002",code="502",upstream="web"} 1`,
+		`kelpie_backend_eligible{backend="127.0.0.1:9001",upstream="web"} 1`,
+		`kelpie_backend_eligible{backend="127.0.0.1:9002",upstream="web"} 0`,
+		`kelpie_backend_in_flight{backend="127.0.0.1:9002",upstream="web"} 1`,
+		`kelpie_backend_failures_total{backend="127.0.0.1:9002",upstream="web"} 1`,
+		`kelpie_backend_transitions_total{backend="127.0.0.1:9002",reason="unhealthy",upstream="web"} 2`,
+		`kelpie_backend_transitions_total{backend="127.0.0.1:9002",reason="unhealthy_cleared",upstream="web"} 1`,
+		`kelpie_retries_total{upstream="web"} 2`,
+		`kelpie_upstream_unavailable_total{upstream="web"} 1`,
+		`kelpie_upstream_eligible_backends{upstream="web"} 1`,
+		`kelpie_request_duration_seconds_bucket{upstream="web",le="0.005"} 1`,
+		`kelpie_request_duration_seconds_bucket{upstream="web",le="2.5"} 2`,
+		`kelpie_request_duration_seconds_count{upstream="web"} 2`,
+		`kelpie_config_reloads_total{result="success"} 1`,
+		`kelpie_config_reloads_total{result="failure"} 0`,
+		`kelpie_consul_last_sync_age_seconds{service="web"} 1.5`,
+		`go_goroutines `,
+		`process_start_time_seconds `,
+	} {
+		if !strings.Contains(text, line) {
+			t.Errorf("scrape lacks %q", line)
+		}
+	}
+	if t.Failed() {
+		t.Logf("scrape:\n%s", text)
+	}
+}
+
+// The label sets are those design.md fixes.
+func TestMetricLabels(t *testing.T) {
+	web := newPool(t, "web", "127.0.0.1:9001")
+	attempt(t, web.Lookup("127.0.0.1:9001"), 200, balancer.ResultOK)
+	web.Drain("127.0.0.1:9001")
+	m := New(func() []*balancer.Pool { return []*balancer.Pool{web} })
+	m.ConfigReloads.WithLabelValues(ReloadFailure).Inc()
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"kelpie_requests_total":             {"backend", "code", "upstream"},
+		"kelpie_request_duration_seconds":   {"upstream"},
+		"kelpie_backend_eligible":           {"backend", "upstream"},
+		"kelpie_backend_in_flight":          {"backend", "upstream"},
+		"kelpie_retries_total":              {"upstream"},
+		"kelpie_backend_transitions_total":  {"backend", "reason", "upstream"},
+		"kelpie_config_reloads_total":       {"result"},
+		"kelpie_upstream_unavailable_total": {"upstream"},
+		"kelpie_backend_failures_total":     {"backend", "upstream"},
+	}
+	types := map[string]dto.MetricType{"kelpie_request_duration_seconds": dto.MetricType_HISTOGRAM,
+		"kelpie_backend_eligible": dto.MetricType_GAUGE, "kelpie_requests_total": dto.MetricType_COUNTER}
+	got := map[string]*dto.MetricFamily{}
+	for _, f := range fams {
+		got[f.GetName()] = f
+	}
+	for name, labels := range want {
+		f := got[name]
+		if f == nil || len(f.Metric) == 0 {
+			t.Errorf("%s missing", name)
+			continue
+		}
+		var names []string
+		for _, l := range f.Metric[0].Label {
+			names = append(names, l.GetName())
+		}
+		if strings.Join(names, ",") != strings.Join(labels, ",") {
+			t.Errorf("%s labels = %v, want %v", name, names, labels)
+		}
+		if typ, ok := types[name]; ok && f.GetType() != typ {
+			t.Errorf("%s type = %v, want %v", name, f.GetType(), typ)
+		}
+	}
+}
+
+// A scrape survives duplicate upstream names and a nil pool instead of
+// failing as a whole.
+func TestScrapeRobust(t *testing.T) {
+	a, b := newPool(t, "web", "127.0.0.1:1"), newPool(t, "web", "127.0.0.1:2")
+	m := New(func() []*balancer.Pool { return []*balancer.Pool{a, nil, b} })
+	if text := scrape(t, m); !strings.Contains(text, `kelpie_backend_eligible{backend="127.0.0.1:1",upstream="web"} 1`) {
+		t.Errorf("scrape lacks the first pool:\n%s", text)
+	}
+	if text := scrape(t, New(nil)); !strings.Contains(text, "kelpie_config_reloads_total") {
+		t.Error("metrics without pools lack config reloads")
+	}
+}
