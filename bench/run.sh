@@ -392,7 +392,7 @@ if [ "$HAVE_KELPIE" = 1 ] && [ "$PROFILE" = 1 ]; then
 		go tool pprof -top -nodecount=30 "$TMP/kelpie" "$OUT/kelpie.cpu.prof" >"$OUT/kelpie.cpu.top.txt" 2>/dev/null || true
 		go tool pprof -top -sample_index=alloc_space -nodecount=20 "$TMP/kelpie" "$OUT/kelpie.allocs.prof" >"$OUT/kelpie.allocs.top.txt" 2>/dev/null || true
 		cp "$TMP/kelpie" "$OUT/kelpie.bin"
-		PROFILE_NOTE="Profiles: bench/results/kelpie.cpu.prof, kelpie.allocs.prof (binary: kelpie.bin); tops in kelpie.cpu.top.txt, kelpie.allocs.top.txt."
+		PROFILE_NOTE="Profiles (in ${OUT#"$ROOT"/}/): kelpie.cpu.prof, kelpie.allocs.prof, binary kelpie.bin; summaries in kelpie.cpu.top.txt, kelpie.allocs.top.txt."
 	else
 		PROFILE_NOTE="No profile: this kelpie has no -pprof flag."
 	fi
@@ -459,7 +459,8 @@ scale_table() {
 		for algo in round_robin least_conn ip_hash; do
 			t=kelpie-$n-$algo
 			row="| $n | $algo"
-			for k in cpu_us_req cpu_pct p50_us p99_us p999_us errors; do row="$row | $(fmt "$(median open "$t" "$k")")"; done
+			for k in cpu_us_req cpu_pct p50_us p99_us p999_us; do row="$row | $(fmt "$(median open "$t" "$k")")"; done
+			row="$row | $(median open "$t" errors)"
 			echo "$row |"
 		done
 	done
