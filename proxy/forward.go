@@ -94,7 +94,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 		if f.stale && !staleRetried {
 			staleRetried = true
 			stats.Retries.Add(1)
-			attempts-- // a free retry: it does not use the budget
+			attempts--                // a free retry: it does not use the budget
 			hc.CloseIdleConnections() // its siblings were likely closed too
 			continue                  // same backend, fresh connection
 		}

@@ -18,9 +18,9 @@ type transport struct {
 }
 
 type hostClient struct {
-	set settings
+	set  settings
 	dial func(string, time.Duration) (net.Conn, error)
-	hc  *fasthttp.HostClient
+	hc   *fasthttp.HostClient
 }
 
 // CloseIdleConnections closes the current client's idle connections; the
