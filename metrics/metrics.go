@@ -18,7 +18,7 @@
 //	backend_transitions_total{upstream,backend,reason}  counter  rotation changes; reason is what was set
 //	                                               (unhealthy, ejected, breaker_open, drain, critical, removed)
 //	                                               or cleared (the same with a "_cleared" suffix)
-//	config_reloads_total{result}                   counter   result is "success" or "failure"
+//	config_reloads_total{result}                   counter   result is "success" or "error"
 //	consul_last_sync_age_seconds{service}          gauge     time since a Consul watch last synced
 //
 // plus the standard go_* and process_* collectors.
@@ -61,7 +61,7 @@ func New(upstreams func() []*balancer.Pool) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.ConfigReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kelpie_config_reloads_total",
-		Help: "Config reloads by result (success or failure).",
+		Help: "Config reloads by result (success or error).",
 	}, []string{"result"})
 	// Both series exist from the start, so alerts on failure see a 0.
 	m.ConfigReloads.WithLabelValues(ReloadSuccess)

@@ -91,7 +91,7 @@ func TestMetricsFromPoolState(t *testing.T) {
 		`kelpie_request_duration_seconds_bucket{upstream="web",le="2.5"} 2`,
 		`kelpie_request_duration_seconds_count{upstream="web"} 2`,
 		`kelpie_config_reloads_total{result="success"} 1`,
-		`kelpie_config_reloads_total{result="failure"} 0`,
+		`kelpie_config_reloads_total{result="error"} 0`,
 		`kelpie_consul_last_sync_age_seconds{service="web"} 1.5`,
 		`go_goroutines `,
 		`process_start_time_seconds `,
