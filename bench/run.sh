@@ -281,7 +281,9 @@ for p in $PROXIES; do
 	kelpie)
 		write_kelpie "$TMP/kelpie.yaml" "$KELPIE_PORT" "$KELPIE_ADMIN" round_robin "${BACKENDS[@]}"
 		PPROF_FLAGS=()
-		if [ "$PROFILE" = 1 ] && "$TMP/kelpie" run -h 2>&1 | grep -q -- '-pprof'; then
+		# `kelpie run -h` exits non-zero; read its usage before grepping (pipefail).
+		khelp=$("$TMP/kelpie" run -h 2>&1 || true)
+		if [ "$PROFILE" = 1 ] && [[ $khelp == *-pprof* ]]; then
 			PPROF_FLAGS=(-pprof "127.0.0.1:$KELPIE_PPROF")
 		fi
 		start_kelpie "$TMP/kelpie.yaml" "$TMP/kelpie.log" "${PPROF_FLAGS[@]}"
