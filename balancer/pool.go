@@ -54,10 +54,13 @@ type Options struct {
 	// this long. 0 disables.
 	SlowStart time.Duration
 	// PanicThreshold, in percent: when fewer than this share of a pool's
-	// non-drained primaries are eligible (but at least one is), the pool
-	// spreads traffic over every non-drained primary whose breaker is not
-	// open, as Envoy does, instead of crushing the eligible few. 0 disables:
-	// only eligible backends ever get traffic.
+	// non-drained primaries are eligible (but at least one is) and no
+	// backup is eligible, the pool spreads traffic over every non-drained
+	// primary whose breaker is not open and that discovery does not report
+	// critical, as Envoy does, instead of crushing the eligible few. An
+	// eligible backup keeps the pool out of panic (backups take over before
+	// the panic rule); backups still serve only when no primary is
+	// eligible. 0 disables: only eligible backends ever get traffic.
 	PanicThreshold int
 	// NewGuard, if set, makes the guard (circuit breaker and passive
 	// detector) for each backend as it joins the pool. It is called with the

@@ -95,7 +95,9 @@ func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
 
 	var set []*Backend
 	switch {
-	case len(prim) > 0 && p.opts.PanicThreshold > 0 && len(prim)*100 < p.opts.PanicThreshold*primTotal:
+	case len(prim) > 0 && len(back) == 0 && p.opts.PanicThreshold > 0 && len(prim)*100 < p.opts.PanicThreshold*primTotal:
+		// design.md: backups take over before any panic-threshold rule
+		// applies, so an eligible backup keeps unhealthy primaries out.
 		s.Tier, set = TierPanic, append(prim, spare...)
 		slices.SortFunc(set, func(a, b *Backend) int { return strings.Compare(a.addr, b.addr) })
 	case len(prim) > 0:
