@@ -61,32 +61,46 @@ func TestBackups(t *testing.T) {
 }
 
 // TestPanicThreshold: when the eligible share of non-drained primaries
-// falls below the threshold, traffic spreads over every non-drained primary
-// whose breaker is not open; 0 disables panic mode.
+// falls below the threshold and no backup is eligible, traffic spreads over
+// every non-drained primary whose breaker is not open (and not critical in
+// discovery); 0 disables panic mode. An eligible backup keeps the pool out
+// of panic (design.md: backups take over before any panic-threshold rule),
+// yet serves only when no primary is eligible.
 func TestPanicThreshold(t *testing.T) {
-	// Ten primaries and a backup: 0 drained, 1 breaker open, 2 critical in
-	// discovery, the rest varying health.
+	// Ten primaries, addr(0) drained, addr(1) breaker open, addr(2)
+	// critical in discovery, some of addr(3..9) failing probes; and a
+	// backup that is absent, eligible or down.
+	const backupAddr = "10.0.9.000:80"
 	tests := []struct {
 		name      string
 		threshold int
-		unhealthy int // of addr(3..9), how many fail active probes
+		unhealthy int    // of addr(3..9), how many fail active probes
+		backup    string // "", "up" or "down"
 		wantTier  Tier
 		wantSet   int
 	}{
-		{"disabled", 0, 6, TierPrimary, 1},
-		{"above threshold", 50, 2, TierPrimary, 5},
-		{"5 of 9 is not below 55%", 55, 2, TierPrimary, 5},
-		{"5 of 9 is below 56%", 56, 2, TierPanic, 7},
-		{"below threshold", 50, 3, TierPanic, 7},
-		{"one eligible left", 50, 6, TierPanic, 7},
-		{"threshold 100 with any down", 100, 1, TierPanic, 7},
-		{"none eligible falls to backup", 50, 7, TierBackup, 1},
+		{"disabled", 0, 6, "", TierPrimary, 1},
+		{"above threshold", 50, 2, "", TierPrimary, 5},
+		{"5 of 9 is not below 55%", 55, 2, "", TierPrimary, 5},
+		{"5 of 9 is below 56%", 56, 2, "", TierPanic, 7},
+		{"below threshold", 50, 3, "", TierPanic, 7},
+		{"one eligible left", 50, 6, "", TierPanic, 7},
+		{"threshold 100 with any down", 100, 1, "", TierPanic, 7},
+		{"none eligible, no backup", 50, 7, "", TierNone, 0},
+		{"below threshold, backup down", 50, 6, "down", TierPanic, 7},
+		{"below threshold, backup up: no panic", 50, 6, "up", TierPrimary, 1},
+		{"none eligible, backup up", 50, 7, "up", TierBackup, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ms := equal(10)
-			ms = append(ms, Member{Address: "10.0.9.000:80", Backup: true})
+			if tt.backup != "" {
+				ms = append(ms, Member{Address: backupAddr, Backup: true})
+			}
 			p := newTestPool(t, Options{PanicThreshold: tt.threshold}, ms)
+			if tt.backup == "down" {
+				p.SetHealth(backend(t, p, backupAddr), false, "probe")
+			}
 			p.Drain(addr(0))
 			p.Mark(backend(t, p, addr(1)), ReasonBreakerOpen, true, "breaker")
 			p.Mark(backend(t, p, addr(2)), ReasonCritical, true, "consul")
@@ -113,6 +127,9 @@ func TestPanicThreshold(t *testing.T) {
 						t.Errorf("panic: %s not reported eligible", addr(i))
 					}
 				}
+			}
+			if tt.wantTier == TierPrimary && got[backupAddr] != 0 {
+				t.Errorf("backup got %d picks with a primary eligible", got[backupAddr])
 			}
 			for i, b := range s.Members {
 				if s.Eligible(i) != (got[b.Address()] > 0) {
