@@ -1,0 +1,85 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	_ "net/http/pprof" // served only on -pprof's own listener
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kelpie-lb/kelpie/config"
+)
+
+// runRun is `kelpie run`: load, start, then serve until SIGTERM/SIGINT,
+// reloading on SIGHUP. Exit 0 after a clean shutdown, 1 on errors.
+func runRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config file")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off by default")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: kelpie run -config FILE [-pprof ADDR]")
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		var ps config.Problems
+		if errors.As(err, &ps) {
+			for _, p := range ps {
+				fmt.Fprintln(stderr, p)
+			}
+		} else {
+			fmt.Fprintf(stderr, "%s: %v\n", *path, err)
+		}
+		return 1
+	}
+	log, level := newLogger(cfg.Log, stderr)
+	a, err := newApp(cfg, log, level)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	if *pprofAddr != "" {
+		go func() {
+			if err := http.ListenAndServe(*pprofAddr, http.DefaultServeMux); err != nil {
+				log.Error("pprof server stopped", "err", err)
+			}
+		}()
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	if err := a.start("", ""); err != nil {
+		log.Error("cannot start", "err", err)
+		a.shutdown()
+		return 1
+	}
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			a.reload()
+			continue
+		}
+		log.Info("signal received", "signal", sig.String())
+		done := make(chan error, 1)
+		go func() { done <- a.shutdown() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				log.Error("shutdown", "err", err)
+				return 1
+			}
+			return 0
+		case sig := <-sigs:
+			log.Warn("second signal: exiting now", "signal", sig.String())
+			return 1
+		}
+	}
+	return 0
+}

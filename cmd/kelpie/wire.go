@@ -1,0 +1,189 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/config"
+	"github.com/kelpie-lb/kelpie/discovery"
+	"github.com/kelpie-lb/kelpie/health"
+	"github.com/kelpie-lb/kelpie/proxy"
+)
+
+// This file translates config into each package's Options: the only place,
+// with config.go's loader, that knows the config's shape.
+
+func poolOptions(u config.Upstream, c *health.Checker, log *slog.Logger) balancer.Options {
+	algo, _ := balancer.ParseAlgorithm(u.Balance) // validated by config
+	return balancer.Options{
+		Name:           u.Name,
+		Algorithm:      algo,
+		SlowStart:      *u.SlowStart,
+		PanicThreshold: *u.PanicThreshold,
+		NewGuard:       c.NewGuard,
+		Logger:         log,
+	}
+}
+
+func staticMembers(u config.Upstream) []balancer.Member {
+	ms := make([]balancer.Member, len(u.Backends))
+	for i, b := range u.Backends {
+		ms[i] = balancer.Member{Address: b.Address, Weight: *b.Weight, Backup: b.Backup}
+	}
+	return ms
+}
+
+func watchSpec(c config.ConsulSource) discovery.WatchSpec {
+	return discovery.WatchSpec{
+		Service:              c.Service,
+		Tag:                  c.Tag,
+		Datacenter:           c.Datacenter,
+		IncludeWarning:       c.Warning,
+		WarningWeightPercent: *c.WarningWeight,
+	}
+}
+
+func upstreamData(u config.Upstream, p *balancer.Pool) *proxy.Upstream {
+	return &proxy.Upstream{
+		Pool:               p,
+		ConnectTimeout:     u.Timeouts.Connect,
+		ResponseTimeout:    u.Timeouts.Response,
+		IdleConnTimeout:    u.Timeouts.Idle,
+		Retries:            *u.Retries.Attempts,
+		MaxConnsPerBackend: u.MaxConnsPerBackend,
+	}
+}
+
+// buildRoutes turns config routes into proxy routes; with no routes, the
+// single upstream takes everything.
+func buildRoutes(cfg *config.Config, ups map[string]*upstream) ([]proxy.Route, error) {
+	if len(cfg.Routes) == 0 {
+		if len(cfg.Upstreams) != 1 {
+			return nil, fmt.Errorf("routes are required with %d upstreams", len(cfg.Upstreams))
+		}
+		return []proxy.Route{{PathPrefix: "/", Upstream: ups[cfg.Upstreams[0].Name].data}}, nil
+	}
+	routes := make([]proxy.Route, len(cfg.Routes))
+	for i, r := range cfg.Routes {
+		routes[i] = proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Upstream: ups[r.Upstream].data}
+	}
+	return routes, nil
+}
+
+func trustedProxies(cidrs []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range cidrs {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		} else if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out
+}
+
+func logLevel(s string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+// newLogger builds kelpie's own logger; level can change on reload.
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
+	level.Set(logLevel(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), level
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), level
+}
+
+// accessLogger opens the access log, or returns nil when it is off.
+func accessLogger(c config.AccessLog, fallback io.Writer) (*slog.Logger, io.Closer, error) {
+	if !c.Enabled {
+		return nil, nil, nil
+	}
+	if c.Path == "" {
+		return slog.New(slog.NewJSONHandler(fallback, nil)), nil, nil
+	}
+	f, err := os.OpenFile(c.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("access_log.path: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(f, nil)), f, nil
+}
+
+func healthOptions(u config.Upstream, log *slog.Logger) health.Options {
+	o := health.Options{
+		Passive: health.PassiveOptions{
+			ConsecutiveFailures: *u.Health.Passive.ConsecutiveFailures,
+			Ejection:            u.Health.Passive.Ejection,
+			MaxEjection:         u.Health.Passive.MaxEjection,
+			MaxEjectedPercent:   *u.Health.Passive.MaxEjectedPercent,
+		},
+		Breaker: health.BreakerOptions{
+			Disabled:         !*u.Health.Breaker.Enabled,
+			FailureRatio:     u.Health.Breaker.FailureRatio,
+			MinRequests:      u.Health.Breaker.MinRequests,
+			Window:           u.Health.Breaker.Window,
+			OpenTimeout:      u.Health.Breaker.OpenTimeout,
+			HalfOpenRequests: u.Health.Breaker.HalfOpenRequests,
+		},
+		Logger: log.With("upstream", u.Name),
+	}
+	if a := u.Health.Active; a != nil {
+		lo, hi, _ := config.ParseStatusRange(a.ExpectStatus) // validated by config
+		o.Active = &health.ActiveOptions{
+			Host:              a.Host,
+			ExpectStatusMin:   lo,
+			ExpectStatusMax:   hi,
+			Interval:          a.Interval,
+			UnhealthyInterval: a.UnhealthyInterval,
+			Timeout:           a.Timeout,
+			Rise:              a.Rise,
+			Fall:              a.Fall,
+		}
+		if a.Type == "http" {
+			o.Active.Path = a.Path // an empty path makes a TCP connect probe
+		}
+	}
+	return o
+}
+
+func proxyOptions(cfg *config.Config, log, access *slog.Logger) proxy.Options {
+	sample := 1
+	if cfg.AccessLog.Sample > 0 {
+		sample = max(int(1/cfg.AccessLog.Sample+0.5), 1)
+	}
+	return proxy.Options{
+		MaxHeaderBytes:  cfg.Limits.MaxHeaderBytes,
+		MaxURIBytes:     cfg.Limits.MaxURIBytes,
+		MaxHeaderCount:  cfg.Limits.MaxHeaders,
+		MaxBodyBytes:    cfg.Limits.MaxBodyBytes,
+		ReadTimeout:     cfg.Limits.ReadTimeout,
+		IdleTimeout:     cfg.Limits.IdleTimeout,
+		WriteTimeout:    writeTimeout(cfg.Limits.WriteTimeout),
+		Concurrency:     cfg.Limits.MaxConns,
+		TrustedProxies:  trustedProxies(cfg.TrustedProxies),
+		AccessLog:       access,
+		AccessLogSample: sample,
+		Logger:          log.With("component", "proxy"),
+	}
+}
+
+// writeTimeout maps config's "0 = none" to the proxy's "negative = none".
+func writeTimeout(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
