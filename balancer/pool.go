@@ -320,13 +320,14 @@ func (p *Pool) setDrain(addr string, on bool) (*Backend, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	b := p.members[addr]
+	if !on && p.drained[addr] {
+		delete(p.drained, addr) // also when absent, so it does not return drained
+	}
 	if b == nil {
 		return nil, fmt.Errorf("upstream %s: backend %s: %w", p.opts.Name, addr, ErrUnknownBackend)
 	}
 	if on {
 		p.drained[addr] = true
-	} else {
-		delete(p.drained, addr)
 	}
 	p.mark(b, ReasonDrain, on, "admin")
 	return b, nil

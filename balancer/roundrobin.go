@@ -16,8 +16,10 @@ type roundRobin struct {
 var _ selector = (*roundRobin)(nil)
 
 // maxSchedule bounds the precomputed cycle; heavier weight sets are scaled
-// down (keeping each weight at least 1) to fit.
-const maxSchedule = 1 << 16
+// down (keeping each weight at least 1) to fit. Building costs cycle length
+// times pool size under the pool's writer lock, so the bound keeps a rebuild
+// of a 300-backend pool with wildly mixed weights to a few milliseconds.
+const maxSchedule = 1 << 13
 
 func newRoundRobin(t *tier, cursor *atomic.Uint64) *roundRobin {
 	rr := &roundRobin{cursor: cursor}
