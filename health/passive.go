@@ -93,6 +93,9 @@ func (c *Checker) sweep(pool Pool) {
 			pool.Mark(b, balancer.ReasonEjected, false, detail)
 			continue
 		}
+		if g.fails.Load() == 0 {
+			g.capLogged = false // a later refusal is a new episode
+		}
 		if g.ejections > 0 && !g.probation.Load() && now.Sub(g.lastChange) >= o.Ejection {
 			g.ejections--
 			g.lastChange = now

@@ -81,13 +81,13 @@ func proxyGet(addr, path string) (int, string, time.Duration, error) {
 func TestHealthProbeFlipE2E(t *testing.T) {
 	a, b := newHealthFlipper("a"), newHealthFlipper("b")
 	ba, bb := startBackend(t, a.handle), startBackend(t, b.handle)
-	const interval = 200 * time.Millisecond
+	const interval = 300 * time.Millisecond
 	ta := startApp(t, fmt.Sprintf(`
 upstreams:
   - name: web
     backends:
 %s    health:
-      active: {path: /health, interval: 200ms, timeout: 150ms, rise: 2, fall: 3}
+      active: {path: /health, interval: 300ms, timeout: 150ms, rise: 2, fall: 3}
 `, yamlBackends(ba.Addr, bb.Addr)))
 	eventually(t, 2*time.Second, "first probe", func() bool {
 		_, _, h := ta.backendState(t, ba.Addr)
