@@ -1,7 +1,13 @@
 package proxy
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
 	"testing"
 
 	"github.com/kelpie-lb/kelpie/balancer"
@@ -36,5 +42,55 @@ func TestEndToEndForwardsAndKeepsRawPath(t *testing.T) {
 	}
 	if n := be.conns.Load(); n != 1 {
 		t.Errorf("backend saw %d connections for 4 keep-alive requests, want 1", n)
+	}
+}
+
+func TestEndToEndBodies(t *testing.T) {
+	be := startBackendServer(t, &fasthttp.Server{StreamRequestBody: true, Handler: func(ctx *fasthttp.RequestCtx) {
+		var b []byte
+		var err error
+		if s := ctx.RequestBodyStream(); s != nil {
+			b, err = io.ReadAll(s)
+		}
+		if err != nil {
+			ctx.Error(err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(ctx, "%s %d %x", ctx.Method(), len(b), sha256.Sum256(b))
+	}})
+	px := proxyTo(t, &Upstream{Pool: newPool(t, balancer.RoundRobin, be.addr)}, Options{})
+	for _, size := range []int{0, 1, 4095, 4096, 4097, 64 << 10, 1 << 20} {
+		body := bytes.Repeat([]byte("0123456789abcdef"), size/16+1)[:size]
+		want := fmt.Sprintf("POST %d %x", size, sha256.Sum256(body))
+		for _, chunked := range []bool{false, true} {
+			req, resp := fasthttp.AcquireRequest(), &fasthttp.Response{}
+			req.Header.SetMethod("POST")
+			req.SetRequestURI("http://a/")
+			if chunked {
+				req.SetBodyStream(bytes.NewReader(body), -1)
+			} else {
+				req.SetBody(body)
+			}
+			if err := clientFor(px.addr).DoTimeout(req, resp, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if got := string(resp.Body()); resp.StatusCode() != 200 || got != want {
+				t.Errorf("size %d chunked=%v: %d %q, want %q", size, chunked, resp.StatusCode(), got, want)
+			}
+		}
+	}
+	// HEAD keeps the backend's Content-Length and sends no body.
+	c, err := net.Dial("tcp", px.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	resp := rawOne(t, c, "HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode() != 200 || resp.Header.ContentLength() != len("HEAD 0 ")+64 {
+		t.Errorf("HEAD: %d, Content-Length %d", resp.StatusCode(), resp.Header.ContentLength())
+	}
+	resp = rawOne(t, c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n") // the connection is still in sync
+	if !strings.HasPrefix(string(resp.Body()), "GET 0 ") {
+		t.Errorf("GET after HEAD: %q", resp.Body())
 	}
 }
