@@ -3,7 +3,6 @@ package admin
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,25 +11,8 @@ import (
 	"strings"
 )
 
-// ErrTokenRequired is returned by CheckListen for a non-loopback admin
-// listener without a token.
-var ErrTokenRequired = errors.New("an admin token is required when admin.listen is not a loopback address")
-
-// CheckListen refuses an admin listen address that other hosts can reach
-// when no token protects the mutating calls. A loopback address
-// ("127.0.0.1:9901", "[::1]:9901", "localhost:9901") needs none; an empty
-// host (all interfaces) does.
-func CheckListen(addr, token string) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("admin listen %q: %w", addr, err)
-	}
-	if token != "" || isLoopbackHost(host) {
-		return nil
-	}
-	return fmt.Errorf("admin listen %s: %w", addr, ErrTokenRequired)
-}
-
+// isLoopbackHost reports whether host (no port) names the loopback
+// interface.
 func isLoopbackHost(host string) bool {
 	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
 		return true

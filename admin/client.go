@@ -46,7 +46,7 @@ func (e *APIError) Error() string {
 func (c *Client) Upstreams(ctx context.Context) (resp UpstreamsResponse, raw []byte, err error) {
 	raw, err = c.do(ctx, http.MethodGet, "/api/v1/upstreams", nil)
 	if err == nil {
-		err = decodeReply(raw, &resp)
+		err = c.decodeReply(raw, &resp)
 	}
 	return resp, raw, err
 }
@@ -72,7 +72,7 @@ func (c *Client) backendCall(ctx context.Context, method, upstream, address, ver
 	path := "/api/v1/upstreams/" + url.PathEscape(upstream) + "/backends/" + url.PathEscape(address) + "/" + verb
 	raw, err = c.do(ctx, method, path, body)
 	if err == nil {
-		err = decodeReply(raw, &b)
+		err = c.decodeReply(raw, &b)
 	}
 	return b, raw, err
 }
@@ -144,9 +144,9 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-func decodeReply(raw []byte, v any) error {
+func (c *Client) decodeReply(raw []byte, v any) error {
 	if err := json.Unmarshal(raw, v); err != nil {
-		return fmt.Errorf("admin API: unexpected reply: %w", err)
+		return fmt.Errorf("%s does not answer like a kelpie admin API: %w", c.Base(), err)
 	}
 	return nil
 }

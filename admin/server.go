@@ -26,8 +26,8 @@ type Options struct {
 	// Token, when not empty, is the bearer token every mutating call (drain,
 	// ready, weight) must present in "Authorization: Bearer <token>"; it is
 	// compared in constant time and never logged. Empty means no
-	// authentication, which is only safe on a loopback listener: see
-	// CheckListen.
+	// authentication, which is only safe on a loopback listener (cmd/kelpie
+	// refuses anything else).
 	Token string
 	// Upstreams returns the current pools; it is called per request, so a
 	// config reload that swaps pools is seen at once. nil means none.

@@ -396,23 +396,3 @@ func TestTokenNeverLogged(t *testing.T) {
 		t.Fatalf("token in the log:\n%s", logs.String())
 	}
 }
-
-func TestCheckListen(t *testing.T) {
-	for _, c := range []struct {
-		addr, token string
-		ok          bool
-	}{
-		{"127.0.0.1:9901", "", true},
-		{"[::1]:9901", "", true},
-		{"localhost:9901", "", true},
-		{"0.0.0.0:9901", "", false},
-		{":9901", "", false},
-		{"10.1.2.3:9901", "", false},
-		{"0.0.0.0:9901", "t", true},
-		{"nonsense", "t", false},
-	} {
-		if err := CheckListen(c.addr, c.token); (err == nil) != c.ok {
-			t.Errorf("CheckListen(%q, token=%v) = %v, want ok=%v", c.addr, c.token != "", err, c.ok)
-		}
-	}
-}
