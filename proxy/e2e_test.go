@@ -7,8 +7,8 @@ import (
 	"io"
 	"net"
 	"strings"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/valyala/fasthttp"
