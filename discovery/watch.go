@@ -163,6 +163,10 @@ func (w *watch) step(start, now time.Time, es []*api.ServiceEntry, meta *api.Que
 	if err != nil {
 		st.failures++
 		st.lastErr = redact(err, w.opts.Token)
+		// Re-read without blocking next time: the agent may come back
+		// restarted, with a lower index, and a blocking query on an index
+		// from its previous life would hide that for a whole WaitTime.
+		st.index = 0
 		if st.failures == 1 {
 			w.log.Warn("consul watch failing, keeping last known members",
 				"err", st.lastErr, "members", len(st.members))

@@ -30,7 +30,7 @@ trap 'rm -f "$tmp"' EXIT INT TERM
 echo "building consul $version into $out (first build takes minutes)" >&2
 start=$(date +%s)
 # -mod=readonly: go.sum is the source of truth; no GONOSUMDB needed.
-(cd "$here" && GOFLAGS=-mod=readonly go build -trimpath -o "$tmp" github.com/hashicorp/consul)
+(cd "$here" && GOFLAGS=-mod=readonly go build -o "$tmp" github.com/hashicorp/consul)
 mv "$tmp" "$out"
 echo "built consul $version in $(( $(date +%s) - start ))s" >&2
 echo "$out"
