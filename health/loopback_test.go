@@ -79,9 +79,9 @@ func (p *eventPool) next(t *testing.T, addr string, healthy bool, within time.Du
 
 func TestLoopbackProbeDrivenEligibility(t *testing.T) {
 	a, b := startBackend(t), startBackend(t)
-	const interval = 300 * time.Millisecond
+	const interval = 500 * time.Millisecond
 	c := New(Options{
-		Active: &ActiveOptions{Path: "/health", Host: "svc.internal", Interval: interval, Timeout: 150 * time.Millisecond, Rise: 2, Fall: 3},
+		Active: &ActiveOptions{Path: "/health", Host: "svc.internal", Interval: interval, Timeout: 250 * time.Millisecond, Rise: 2, Fall: 3},
 		Logger: testLogger(),
 	})
 	p := balancer.NewPool(balancer.Options{NewGuard: c.NewGuard, Logger: testLogger()})

@@ -81,13 +81,13 @@ func proxyGet(addr, path string) (int, string, time.Duration, error) {
 func TestHealthProbeFlipE2E(t *testing.T) {
 	a, b := newHealthFlipper("a"), newHealthFlipper("b")
 	ba, bb := startBackend(t, a.handle), startBackend(t, b.handle)
-	const interval = 300 * time.Millisecond
+	const interval = 500 * time.Millisecond
 	ta := startApp(t, fmt.Sprintf(`
 upstreams:
   - name: web
     backends:
 %s    health:
-      active: {path: /health, interval: 300ms, timeout: 150ms, rise: 2, fall: 3}
+      active: {path: /health, interval: 500ms, timeout: 250ms, rise: 2, fall: 3}
 `, yamlBackends(ba.Addr, bb.Addr)))
 	eventually(t, 2*time.Second, "first probe", func() bool {
 		_, _, h := ta.backendState(t, ba.Addr)
@@ -176,7 +176,7 @@ upstreams:
     backends:
 %s    retries: {attempts: 0}
     health:
-      active: {path: /health, interval: 100ms, timeout: 80ms}
+      active: {path: /health, interval: 200ms, timeout: 150ms}
       passive: {consecutive_failures: 5, ejection: 30s}
 `, yamlBackends(bad.Addr, good.Addr)))
 	eventually(t, 2*time.Second, "first probes", func() bool {
@@ -253,8 +253,14 @@ upstreams:
       - {address: %q}
       - {address: %q, backup: true}
     health:
-      active: {path: /health, interval: 100ms, timeout: 80ms, rise: 1, fall: 1}
+      active: {path: /health, interval: 200ms, timeout: 150ms, rise: 1, fall: 2}
 `, s1.Addr, s2.Addr, sb.Addr))
+	for _, s := range []*backend{s1, s2, sb} {
+		eventually(t, 3*time.Second, "first probes", func() bool {
+			_, _, h := ta.backendState(t, s.Addr)
+			return h == "healthy"
+		})
+	}
 	count := func() map[string]int {
 		got := map[string]int{}
 		for range 60 {
