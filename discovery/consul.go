@@ -30,7 +30,7 @@ const (
 	DefaultWaitTime    = time.Minute
 	DefaultMinInterval = 100 * time.Millisecond
 	DefaultBackoffMin  = 250 * time.Millisecond
-	DefaultBackoffMax  = 30 * time.Second
+	DefaultBackoffMax  = 10 * time.Second
 	DefaultEmptyGrace  = 30 * time.Second
 )
 
@@ -63,7 +63,7 @@ type ConsulOptions struct {
 	MinInterval time.Duration
 	// BackoffMin and BackoffMax bound the retry delay after errors: it
 	// doubles from BackoffMin per consecutive failure up to BackoffMax, with
-	// jitter (a random value in [d/2, d]). Zero means 250ms and 30s.
+	// jitter (a random value in [d/2, d]). Zero means 250ms and 10s.
 	BackoffMin, BackoffMax time.Duration
 	// EmptyGrace is how long Consul must keep reporting no passing instance
 	// of a service before a watch hands an empty list to its sinks. Until
@@ -108,19 +108,19 @@ func (o *ConsulOptions) setDefaults() {
 // defaults) share one blocking query, whatever number of sinks they feed.
 type WatchSpec struct {
 	// Service is the Consul service name. Required.
-	Service string
+	Service string `json:"service"`
 	// Tag keeps only instances carrying this tag. Empty keeps all.
-	Tag string
+	Tag string `json:"tag,omitempty"`
 	// Datacenter overrides ConsulOptions.Datacenter for this watch.
-	Datacenter string
+	Datacenter string `json:"datacenter,omitempty"`
 	// IncludeWarning also routes to instances whose worst check is
 	// "warning", with the weight Consul gives warning instances
 	// (Weights.Warning, default 1) scaled by WarningWeightPercent. By
 	// default only instances whose checks all pass are members.
-	IncludeWarning bool
+	IncludeWarning bool `json:"include_warning,omitempty"`
 	// WarningWeightPercent scales a warning instance's Weights.Warning
 	// (rounded, at least 1). Zero means 100. Ignored without IncludeWarning.
-	WarningWeightPercent int
+	WarningWeightPercent int `json:"warning_weight_percent,omitempty"`
 }
 
 func (s WatchSpec) normalized() WatchSpec {
@@ -296,27 +296,27 @@ func (c *Consul) Synced() bool {
 // WatchStatus describes one watch for the admin API and metrics. It never
 // holds the token.
 type WatchStatus struct {
-	Spec WatchSpec
+	Spec WatchSpec `json:"spec"`
 	// Synced is true once a query has succeeded.
-	Synced bool
+	Synced bool `json:"synced"`
 	// LastSync is when the last query succeeded (zero before the first).
 	// In steady state it is at most about WaitTime*17/16 old; more means
 	// Consul is unreachable or hung and the members are the last known.
-	LastSync time.Time
+	LastSync time.Time `json:"last_sync,omitzero"`
 	// LastError is the most recent query error, token scrubbed; empty
 	// after a success.
-	LastError string
+	LastError string `json:"last_error,omitempty"`
 	// Failures counts consecutive failed queries.
-	Failures int
+	Failures int `json:"failures"`
 	// Index is the Consul index the next blocking query waits on.
-	Index uint64
+	Index uint64 `json:"index"`
 	// Members is how many members the sinks hold from this watch.
-	Members int
+	Members int `json:"members"`
 	// EmptySince is when Consul started reporting no instance while the
 	// sinks still hold members (the EmptyGrace clock); zero otherwise.
-	EmptySince time.Time
+	EmptySince time.Time `json:"empty_since,omitzero"`
 	// Sinks is how many sinks (upstreams) share the watch.
-	Sinks int
+	Sinks int `json:"sinks"`
 }
 
 // Age is how long ago the watch last synced, or -1 before its first sync.
