@@ -22,6 +22,7 @@ SCALING=${SCALING:-1}         # 0 skips the kelpie pool-size/algorithm table
 SCALE_RUNS=${SCALE_RUNS:-$RUNS}
 SCALE_DURATION=${SCALE_DURATION:-5}
 PROFILE=${PROFILE:-1}         # profile kelpie (CPU + allocs) during one extra open-loop run
+SYSCALLS=${SYSCALLS:-0}       # 1: also count each proxy's syscalls per request (strace -c; installs strace)
 # KELPIE_BIN=path benchmarks that binary instead of building ./cmd/kelpie
 LB_CPU=${LB_CPU:-1}           # CPU for the proxy under test
 GEN_CPU=${GEN_CPU:-0}         # CPU for the load generators and the backends
@@ -39,6 +40,7 @@ ensure_tools() {
 	command -v taskset >/dev/null || missing+=(util-linux)
 	command -v curl >/dev/null || missing+=(curl)
 	command -v ps >/dev/null || missing+=(procps)
+	[ "$SYSCALLS" != 1 ] || command -v strace >/dev/null || missing+=(strace)
 	if [ ${#missing[@]} -gt 0 ]; then
 		log "installing ${missing[*]} with apt-get"
 		local sudo=
@@ -400,6 +402,38 @@ if [ "$HAVE_KELPIE" = 1 ] && [ "$PROFILE" = 1 ]; then
 	fi
 fi
 
+# ---- syscalls per request (optional) --------------------------------------------
+# strace slows the proxy a lot, so this is a separate short run whose only
+# output is counts: how many read/write/epoll/futex calls each proxy makes per request.
+syscall_run() { # syscall_run TARGET
+	local t=$1 sp p args=() line n
+	for p in ${CPU_PIDS[$t]}; do args+=(-p "$p"); done
+	strace -c -f -o "$TMP/strace-$t.txt" "${args[@]}" 2>/dev/null &
+	sp=$!
+	PIDS+=("$sp")
+	sleep 0.5 # let strace attach; it signals nothing when it has
+	line=$(taskset -c "$GEN_CPU" "$TMP/loadgen" -url "${URL[$t]}" -rate "$RATE" -duration 3s -warmup 0s -conns "$OL_CONNS")
+	kill -INT "$sp" 2>/dev/null || true
+	wait "$sp" 2>/dev/null || true
+	n=${line#*n=}
+	n=${n%% *}
+	awk -v t="$t" -v n="$n" '
+		$NF == "total" || NF < 5 || $1 !~ /^[0-9.]+$/ { next }
+		{ calls = $4; errs = (NF == 6) ? $5 : 0; name = $NF; all += calls
+		  if (name ~ /^(read|readv|recvfrom|recvmsg)$/) { rd += calls; again += errs }
+		  else if (name ~ /^(write|writev|sendto|sendmsg)$/) wr += calls
+		  else if (name ~ /^epoll/) ep += calls
+		  else if (name == "futex") fx += calls
+		  else if (name ~ /^(nanosleep|clock_nanosleep)$/) sl += calls }
+		END { printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", t, all / n, rd / n, again / n, wr / n, ep / n, fx / n, sl / n }' \
+		"$TMP/strace-$t.txt" >>"$TMP/syscalls.md"
+}
+if [ "$SYSCALLS" = 1 ]; then
+	log "syscalls per request (strace -c, 3 s at $RATE req/s)"
+	: >"$TMP/syscalls.md"
+	for t in $PROXIES; do syscall_run "$t"; done
+fi
+
 # ---- scaling: kelpie's cost by pool size and algorithm -------------------------
 if [ "$SCALING" = 1 ]; then
 	# Only the kelpie under test runs: the others' health checks would add noise.
@@ -479,6 +513,14 @@ scale_table() {
 	table closed "Closed loop: wrk -t1 -c$CONNS"
 	table open "Open loop: $RATE req/s fixed rate, latency from the intended send time"
 	[ "$SCALING" = 1 ] && scale_table
+	if [ "$SYSCALLS" = 1 ]; then
+		echo
+		echo "### Syscalls per request (strace -c, open loop at $RATE req/s for 3 s; strace itself slows the proxy)"
+		echo
+		echo "| proxy | all | reads | reads that returned EAGAIN | writes | epoll | futex | nanosleep |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+		cat "$TMP/syscalls.md"
+	fi
 	echo
 	[ -z "$PROFILE_NOTE" ] || echo "$PROFILE_NOTE"
 } >"$OUT/latest.md"
