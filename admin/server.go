@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
 	"sync"
 
 	"github.com/kelpie-lb/kelpie/balancer"
@@ -80,6 +81,12 @@ func New(o Options) *Server {
 // ServeHTTP routes r. Requests no route matches get a JSON 404 (or 405 with
 // an Allow header when only the method is wrong).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The mux would redirect a path with "..", "." or "//" segments to its
+	// clean form; an API has no business following such paths.
+	if p := r.URL.EscapedPath(); p != cleanPath(p) {
+		writeError(w, http.StatusNotFound, "not found: path is not in canonical form")
+		return
+	}
 	h, pattern := s.mux.Handler(r)
 	if pattern == "" {
 		// Let the mux decide between 404, 405 and a redirect to the clean
@@ -95,6 +102,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// cleanPath is p with "." and ".." segments and repeated slashes resolved,
+// keeping a trailing slash, as net/http's ServeMux canonicalizes paths.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
 }
 
 // statusCatcher records the status the mux's own 404/405 handler writes and

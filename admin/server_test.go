@@ -139,6 +139,9 @@ func TestUnknownIs404AndWrongMethod405(t *testing.T) {
 		{"unknown verb", "POST", "/api/v1/upstreams/web/backends/127.0.0.1:9001/explode", 404},
 		{"GET on drain", "GET", "/api/v1/upstreams/web/backends/127.0.0.1:9001/drain", 405},
 		{"POST on list", "POST", "/api/v1/upstreams", 405},
+		{"dot segments", "POST", "/api/v1/upstreams/web/backends/127.0.0.1:1/../127.0.0.1:9001/drain", 404},
+		{"double slash", "GET", "//api/v1/upstreams", 404},
+		{"trailing slash", "GET", "/api/v1/upstreams/", 404},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			body := ""
