@@ -109,8 +109,6 @@ func (c *Checker) apply(pool Pool, b *balancer.Backend, t *probeTask, err error,
 	switch {
 	case prev == balancer.HealthUnknown && healthy:
 		detail = "first probe passed"
-	case prev == balancer.HealthUnknown:
-		detail = fmt.Sprintf("first probe failed: %v", err)
 	case healthy:
 		detail = plural(a.Rise, "probe passed", "consecutive probes passed")
 	default:

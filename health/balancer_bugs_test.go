@@ -9,6 +9,7 @@ package health
 import (
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 )
@@ -26,6 +27,7 @@ func TestBugPanicBeforeBackups(t *testing.T) {
 		}
 		r := startRig(t, Options{Active: activeOpts(f)}, balancer.Options{PanicThreshold: 50},
 			"a:1", "b:1", "c:1", "d:1", "x:1+")
+		time.Sleep(2 * time.Second) // fall=3 failed probes
 		synctest.Wait()
 		got := picks(r.pool, 1000)
 		if s := r.pool.Snapshot(); s.Tier == balancer.TierPanic {

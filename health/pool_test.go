@@ -77,6 +77,7 @@ func TestPanicThreshold(t *testing.T) {
 			f.set("b:1", true)
 			f.set("c:1", true)
 			r := startRig(t, o, balancer.Options{PanicThreshold: tc.threshold}, "a:1", "b:1", "c:1", "d:1")
+			time.Sleep(2 * time.Second) // fall=3 failed probes
 			synctest.Wait()
 			r.results("d:1", gw, 4) // breaker open: never used, even in panic
 			synctest.Wait()

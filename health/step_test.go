@@ -21,7 +21,9 @@ func TestStep(t *testing.T) {
 		want       string // verdict after each result
 	}{
 		{"unknown pass is healthy", U, 2, 3, "P", "H"},
-		{"unknown fail is unhealthy at once", U, 2, 3, "F", "D"},
+		{"unknown needs fall failures too", U, 2, 3, "FFF", "UUD"},
+		{"unknown F,P,F never trips fall=2", U, 2, 2, "FPF", "UHH"},
+		{"unknown F,F trips fall=2", U, 2, 2, "FF", "UD"},
 		{"fall 3 needs three in a row", H, 2, 3, "FFF", "HHD"},
 		{"rise 2 needs two in a row", D, 2, 3, "PP", "DH"},
 		{"F,P,F never trips fall=2", H, 2, 2, "FPFPFPF", "HHHHHHH"},
@@ -30,7 +32,7 @@ func TestStep(t *testing.T) {
 		{"flap then settle up", D, 2, 2, "PFPP", "DDDH"},
 		{"fall 1 and rise 1 follow every result", H, 1, 1, "FPFP", "DHDH"},
 		{"agreeing results reset nothing more", H, 2, 3, "PPFFPFFF", "HHHHHHHD"},
-		{"full cycle", U, 2, 3, "PFFFPPFP", "HHHDDHHH"},
+		{"full cycle", U, 2, 3, "FPFFFPPFP", "UHHHDDHHH"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
