@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -307,4 +308,58 @@ func closedAddr(t *testing.T) string {
 	}
 	ln.Close()
 	return ln.Addr().String()
+}
+
+// TestDrainSurvivesRestart: with admin.state_file, a drained backend is
+// still drained in the next process, before it serves a request.
+func TestDrainSurvivesRestart(t *testing.T) {
+	t.Setenv("KELPIE_E2E_TOKEN", e2eToken)
+	one, two := startBackend(t, named("one")), startBackend(t, named("two"))
+	state := filepath.Join(t.TempDir(), "drained.json")
+	cfg := strings.Replace(adminConfig(one.Addr, two.Addr), "admin:\n", fmt.Sprintf("admin:\n  state_file: %q\n", state), 1)
+	first := startApp(t, cfg)
+	c := &admin.Client{BaseURL: first.AdminURL, Token: e2eToken}
+	if _, _, err := c.Drain(context.Background(), "web", one.Addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+
+	second := startApp(t, cfg)
+	if b := findBackend(t, second, "web", one.Addr); b.Admin != "drained" || b.Eligible {
+		t.Fatalf("after restart: %+v, want drained", b)
+	}
+	for range 10 {
+		if code, body := second.Get(t, "/"); code != 200 || body != "two" {
+			t.Fatalf("after restart: %d %q, want 200 from two", code, body)
+		}
+	}
+	if one.Hits() != 0 {
+		t.Errorf("the drained backend got %d requests after the restart", one.Hits())
+	}
+}
+
+// TestMetricsThroughTheProxy: requests through the proxy show up in
+// /metrics with the contract's names and labels.
+func TestMetricsThroughTheProxy(t *testing.T) {
+	one := startBackend(t, named("one"))
+	ta := startApp(t, adminConfig(one.Addr))
+	for range 5 {
+		if code, _ := ta.Get(t, "/"); code != 200 {
+			t.Fatalf("GET = %d", code)
+		}
+	}
+	for series, want := range map[string]string{
+		fmt.Sprintf(`kelpie_requests_total{backend=%q,code="200",upstream="web"}`, one.Addr): "5",
+		fmt.Sprintf(`kelpie_backend_eligible{backend=%q,upstream="web"}`, one.Addr):          "1",
+		fmt.Sprintf(`kelpie_backend_in_flight{backend=%q,upstream="web"}`, one.Addr):         "0",
+		`kelpie_request_duration_seconds_count{upstream="web"}`:                              "5",
+		`kelpie_retries_total{upstream="web"}`:                                               "0",
+		`kelpie_config_reloads_total{result="success"}`:                                      "0",
+	} {
+		if got := metricValue(t, ta.AdminURL, series); got != want {
+			t.Errorf("%s = %q, want %q", series, got, want)
+		}
+	}
 }
