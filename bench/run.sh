@@ -393,10 +393,17 @@ if [ "$HAVE_KELPIE" = 1 ] && [ "$PROFILE" = 1 ]; then
 		PIDS+=("$apid")
 		open_run kelpie 1 kelpie-profiled
 		wait "$cpid" "$apid" || true
+		# And at saturation, where the per-request cost is lowest.
+		curl -fsS -o "$OUT/kelpie.closed.cpu.prof" "$pp/profile?seconds=$secs" &
+		cpid=$!
+		PIDS+=("$cpid")
+		taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "${URL[kelpie]}" >/dev/null
+		wait "$cpid" || true
+		go tool pprof -top -nodecount=30 "$TMP/kelpie" "$OUT/kelpie.closed.cpu.prof" >"$OUT/kelpie.closed.cpu.top.txt" 2>/dev/null || true
 		go tool pprof -top -nodecount=30 "$TMP/kelpie" "$OUT/kelpie.cpu.prof" >"$OUT/kelpie.cpu.top.txt" 2>/dev/null || true
 		go tool pprof -top -sample_index=alloc_space -nodecount=20 "$TMP/kelpie" "$OUT/kelpie.allocs.prof" >"$OUT/kelpie.allocs.top.txt" 2>/dev/null || true
 		cp "$TMP/kelpie" "$OUT/kelpie.bin"
-		PROFILE_NOTE="Profiles (in ${OUT#"$ROOT"/}/): kelpie.cpu.prof, kelpie.allocs.prof, binary kelpie.bin; summaries in kelpie.cpu.top.txt, kelpie.allocs.top.txt."
+		PROFILE_NOTE="Profiles (in ${OUT#"$ROOT"/}/): kelpie.cpu.prof and kelpie.allocs.prof (open loop), kelpie.closed.cpu.prof (wrk), binary kelpie.bin; -top summaries in the matching .top.txt files."
 	else
 		PROFILE_NOTE="No profile: this kelpie has no -pprof flag."
 	fi
