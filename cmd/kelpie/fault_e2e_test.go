@@ -1,0 +1,550 @@
+package main
+
+// Fault tests under load through the whole kelpie on loopback: a backend
+// killed, hung, resetting mid-response, flapping, and closing keep-alive
+// connections as kelpie reuses them. Every client-visible error is counted:
+// the load clients never retry on their own.
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/kelpie-lb/kelpie/balancer"
+)
+
+// loadOpts shapes one load run: workers goroutines each sending requests
+// requests (or fewer, once stop is called).
+type loadOpts struct {
+	workers, requests int
+	path              func(w, i int) string         // default "/load"
+	method            func(w, i int) string         // default GET
+	between           func(w, i int)                // after each request: pacing
+	ok                func(code int, b []byte) bool // default: 200 with a body
+}
+
+// loadRun is a running or finished load: counts, first errors, latencies.
+type loadRun struct {
+	ok, failed atomic.Int64
+	stopped    atomic.Bool
+	wg         sync.WaitGroup
+	hc         *fasthttp.HostClient
+	mu         sync.Mutex
+	errs       []string
+	lat        []time.Duration
+}
+
+// startLoad runs o against the proxy at addr with a client that never
+// retries, so every failure is seen.
+func startLoad(addr string, o loadOpts) *loadRun {
+	r := &loadRun{hc: &fasthttp.HostClient{
+		Addr: addr, MaxConns: o.workers, ReadTimeout: 10 * time.Second, WriteTimeout: 5 * time.Second,
+		MaxIdemponentCallAttempts: 1,
+		RetryIfErr:                func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+	}}
+	if o.ok == nil {
+		o.ok = func(code int, b []byte) bool { return code == 200 && len(b) > 0 }
+	}
+	for w := range o.workers {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			lat := make([]time.Duration, 0, o.requests)
+			defer func() { r.mu.Lock(); r.lat = append(r.lat, lat...); r.mu.Unlock() }()
+			for i := 0; i < o.requests && !r.stopped.Load(); i++ {
+				req.Reset()
+				resp.Reset()
+				path, method := "/load", "GET"
+				if o.path != nil {
+					path = o.path(w, i)
+				}
+				if o.method != nil {
+					method = o.method(w, i)
+				}
+				req.SetRequestURI("http://" + addr + path)
+				req.Header.SetMethod(method)
+				start := time.Now()
+				err := r.hc.Do(req, resp)
+				lat = append(lat, time.Since(start))
+				if err != nil || !o.ok(resp.StatusCode(), resp.Body()) {
+					r.failed.Add(1)
+					r.mu.Lock()
+					if len(r.errs) < 5 {
+						r.errs = append(r.errs, fmt.Sprintf("%s %s: %d %.60q %v", method, path, resp.StatusCode(), resp.Body(), err))
+					}
+					r.mu.Unlock()
+				} else {
+					r.ok.Add(1)
+				}
+				if o.between != nil {
+					o.between(w, i)
+				}
+			}
+		}()
+	}
+	return r
+}
+
+func (r *loadRun) stop() *loadRun { r.stopped.Store(true); return r.wait() }
+
+// wait ends the run and closes the client's connections.
+func (r *loadRun) wait() *loadRun {
+	r.wg.Wait()
+	r.hc.CloseIdleConnections()
+	return r
+}
+
+func (r *loadRun) total() int64 { return r.ok.Load() + r.failed.Load() }
+
+// quantile returns the q-quantile of the latencies (after wait).
+func (r *loadRun) quantile(q float64) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.lat) == 0 {
+		return 0
+	}
+	slices.Sort(r.lat)
+	return r.lat[min(int(q*float64(len(r.lat))), len(r.lat)-1)]
+}
+
+func (r *loadRun) String() string {
+	return fmt.Sprintf("%d requests, %d errors (first: %v), p50 %s p99 %s max %s",
+		r.total(), r.failed.Load(), r.errs, r.quantile(0.5), r.quantile(0.99), r.quantile(1))
+}
+
+// pause waits d: pacing of the load, not a synchronisation.
+func pause(d time.Duration) { <-time.After(d) }
+
+// paced leaves the CPU some room between requests, so that health probes
+// of healthy backends do not time out on a busy 2-core machine.
+func paced(w, i int) { pause(time.Millisecond) }
+
+// killable is a fasthttp backend whose kill closes the listener and resets
+// every open connection (SO_LINGER 0), like a crashed process.
+type killable struct {
+	net.Listener
+	addr  string
+	hits  atomic.Int64 // requests other than /health
+	mu    sync.Mutex
+	conns []net.Conn
+	dead  bool
+}
+
+func startKillable(t *testing.T, name string) *killable {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &killable{Listener: ln, addr: ln.Addr().String()}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) != "/health" {
+			k.hits.Add(1)
+		}
+		ctx.WriteString(name)
+	}}
+	go srv.Serve(k)
+	t.Cleanup(k.kill)
+	return k
+}
+
+func (k *killable) Accept() (net.Conn, error) {
+	c, err := k.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.dead {
+		resetConn(c)
+		return nil, net.ErrClosed
+	}
+	k.conns = append(k.conns, c)
+	return c, nil
+}
+
+func (k *killable) kill() {
+	k.mu.Lock()
+	conns := k.conns
+	k.conns, k.dead = nil, true
+	k.mu.Unlock()
+	k.Listener.Close()
+	for _, c := range conns {
+		resetConn(c)
+	}
+}
+
+// resetConn closes c with an RST instead of a FIN.
+func resetConn(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+// rawServe accepts connections on a loopback port and hands each to fn
+// until the test ends.
+func rawServe(t *testing.T, fn func(c net.Conn, br *bufio.Reader)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var open []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			open = append(open, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				fn(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestFaultBackendKilledUnderLoad: one of three backends crashes (listener
+// closed, open connections reset) under 8 concurrent GET clients. With
+// retries.attempts 1 no client sees an error; with retries off the errors
+// are bounded by the requests caught on it. Either way it is ejected at
+// once and gets no attempt after that.
+func TestFaultBackendKilledUnderLoad(t *testing.T) {
+	for _, retries := range []int{1, 0} {
+		t.Run(fmt.Sprintf("retries=%d", retries), func(t *testing.T) {
+			bs := []*killable{startKillable(t, "a"), startKillable(t, "b"), startKillable(t, "c")}
+			ta := startApp(t, fmt.Sprintf(`
+upstreams:
+  - name: web
+    backends:
+%s    retries: {attempts: %d}
+    timeouts: {connect: 1s, response: 2s}
+    health:
+      active: {path: /health, interval: 500ms, timeout: 400ms, rise: 2, fall: 2}
+      passive: {consecutive_failures: 3, ejection: 30s}
+`, yamlBackends(bs[0].addr, bs[1].addr, bs[2].addr), retries))
+			dead := bs[1]
+			eventually(t, 3*time.Second, "first probes", func() bool { return ta.poolByName("web").Snapshot().EligibleCount() == 3 })
+			run := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 300, between: paced})
+			eventually(t, 10*time.Second, "load running", func() bool { return dead.hits.Load() > 200 })
+			b := ta.poolByName("web").Lookup(dead.addr)
+			killed := time.Now()
+			dead.kill()
+			took := ta.waitEligible(t, dead.addr, false, 5*time.Second)
+			eventually(t, 5*time.Second, "attempts on it finished", func() bool { return b.InFlight() == 0 })
+			attempts := b.Requests()
+			run.wait()
+			t.Logf("killed after %d hits; ineligible %s after the kill; %s", dead.hits.Load(), took, run)
+			// fall x interval + timeout, plus slack for the poll.
+			if bound := 2*500*time.Millisecond + 400*time.Millisecond; took > bound {
+				t.Errorf("killed backend ineligible after %s, want within %s", took, bound)
+			}
+			if n := b.Requests(); n != attempts {
+				t.Errorf("%d attempts reached the killed backend after it was ejected", n-attempts)
+			}
+			if run.total() != 8*300 {
+				t.Fatalf("load sent %d requests, want %d", run.total(), 8*300)
+			}
+			if retries > 0 && run.failed.Load() != 0 {
+				t.Fatalf("with retries: %s", run)
+			}
+			// retries off: only requests on it at the kill and the connects
+			// before ejection may fail; at most 0.5%% of the run.
+			if n := run.failed.Load(); retries == 0 && n > run.total()/200 {
+				t.Fatalf("without retries %d errors, want at most %d: %s", n, run.total()/200, run)
+			}
+			t.Logf("client errors: %d of %d (%s since kill)", run.failed.Load(), run.total(), time.Since(killed).Round(time.Millisecond))
+		})
+	}
+}
+
+// TestFaultHungBackendUnderLoad: a backend that accepts and never answers
+// (data and probes) costs no client more than timeouts.response plus one
+// retry, no GET fails, connections to it stay capped, and the total number
+// of attempts stays close to the number of requests.
+func TestFaultHungBackendUnderLoad(t *testing.T) {
+	var open, maxOpen atomic.Int64
+	hung := rawServe(t, func(c net.Conn, br *bufio.Reader) {
+		n := open.Add(1)
+		defer open.Add(-1)
+		for m := maxOpen.Load(); n > m && !maxOpen.CompareAndSwap(m, n); m = maxOpen.Load() {
+		}
+		io.Copy(io.Discard, br) // until kelpie gives up and closes
+	})
+	good1, good2 := startBackend(t, named("g1")), startBackend(t, named("g2"))
+	const response = 300 * time.Millisecond
+	ta := startApp(t, fmt.Sprintf(`
+upstreams:
+  - name: web
+    backends:
+%s    retries: {attempts: 1}
+    timeouts: {connect: 1s, response: 300ms}
+    max_conns_per_backend: 4
+    health:
+      active: {path: /health, interval: 500ms, timeout: 400ms, rise: 2, fall: 2}
+      passive: {consecutive_failures: 3, ejection: 30s}
+`, yamlBackends(hung, good1.Addr, good2.Addr)))
+	run := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 250, between: paced}).wait()
+	t.Logf("%s; at most %d connections open to the hung backend", run, maxOpen.Load())
+	if run.failed.Load() != 0 {
+		t.Fatalf("GETs failed: %s", run)
+	}
+	if worst := run.quantile(1); worst > response+250*time.Millisecond {
+		t.Fatalf("slowest GET %s, want at most timeouts.response (%s) plus one quick retry", worst, response)
+	}
+	pool := ta.poolByName("web")
+	var attempts uint64
+	for _, b := range pool.Snapshot().Members {
+		attempts += b.Requests()
+	}
+	if ratio := float64(attempts) / float64(run.total()); ratio > 1.2 {
+		t.Errorf("attempts/requests = %.3f, want <= 1.2", ratio)
+	}
+	// max_conns_per_backend plus the probe's own connection.
+	if m := maxOpen.Load(); m > 4+1 {
+		t.Errorf("%d connections open at once to the hung backend, want <= 4 (+1 probe)", m)
+	}
+	if el, _, _ := ta.backendState(t, hung); el {
+		t.Fatal("hung backend still eligible")
+	}
+	t.Logf("attempts/requests = %d/%d, hung backend attempts %d", attempts, run.total(), pool.Lookup(hung).Requests())
+}
+
+// TestFaultResetMidResponseNotRetried: a backend that sends the head and part
+// of the body, then resets. The request is not retried (the backend saw one
+// attempt per client error), the client sees an error rather than a short
+// 200, the client connection is closed, each reset counts one failure, and
+// the other backend keeps answering.
+func TestFaultResetMidResponseNotRetried(t *testing.T) {
+	const cl, sent = 100000, 5000
+	var heads atomic.Int64
+	partial := rawServe(t, func(c net.Conn, br *bufio.Reader) {
+		var req fasthttp.Request
+		if req.Header.Read(br) != nil {
+			return
+		}
+		heads.Add(1)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", cl, strings.Repeat("x", sent))
+		resetConn(c)
+	})
+	good := startBackend(t, named("good"))
+	ta := startApp(t, fmt.Sprintf(`
+upstreams:
+  - name: web
+    backends:
+%s    retries: {attempts: 1}
+    health:
+      passive: {consecutive_failures: 0}
+      breaker: {enabled: false}
+`, yamlBackends(partial, good.Addr)))
+	run := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 100,
+		ok: func(code int, b []byte) bool { return code == 200 && string(b) == "good" }}).wait()
+	pool := ta.poolByName("web")
+	eventually(t, 5*time.Second, "attempts finished", func() bool { return pool.Lookup(partial).InFlight() == 0 })
+	t.Logf("%s; partial backend heads %d, good backend hits %d", run, heads.Load(), good.Hits())
+	if heads.Load() == 0 || run.ok.Load() == 0 {
+		t.Fatalf("load missed a backend: %s", run)
+	}
+	if h := heads.Load(); h != run.failed.Load() {
+		t.Errorf("partial backend saw %d requests but clients saw %d errors: a reset was retried or hidden", h, run.failed.Load())
+	}
+	if g := int64(good.Hits()); g != run.ok.Load() {
+		t.Errorf("good backend answered %d, clients got %d OK: a started response was retried", g, run.ok.Load())
+	}
+	if f := pool.Lookup(partial).Failures(); f != uint64(heads.Load()) {
+		t.Errorf("partial backend failures = %d, want one per reset (%d)", f, heads.Load())
+	}
+	// On a raw keep-alive connection: a 200 head, fewer body bytes than
+	// Content-Length, then the connection closes.
+	for range 10 {
+		c, err := net.Dial("tcp", ta.ProxyAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "GET /raw HTTP/1.1\r\nHost: a\r\n\r\n")
+		out, err := io.ReadAll(c) // returns only when kelpie closes
+		c.Close()
+		if err != nil {
+			t.Fatalf("raw read: %v (kelpie did not close the connection)", err)
+		}
+		head, body, _ := strings.Cut(string(out), "\r\n\r\n")
+		if body == "good" {
+			continue // round robin gave the good backend; try again
+		}
+		if !strings.HasPrefix(head, "HTTP/1.1 200") || !strings.Contains(head, fmt.Sprint(cl)) || len(body) >= cl {
+			t.Fatalf("raw: head %q, %d body bytes", head, len(body))
+		}
+		return
+	}
+	t.Fatal("raw client never reached the partial backend")
+}
+
+// TestFaultFlappingBackend: a backend whose health endpoint alternates
+// pass/fail on every probe, and whose data answers 503 while its last probe
+// failed. rise 2 / fall 2 keep it from going unhealthy at all; GETs that meet
+// its 503s are retried elsewhere, so no client sees an error.
+func TestFaultFlappingBackend(t *testing.T) {
+	var probes atomic.Int64
+	var down atomic.Bool
+	flap := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/health" {
+			fail := probes.Add(1)%2 == 0 // the first probe passes
+			down.Store(fail)
+			if fail {
+				ctx.SetStatusCode(503)
+			}
+			return
+		}
+		if down.Load() {
+			ctx.SetStatusCode(503)
+			return
+		}
+		ctx.WriteString("flap")
+	})
+	g1, g2 := startBackend(t, named("g1")), startBackend(t, named("g2"))
+	ta := startApp(t, fmt.Sprintf(`
+upstreams:
+  - name: web
+    backends:
+%s    retries: {attempts: 1}
+    health:
+      active: {path: /health, interval: 300ms, timeout: 300ms, rise: 2, fall: 2}
+      passive: {consecutive_failures: 3, ejection: 300ms}
+`, yamlBackends(flap.Addr, g1.Addr, g2.Addr)))
+	eventually(t, 5*time.Second, "first probes", func() bool {
+		for _, b := range ta.poolByName("web").Snapshot().Members {
+			if b.Health() != balancer.HealthHealthy {
+				return false
+			}
+		}
+		return true
+	})
+	run := startLoad(ta.ProxyAddr, loadOpts{workers: 4, requests: 1 << 20, between: func(int, int) { pause(3 * time.Millisecond) }})
+	eventually(t, 15*time.Second, "16 probes", func() bool { return probes.Load() >= 16 })
+	run.stop()
+	b := ta.poolByName("web").Lookup(flap.Addr)
+	var unhealthy, ejected uint64
+	b.Transitions(func(r balancer.Reason, on bool, n uint64) {
+		switch {
+		case on && r == balancer.ReasonUnhealthy:
+			unhealthy = n
+		case on && r == balancer.ReasonEjected:
+			ejected = n
+		}
+	})
+	t.Logf("%s; %d probes, flapping backend: %d unhealthy transitions, %d ejections, %d attempts (%d failed)",
+		run, probes.Load(), unhealthy, ejected, b.Requests(), b.Failures())
+	if run.failed.Load() != 0 {
+		t.Fatalf("GETs failed: %s", run)
+	}
+	if unhealthy != 0 {
+		t.Errorf("alternating probes marked it unhealthy %d times, want 0 with rise 2 / fall 2", unhealthy)
+	}
+	if b.Requests() == 0 {
+		t.Error("flapping backend got no traffic: the test tested nothing")
+	}
+}
+
+// TestFaultStaleKeepAliveRace: backends that close kept-alive connections
+// (after a 50ms idle time, or silently after every 3 requests) while kelpie
+// reuses them. Bursts separated by pauses around the idle time hit the race;
+// no idempotent request fails, and the backend is never blamed.
+func TestFaultStaleKeepAliveRace(t *testing.T) {
+	idleClose := func(t *testing.T) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &fasthttp.Server{Handler: named("ok"), IdleTimeout: 50 * time.Millisecond}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Shutdown() })
+		return ln.Addr().String()
+	}
+	closeAfter3 := func(t *testing.T) string {
+		return rawServe(t, func(c net.Conn, br *bufio.Reader) {
+			var req fasthttp.Request
+			for range 3 {
+				if req.Read(br) != nil {
+					return
+				}
+				body := "ok"
+				if req.Header.IsHead() {
+					body = ""
+				}
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n%s", body)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name  string
+		start func(*testing.T) string
+	}{{"idle-50ms", idleClose}, {"close-after-3", closeAfter3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := tc.start(t)
+			ta := startApp(t, fmt.Sprintf(`
+upstreams:
+  - name: web
+    backends:
+%s    retries: {attempts: 1}
+    timeouts: {idle: 10s}
+`, yamlBackends(addr)))
+			rng := rand.New(rand.NewPCG(1, 2))
+			var rmu sync.Mutex
+			run := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 400,
+				method: func(w, i int) string { return []string{"GET", "HEAD", "DELETE"}[i%3] },
+				ok:     func(code int, b []byte) bool { return code == 200 },
+				between: func(w, i int) {
+					if i%16 == 15 { // bursts of 16, then 40-60ms around the idle timeout
+						rmu.Lock()
+						d := 40*time.Millisecond + time.Duration(rng.IntN(20))*time.Millisecond
+						rmu.Unlock()
+						pause(d)
+					}
+				}}).wait()
+			pool := ta.poolByName("web")
+			b := pool.Lookup(addr)
+			t.Logf("%s; stale retries %d, backend failures %d", run, pool.Stats().Retries.Load(), b.Failures())
+			if run.failed.Load() != 0 {
+				t.Fatalf("idempotent requests failed: %s", run)
+			}
+			if pool.Stats().Retries.Load() == 0 {
+				t.Fatal("no stale connection was met: the test tested nothing")
+			}
+			if b.Failures() != 0 || b.Down() != 0 {
+				t.Fatalf("stale connections blamed the backend: failures %d, down %s", b.Failures(), b.Down())
+			}
+		})
+	}
+}
