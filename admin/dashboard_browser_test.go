@@ -94,13 +94,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	api := balancer.NewPool(balancer.Options{Name: "api", Algorithm: balancer.LeastConn})
 	t.Cleanup(api.Close)
 	api.SetMembers(balancer.SourceConsul, []balancer.Member{
-		{Address: "10.0.1.11:8080", Weight: 2}, {Address: "10.0.1.12:8080", Weight: 2},
-		{Address: "10.0.1.13:8080"}, {Address: "10.0.9.50:8080", Backup: true},
+		{Address: "127.0.1.11:8080", Weight: 2}, {Address: "127.0.1.12:8080", Weight: 2},
+		{Address: "127.0.1.13:8080"}, {Address: "127.0.9.50:8080", Backup: true},
 	})
 	srv := serve(t, Options{Token: testToken, Status: func() any { return map[string]string{"version": "kelpie test"} }}, web, api)
 
 	// Some variety for the eye and the screenshot.
-	sick := api.Lookup("10.0.1.13:8080")
+	sick := api.Lookup("127.0.1.13:8080")
 	api.SetHealth(sick, false, "probe: 503")
 	api.Mark(sick, balancer.ReasonBreakerOpen, true, "test")
 	sick.SetBreakerState(balancer.BreakerOpen)
@@ -109,7 +109,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	simulateTraffic(t, map[*balancer.Backend]int{
 		web.Lookup("127.0.0.1:9001"): 120, web.Lookup("127.0.0.1:9002"): 140, web.Lookup("127.0.0.1:9003"): 100,
-		api.Lookup("10.0.1.11:8080"): 60, api.Lookup("10.0.1.12:8080"): 80,
+		api.Lookup("127.0.1.11:8080"): 60, api.Lookup("127.0.1.12:8080"): 80,
 	})
 
 	victim := web.Lookup("127.0.0.1:9002")
