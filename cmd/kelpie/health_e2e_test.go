@@ -36,7 +36,7 @@ func (h *healthFlipper) handle(ctx *fasthttp.RequestCtx) {
 	ctx.WriteString(h.name)
 }
 
-// backendView returns the admin API's view of one backend.
+// backendState returns the admin API's view of one backend.
 func (ta *testApp) backendState(t testing.TB, addr string) (eligible, ejected bool, health string) {
 	t.Helper()
 	for _, u := range ta.Upstreams(t).Upstreams {
@@ -62,16 +62,16 @@ func (ta *testApp) waitEligible(t testing.TB, addr string, want bool, within tim
 	return time.Since(start)
 }
 
-// getClient sends GETs through the proxy from several goroutines.
-var getClient = &fasthttp.Client{MaxConnsPerHost: 256, ReadTimeout: 20 * time.Second, WriteTimeout: 5 * time.Second}
+// healthClient sends GETs through the proxy from several goroutines.
+var healthClient = &fasthttp.Client{MaxConnsPerHost: 256, ReadTimeout: 20 * time.Second, WriteTimeout: 5 * time.Second}
 
-func proxyGet(addr, path string) (int, string, time.Duration, error) {
+func healthGet(addr, path string) (int, string, time.Duration, error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI("http://" + addr + path)
 	start := time.Now()
-	err := getClient.DoTimeout(req, resp, 20*time.Second)
+	err := healthClient.DoTimeout(req, resp, 20*time.Second)
 	return resp.StatusCode(), string(resp.Body()), time.Since(start), err
 }
 
@@ -134,7 +134,7 @@ upstreams:
 					return
 				default:
 				}
-				code, body, _, err := proxyGet(ta.ProxyAddr, "/load")
+				code, body, _, err := healthGet(ta.ProxyAddr, "/load")
 				if err != nil || code != 200 {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, fmt.Sprintf("%d %q %v", code, body, err))
@@ -223,7 +223,7 @@ upstreams:
 `, yamlBackends(hung.Addr, good.Addr)))
 	var worst time.Duration
 	for range 40 {
-		code, body, took, err := proxyGet(ta.ProxyAddr, "/x")
+		code, body, took, err := healthGet(ta.ProxyAddr, "/x")
 		if err != nil || code != 200 || body != "good" {
 			t.Fatalf("GET: %d %q %v", code, body, err)
 		}
