@@ -145,3 +145,23 @@ func TestSlowStartAfterRecovery(t *testing.T) {
 		})
 	}
 }
+
+// design.md: backups take over before any panic-threshold rule applies. With
+// 1 of 4 primaries eligible (25% < 50%) and a healthy backup, the pool stays
+// on the eligible primary instead of spreading over the unhealthy ones.
+func TestPanicDefersToBackups(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeProbe()
+		for _, a := range []string{"b:1", "c:1", "d:1"} {
+			f.set(a, true)
+		}
+		r := startRig(t, Options{Active: activeOpts(f)}, balancer.Options{PanicThreshold: 50},
+			"a:1", "b:1", "c:1", "d:1", "x:1+")
+		time.Sleep(2 * time.Second) // fall=3 failed probes
+		synctest.Wait()
+		got := picks(r.pool, 1000)
+		if s := r.pool.Snapshot(); s.Tier != balancer.TierPrimary || got["a:1"] != 1000 {
+			t.Fatalf("tier %s, picks %v: want primary tier, all on a:1", s.Tier, got)
+		}
+	})
+}
