@@ -304,6 +304,15 @@ func (p *Pool) SetHealth(b *Backend, healthy bool, detail string) bool {
 	return p.mark(b, ReasonUnhealthy, !healthy, detail)
 }
 
+// ResetHealth forgets the active-probe verdict on b (back to unknown) and
+// clears ReasonUnhealthy: for when active probing is switched off.
+func (p *Pool) ResetHealth(b *Backend, detail string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b.health.Store(uint32(HealthUnknown))
+	return p.mark(b, ReasonUnhealthy, false, detail)
+}
+
 // Drain takes the backend at addr out of rotation for new requests; its
 // in-flight requests finish. The drain survives membership refreshes and the
 // backend leaving and returning. Idempotent.

@@ -36,8 +36,8 @@ func (c *Checker) reconcileProbes(ctx context.Context, pool Pool, tasks map[*bal
 			delete(tasks, b)
 		}
 		for _, b := range members {
-			if b.Down()&balancer.ReasonUnhealthy != 0 {
-				pool.Mark(b, balancer.ReasonUnhealthy, false, "active probing disabled")
+			if b.Health() != balancer.HealthUnknown || b.Down()&balancer.ReasonUnhealthy != 0 {
+				pool.ResetHealth(b, "active probing disabled")
 			}
 		}
 		return

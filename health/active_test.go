@@ -192,6 +192,11 @@ func TestActiveReconfigureKeepsState(t *testing.T) {
 		if !r.eligible("b:1") {
 			t.Fatal("turning active probing off left b:1 out")
 		}
+		for _, b := range r.pool.Snapshot().Members {
+			if b.Health() != balancer.HealthUnknown {
+				t.Errorf("%s: health %s with probing off, want unknown", b.Address(), b.Health())
+			}
+		}
 		n := f.count("b:1")
 		time.Sleep(5 * time.Second)
 		synctest.Wait()

@@ -28,6 +28,7 @@ type Pool interface {
 	Snapshot() *balancer.Snapshot
 	Changed() <-chan struct{}
 	SetHealth(b *balancer.Backend, healthy bool, detail string) bool
+	ResetHealth(b *balancer.Backend, detail string) bool
 	Mark(b *balancer.Backend, r balancer.Reason, on bool, detail string) bool
 }
 

@@ -140,6 +140,9 @@ func healthOptions(u config.Upstream, log *slog.Logger) health.Options {
 		},
 		Logger: log.With("upstream", u.Name),
 	}
+	if *u.Health.Passive.MaxEjectedPercent == 0 {
+		o.Passive.ConsecutiveFailures = 0 // "eject at most 0%": ejection is off
+	}
 	if a := u.Health.Active; a != nil {
 		lo, hi, _ := config.ParseStatusRange(a.ExpectStatus) // validated by config
 		o.Active = &health.ActiveOptions{
