@@ -162,6 +162,7 @@ type Consul struct {
 	ctx     context.Context // Run's context; nil until Run starts
 	wg      sync.WaitGroup
 	ran     bool
+	stopped bool // Run is returning
 }
 
 // NewConsul builds the Consul API client from o. It does not contact
@@ -218,7 +219,7 @@ func (c *Consul) Watch(spec WatchSpec, sink Sink) error {
 	if w == nil {
 		w = newWatch(spec, &c.opts, c.health, c.log)
 		c.watches[spec] = w
-		if c.ctx != nil {
+		if c.ctx != nil && !c.stopped {
 			c.start(w)
 		}
 	}
@@ -276,6 +277,9 @@ func (c *Consul) Run(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	<-ctx.Done()
+	c.mu.Lock()
+	c.stopped = true // no loop starts once Wait may be running
+	c.mu.Unlock()
 	c.wg.Wait()
 	return nil
 }
