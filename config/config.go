@@ -86,10 +86,11 @@ type ConsulSource struct {
 	Service    string `yaml:"service"`
 	Tag        string `yaml:"tag"`
 	Datacenter string `yaml:"datacenter"`
-	// Warning includes instances whose checks warn, at WarningWeight
-	// percent of their weight. Default false.
+	// Warning includes instances whose worst check is "warning". Default
+	// false: only instances whose checks all pass.
 	Warning bool `yaml:"warning"`
-	// WarningWeight default 10 (percent).
+	// WarningWeight is the percentage of a warning instance's Consul
+	// Weights.Warning it is routed with. Default 10.
 	WarningWeight *int `yaml:"warning_weight"`
 }
 

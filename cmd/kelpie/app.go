@@ -206,14 +206,16 @@ func (a *app) rewatch(u *upstream, uc config.Upstream) error {
 	if want && a.consul == nil {
 		return fmt.Errorf("upstream %s: Consul was not configured at start; restart kelpie to add the first Consul upstream", uc.Name)
 	}
-	if u.consul {
-		a.consul.Unwatch(u.pool)
+	if u.consul && !want {
+		a.consul.Unwatch(u.pool) // clears the pool's Consul members
 	}
 	u.consul, u.spec = want, spec
 	if !want {
 		u.pool.SetMembers(balancer.SourceConsul, nil)
 		return nil
 	}
+	// Watch moves the pool to the new spec without clearing its members
+	// until the new watch syncs.
 	if err := a.consul.Watch(spec, u.pool); err != nil {
 		return fmt.Errorf("upstream %s: %w", uc.Name, err)
 	}
@@ -321,7 +323,7 @@ func (a *app) consulAges() map[string]time.Duration {
 	now := time.Now()
 	for _, st := range a.consul.Status() {
 		if st.Synced {
-			out[st.Spec.Service] = st.Age(now)
+			out[st.Spec.String()] = st.Age(now)
 		}
 	}
 	return out
