@@ -32,6 +32,16 @@ func idempotent(h *fasthttp.RequestHeader) bool {
 	return false
 }
 
+// maxStaleRetries bounds the free retries on the same backend after a
+// reused connection turned out closed by the backend. More than one is
+// needed: CloseIdleConnections cannot stop a concurrent request from handing
+// back another connection the backend has just closed, which the retry may
+// then take (seen with backends that close after every few requests without
+// Connection: close; cmd/kelpie TestFaultStaleKeepAliveRace). Each such
+// failure discards a dead pooled connection and only a reused connection
+// can be stale, so the loop ends on the first fresh one.
+const maxStaleRetries = 3
+
 // forward runs attempts on backends of up until one answers or the retry
 // budget is spent, and writes the response (or kelpie's error) to ctx.
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key uint64, start time.Time) {
@@ -41,7 +51,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 	idem := idempotent(&req.Header)
 	var triedBuf [4]*balancer.Backend
 	tried := triedBuf[:0]
-	attempts, staleRetried := 0, false
+	attempts, staleRetries := 0, 0
 	var last *failure
 	var lastF failure
 	b := pool.Pick(key, tried)
@@ -91,8 +101,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 		b.Release(f.status, f.result)
 		lastF = f
 		last = &lastF
-		if f.stale && !staleRetried {
-			staleRetried = true
+		if f.stale && staleRetries < maxStaleRetries {
+			staleRetries++
 			stats.Retries.Add(1)
 			attempts--                // a free retry: it does not use the budget
 			hc.CloseIdleConnections() // its siblings were likely closed too
