@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,7 +45,18 @@ func main() {
 	conns := flag.Int("conns", 128, "maximum connections (and sending goroutines)")
 	timeout := flag.Duration("timeout", 5*time.Second, "per-request timeout; a timed-out request counts as an error at its full latency")
 	pids := flag.String("pids", "", "comma-separated PIDs whose CPU time is measured over the window")
+	cpuprofile := flag.String("cpuprofile", "", "write loadgen's own CPU profile here")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *url == "" || *rate <= 0 {
 		log.Fatal("loadgen: -url and a positive -rate are required")
 	}
@@ -107,6 +119,7 @@ func (r *run) do(warmup, duration time.Duration, workers int, pids []int) result
 	var res result
 	var wg sync.WaitGroup
 	var inWindow atomic.Int64
+	var giveUp atomic.Bool
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
@@ -117,6 +130,9 @@ func (r *run) do(warmup, duration time.Duration, workers int, pids []int) result
 			resp := fasthttp.AcquireResponse()
 			req.SetRequestURI(r.url)
 			for off := range due {
+				if giveUp.Load() {
+					continue // drain what the schedule queued; it counts as late
+				}
 				intended := start.Add(off)
 				sent := time.Now()
 				err := r.hc.DoTimeout(req, resp, r.timeout)
@@ -173,12 +189,14 @@ func (r *run) do(warmup, duration time.Duration, workers int, pids []int) result
 	}
 	close(due)
 	// Sample the end of the window once every recorded request has finished or
-	// the timeout has passed; requests still unanswered then count as late.
+	// the timeout has passed; requests unanswered or still unsent then count
+	// as late (the generator fell behind its schedule: the run is not valid).
 	deadline := time.Now().Add(r.timeout + time.Second)
 	for inWindow.Load() < window && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond) // polling the counter; no event exists
 	}
 	cpu1, t1 = cpuSeconds(pids), time.Now()
+	giveUp.Store(true)
 	wg.Wait()
 	res.late = uint64(window - inWindow.Load())
 	if len(pids) > 0 && res.h.total > 0 {
