@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -42,6 +43,12 @@ func idempotent(h *fasthttp.RequestHeader) bool {
 // can be stale, so the loop ends on the first fresh one.
 const maxStaleRetries = 3
 
+// triedBuf holds the backends a request has tried; pooled because the
+// balancer's Pick lets its argument escape.
+type triedBuf [8]*balancer.Backend
+
+var triedPool = sync.Pool{New: func() any { return new(triedBuf) }}
+
 // forward runs attempts on backends of up until one answers or the retry
 // budget is spent, and writes the response (or kelpie's error) to ctx.
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key uint64, start time.Time) {
@@ -49,8 +56,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 	stats := pool.Stats()
 	req := &ctx.Request
 	idem := idempotent(&req.Header)
-	var triedBuf [4]*balancer.Backend
-	tried := triedBuf[:0]
+	tb := triedPool.Get().(*triedBuf)
+	defer func() { *tb = triedBuf{}; triedPool.Put(tb) }()
+	tried := tb[:0]
 	attempts, staleRetries := 0, 0
 	var last *failure
 	var lastF failure
@@ -163,7 +171,7 @@ func (p *Proxy) respond(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, b *ba
 // whether it may be retried elsewhere.
 func classify(err error, resp *fasthttp.Response, idem bool, rb *reqBody) failure {
 	var conn *upConn
-	if a, ok := resp.LocalAddr().(connAddr); ok {
+	if a, ok := resp.LocalAddr().(*connAddr); ok {
 		conn = a.c
 	}
 	touched := rb.wasTouched()

@@ -214,3 +214,23 @@ type fasthttpLogger struct{ l *slog.Logger }
 func (f fasthttpLogger) Printf(format string, args ...any) {
 	f.l.Debug("fasthttp: " + fmt.Sprintf(format, args...))
 }
+
+// Match returns the route a request with this raw Host header and raw
+// request target would take, or nil (404). It does not allocate.
+func (p *Proxy) Match(host, requestURI []byte) *Route {
+	return p.table.Load().match(host, pathOf(requestURI))
+}
+
+// PrepareRequest runs the header path of ServeFastHTTP on a parsed request:
+// validation, then the upstream rewrite (hop-by-hop stripping, forwarding
+// headers, request id). It returns 0 when the request would be forwarded, or
+// the status kelpie would answer instead (the request is then left as is).
+// peer is the TCP peer; tls says whether the client connection is TLS. It
+// does not allocate for ordinary requests; benchmarks and tools use it.
+func (p *Proxy) PrepareRequest(req *fasthttp.Request, peer netip.Addr, tls bool) int {
+	if status, _ := p.check(&req.Header); status != 0 {
+		return status
+	}
+	p.rewriteRequest(req, peer, tls)
+	return 0
+}

@@ -116,6 +116,7 @@ type upConn struct {
 	net.Conn
 	readIdle, writeIdle time.Duration
 
+	local     *connAddr
 	requests  int  // requests started on this connection
 	gotBytes  bool // a response byte arrived for the current request
 	streaming bool // past the first response byte: rolling read deadline
@@ -124,7 +125,9 @@ type upConn struct {
 }
 
 func newUpConn(c net.Conn, s settings) *upConn {
-	return &upConn{Conn: c, readIdle: s.response, writeIdle: s.write}
+	u := &upConn{Conn: c, readIdle: s.response, writeIdle: s.write}
+	u.local = &connAddr{Addr: c.LocalAddr(), c: u}
+	return u
 }
 
 // connAddr is upConn's LocalAddr: fasthttp copies it into the Response, which
@@ -135,7 +138,7 @@ type connAddr struct {
 }
 
 // LocalAddr returns the local address, tagged with this connection.
-func (c *upConn) LocalAddr() net.Addr { return connAddr{c.Conn.LocalAddr(), c} }
+func (c *upConn) LocalAddr() net.Addr { return c.local }
 
 // SetWriteDeadline is called by fasthttp at the start of every request.
 func (c *upConn) SetWriteDeadline(t time.Time) error {

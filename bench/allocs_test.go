@@ -1,0 +1,66 @@
+//go:build !race
+
+package bench
+
+import (
+	"bufio"
+	"strings"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+// TestHeaderPathAllocs guards kelpie's per-request header path (validation,
+// routing, rewrite) at zero allocations once buffers are warm.
+func TestHeaderPathAllocs(t *testing.T) {
+	p := newHeaderProxy(t)
+	var req fasthttp.Request
+	br := bufio.NewReader(strings.NewReader(rawRequest))
+	sr := strings.NewReader(rawRequest)
+	run := func() {
+		req.Reset()
+		sr.Reset(rawRequest)
+		br.Reset(sr)
+		if err := req.Header.Read(br); err != nil {
+			t.Fatal(err)
+		}
+		if p.Match(req.Header.Host(), req.Header.RequestURI()) == nil {
+			t.Fatal("no route")
+		}
+		if st := p.PrepareRequest(&req, peer, false); st != 0 {
+			t.Fatalf("status %d", st)
+		}
+	}
+	run()
+	if n := testing.AllocsPerRun(200, run); n != 0 {
+		t.Errorf("header path allocates %v times per request, want 0", n)
+	}
+}
+
+// TestRouteAllocs guards route lookup at zero allocations.
+func TestRouteAllocs(t *testing.T) {
+	p := newHeaderProxy(t)
+	host, uri := []byte("App.Example.com:443"), []byte("/api/v1/items?id=42")
+	if n := testing.AllocsPerRun(200, func() { p.Match(host, uri) }); n != 0 {
+		t.Errorf("route lookup allocates %v times, want 0", n)
+	}
+}
+
+// TestProxiedRequestAllocs bounds allocations of a whole proxied request
+// (client, kelpie, backend, all in this process) in steady state. The 4 that
+// remain are fasthttp's own per-response stream wrapper (clientStreamBody and
+// its three closures, client.go RoundTrip), the price of streaming response
+// bodies; kelpie's part allocates nothing.
+func TestProxiedRequestAllocs(t *testing.T) {
+	x := newInmemProxy(t)
+	defer x.stop()
+	req, resp := benchRequest(), fasthttp.AcquireResponse()
+	for range 10 {
+		x.roundTrip(t, req, resp)
+	}
+	n := testing.AllocsPerRun(200, func() { x.roundTrip(t, req, resp) })
+	t.Logf("%.1f allocations per proxied request (all goroutines)", n)
+	if n > 4 {
+		t.Errorf("a proxied request allocates %v times, want at most 4", n)
+	}
+}
