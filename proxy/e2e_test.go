@@ -5,8 +5,11 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -93,4 +96,65 @@ func TestEndToEndBodies(t *testing.T) {
 	if !strings.HasPrefix(string(resp.Body()), "GET 0 ") {
 		t.Errorf("GET after HEAD: %q", resp.Body())
 	}
+}
+
+func TestIPHashUsesTrustedClientIP(t *testing.T) {
+	var bes []*backend
+	var addrs []string
+	for i := range 3 {
+		be := startBackend(t, func(ctx *fasthttp.RequestCtx) { fmt.Fprintf(ctx, "%d", i) })
+		bes = append(bes, be)
+		addrs = append(addrs, be.addr)
+	}
+	pool := newPool(t, balancer.IPHash, addrs...)
+	px := proxyTo(t, &Upstream{Pool: pool}, Options{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	c := clientFor(px.addr)
+	used := map[string]bool{}
+	for i := range 30 {
+		ip := fmt.Sprintf("198.51.100.%d", i)
+		first := string(do(t, c, "GET", "a", "/", "X-Forwarded-For", ip).Body())
+		for range 3 {
+			// A spoofed leftmost entry must not move the client.
+			if got := string(do(t, c, "GET", "a", "/", "X-Forwarded-For", "6.6.6.6, "+ip).Body()); got != first {
+				t.Fatalf("client %s moved from backend %s to %s", ip, first, got)
+			}
+		}
+		used[first] = true
+	}
+	if len(used) < 2 {
+		t.Errorf("30 clients all hashed to %v", used)
+	}
+}
+
+func TestAccessLogSampled(t *testing.T) {
+	be := startBackend(t, func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(201) })
+	var buf safeBuffer
+	px := proxyTo(t, &Upstream{Pool: newPool(t, balancer.RoundRobin, be.addr)}, Options{
+		AccessLog: slog.New(slog.NewJSONHandler(&buf, nil)), AccessLogSample: 2,
+	})
+	c := clientFor(px.addr)
+	for range 4 {
+		do(t, c, "GET", "a", "/x?y=1")
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"status":201`) || !strings.Contains(lines[0], `"upstream":"web"`) || !strings.Contains(lines[0], `"request_id":"`) {
+		t.Errorf("access log with 1-in-2 sampling: %q", lines)
+	}
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -1,0 +1,104 @@
+// Package proxy is kelpie's data path: a fasthttp HTTP/1.1 reverse proxy that
+// validates each request, routes it to an upstream, picks a backend from the
+// upstream's balancer.Pool and forwards it over a pooled keep-alive
+// connection, retrying on other backends where that is safe.
+//
+// # Routing
+//
+// A Route matches the Host header exactly (case-insensitive, port ignored;
+// "" matches any host) and the raw request path by byte prefix, longest
+// first. Routes for the request's host are tried before any-host routes. No
+// match is 404. Routing reads the same raw bytes that are forwarded: paths
+// are never decoded or normalised (no "..", "//" or %-decoding), so kelpie
+// and the backend always agree on the path. Only origin-form targets ("/...")
+// and "OPTIONS *" are accepted.
+//
+// # Request hygiene
+//
+// Before anything goes upstream, requests that are ambiguous or malformed are
+// answered 400 with Connection: close: Content-Length with Transfer-Encoding,
+// duplicate or non-numeric Content-Length, any Transfer-Encoding other than
+// one "chunked", Transfer-Encoding on HTTP/1.0, obs-fold continuation lines,
+// bare CR or LF, NUL and other control bytes in headers, whitespace before a
+// colon, more than one Host, HTTP/1.1 without Host, a Host with characters
+// outside RFC 3986, absolute-form targets, and a malformed first chunk of a
+// chunked body. CONNECT is 405. Limits (Options): a request target over
+// MaxURIBytes is 414, a header block over MaxHeaderBytes or more than
+// MaxHeaderCount fields is 431, a body over MaxBodyBytes is 413.
+//
+// Forwarded requests lose the hop-by-hop headers (Connection, Keep-Alive,
+// Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
+// Upgrade), every header named in Connection (matched case-insensitively;
+// Host, Content-Length, Transfer-Encoding and the headers kelpie sets cannot
+// be removed this way), Expect (kelpie answers 100-continue itself), any
+// header whose name has an underscore, and dotted look-alikes of the
+// forwarding headers. The client's Connection: close is honoured on the
+// client connection but never forwarded. kelpie appends the peer address to
+// X-Forwarded-For, sets X-Forwarded-Proto and X-Forwarded-Host, and adds an
+// X-Request-Id (a per-process random prefix and a counter) unless the client
+// sent a printable one of at most 128 bytes. Host, the request target and
+// every other header (cookies included) go through byte for byte. Responses
+// lose hop-by-hop headers and those the backend named in Connection; a
+// backend's Connection: close never closes the client connection.
+//
+// Upgrade (WebSocket) is not proxied: the Upgrade header is removed.
+//
+// # Client IP
+//
+// The client IP is the TCP peer unless the peer is inside
+// Options.TrustedProxies; then X-Forwarded-For (all lines, in order) is
+// walked from the right, skipping trusted addresses, and the first untrusted
+// one is the client. ip_hash upstreams hash that address (balancer.HashIP).
+//
+// # Forwarding, timeouts and errors
+//
+// Each backend has one fasthttp.HostClient (stored with
+// balancer.Backend.LoadOrStoreTransport) with fasthttp's own retries off,
+// a LIFO keep-alive pool capped at Upstream.MaxConnsPerBackend, idle
+// connections closed after Upstream.IdleConnTimeout. Every attempt is
+// bracketed by Backend.Acquire/Admit and Release, and reports its
+// balancer.Result to the guard. Upstream.ConnectTimeout bounds the connect;
+// Upstream.ResponseTimeout bounds the wait for the first response byte after
+// the request is written, and then each gap in the response.
+//
+// Errors have short text/plain bodies ("kelpie: ...\n") and Cache-Control:
+// no-store:
+//
+//	503 + Retry-After  no eligible backend (counted in Pool.Stats().Unavailable),
+//	                   or every backend at its connection cap
+//	502                connect failure, connection reset or closed, unparsable response
+//	504                no response within ResponseTimeout
+//
+// A backend's own 502/503/504 is passed through when it is not retried.
+//
+// # Retries
+//
+// Upstream.Retries extra attempts are made, each on a backend not yet tried
+// by this request (counted in Pool.Stats().Retries). A connect failure is
+// retried for every method (nothing was sent). A reset, a timeout or a
+// 502/503/504 is retried only for idempotent methods (GET, HEAD, OPTIONS,
+// PUT, DELETE, TRACE) and only if no byte of the request body was sent. A
+// response that has started streaming to the client is never retried: a
+// backend failing mid-body closes the client connection, so the truncation
+// is visible. A reused keep-alive connection that the backend had already
+// closed (no response byte) is retried once on a fresh connection to the
+// same backend, for idempotent requests, without using the retry budget and
+// without counting against the backend.
+//
+// # Streaming
+//
+// Request and response bodies stream in both directions with bounded
+// buffers (fasthttp StreamRequestBody / StreamResponseBody): a 256 MiB upload
+// and a 256 MiB download keep the proxy's peak RSS around 30 MiB. Body reads
+// and writes have rolling timeouts (Options.ReadTimeout / WriteTimeout for
+// the client, Upstream.ResponseTimeout / WriteTimeout for the backend), so
+// long transfers are bounded per gap, not in total.
+//
+// # Lifecycle
+//
+// SetRoutes swaps the route table atomically; requests already routed finish
+// on their old upstream. Shutdown stops accepting, closes idle keep-alive
+// connections, marks in-flight responses Connection: close and waits for
+// them up to its context. Options.ReadTimeout bounds reading a request head
+// (slowloris), Options.IdleTimeout idle client connections.
+package proxy
