@@ -29,6 +29,7 @@ type loadOpts struct {
 	workers, requests int
 	path              func(w, i int) string         // default "/load"
 	method            func(w, i int) string         // default GET
+	body              func(w, i int) string         // default none
 	between           func(w, i int)                // after each request: pacing
 	ok                func(code int, b []byte) bool // default: 200 with a body
 }
@@ -49,6 +50,7 @@ type loadRun struct {
 func startLoad(addr string, o loadOpts) *loadRun {
 	r := &loadRun{hc: &fasthttp.HostClient{
 		Addr: addr, MaxConns: o.workers, ReadTimeout: 10 * time.Second, WriteTimeout: 5 * time.Second,
+		MaxIdleConnDuration:       time.Second,
 		MaxIdemponentCallAttempts: 1,
 		RetryIfErr:                func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 	}}
@@ -76,6 +78,9 @@ func startLoad(addr string, o loadOpts) *loadRun {
 				}
 				req.SetRequestURI("http://" + addr + path)
 				req.Header.SetMethod(method)
+				if o.body != nil {
+					req.SetBodyString(o.body(w, i))
+				}
 				start := time.Now()
 				err := r.hc.Do(req, resp)
 				lat = append(lat, time.Since(start))
