@@ -137,8 +137,13 @@ func TestAccessLogSampled(t *testing.T) {
 		do(t, c, "GET", "a", "/x?y=1")
 	}
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	if len(lines) != 2 || !strings.Contains(lines[0], `"status":201`) || !strings.Contains(lines[0], `"upstream":"web"`) || !strings.Contains(lines[0], `"request_id":"`) {
-		t.Errorf("access log with 1-in-2 sampling: %q", lines)
+	if len(lines) != 2 {
+		t.Fatalf("access log with 1-in-2 sampling: %q", lines)
+	}
+	for _, want := range []string{`"status":201`, `"upstream":"web"`, `"backend":"` + be.addr + `"`, `"retries":0`, `"request_id":"`, `"duration":`} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("access log line %s lacks %s", lines[0], want)
+		}
 	}
 }
 

@@ -51,7 +51,9 @@ var triedPool = sync.Pool{New: func() any { return new(triedBuf) }}
 
 // forward runs attempts on backends of up until one answers or the retry
 // budget is spent, and writes the response (or kelpie's error) to ctx.
-func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key uint64, start time.Time) {
+// It returns the backend of the last attempt (nil when none was made) and
+// how many retries the request took, for the access log.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key uint64, start time.Time) (last *balancer.Backend, retries int) {
 	pool := up.Pool
 	stats := pool.Stats()
 	req := &ctx.Request
@@ -60,7 +62,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 	defer func() { *tb = triedBuf{}; triedPool.Put(tb) }()
 	tried := tb[:0]
 	attempts, staleRetries := 0, 0
-	var last *failure
+	var lastErr *failure
 	var lastF failure
 	b := pool.Pick(key, tried)
 	for b != nil {
@@ -80,6 +82,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 			stats.Retries.Add(1)
 		}
 		attempts++
+		last = b
 		hc := client(up, b)
 		resp := fasthttp.AcquireResponse()
 		err = hc.Do(req, resp)
@@ -101,14 +104,14 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 				}
 			}
 			p.respond(ctx, resp, b, done, res, status, stats, start)
-			return
+			return last, attempts - 1 + staleRetries
 		}
 		f := classify(err, resp, idem, rb)
 		fasthttp.ReleaseResponse(resp)
 		done(f.result)
 		b.Release(f.status, f.result)
 		lastF = f
-		last = &lastF
+		lastErr = &lastF
 		if f.stale && staleRetries < maxStaleRetries {
 			staleRetries++
 			stats.Retries.Add(1)
@@ -124,18 +127,19 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 	}
 	stats.Latency.Observe(time.Since(start))
 	switch {
-	case last == nil:
+	case lastErr == nil:
 		stats.Unavailable.Add(1)
 		p.reply(ctx, fasthttp.StatusServiceUnavailable, "no backend available")
-	case last.client:
-		p.reject(ctx, last.status, last.msg)
+	case lastErr.client:
+		p.reject(ctx, lastErr.status, lastErr.msg)
 	default:
-		p.reply(ctx, last.status, last.msg)
+		p.reply(ctx, lastErr.status, lastErr.msg)
 		if rb != nil {
 			// Part of the body may still be unread; do not drain it.
 			ctx.SetConnectionClose()
 		}
 	}
+	return last, max(attempts-1, 0) + staleRetries
 }
 
 // respond hands a backend's response to the client. A streamed body is

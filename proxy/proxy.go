@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/kelpie-lb/kelpie/balancer"
 )
 
 // ErrBadRoute is returned by New and SetRoutes for an unusable route set.
@@ -120,26 +122,26 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	req := &ctx.Request
 	if status, msg := p.check(&req.Header); status != 0 {
 		p.reject(ctx, status, msg)
-		p.access(ctx, nil, start)
+		p.access(ctx, nil, nil, 0, start)
 		return
 	}
 	rt := p.table.Load().match(req.Header.Host(), pathOf(req.Header.RequestURI()))
 	if rt == nil {
 		p.reply(ctx, fasthttp.StatusNotFound, "no route")
-		p.access(ctx, nil, start)
+		p.access(ctx, nil, nil, 0, start)
 		return
 	}
 	rb, status, msg := p.prepareBody(ctx)
 	if status != 0 {
 		p.reject(ctx, status, msg)
-		p.access(ctx, rt.Upstream, start)
+		p.access(ctx, rt.Upstream, nil, 0, start)
 		return
 	}
 	peer := peerIP(ctx)
 	key := p.clientKey(rt.Upstream, &req.Header, peer)
 	p.rewriteRequest(req, peer, ctx.IsTLS())
-	p.forward(ctx, rt.Upstream, rb, key, start)
-	p.access(ctx, rt.Upstream, start)
+	b, retries := p.forward(ctx, rt.Upstream, rb, key, start)
+	p.access(ctx, rt.Upstream, b, retries, start)
 	rb.release()
 }
 
@@ -185,7 +187,7 @@ func (p *Proxy) parseError(ctx *fasthttp.RequestCtx, err error) {
 }
 
 // access logs one sampled request.
-func (p *Proxy) access(ctx *fasthttp.RequestCtx, up *Upstream, start time.Time) {
+func (p *Proxy) access(ctx *fasthttp.RequestCtx, up *Upstream, b *balancer.Backend, retries int, start time.Time) {
 	al := p.opts.AccessLog
 	if al == nil {
 		return
@@ -193,9 +195,12 @@ func (p *Proxy) access(ctx *fasthttp.RequestCtx, up *Upstream, start time.Time) 
 	if n := p.opts.AccessLogSample; n > 1 && p.logSeq.Add(1)%uint64(n) != 0 {
 		return
 	}
-	upstream := ""
+	upstream, backend := "", ""
 	if up != nil {
 		upstream = up.Pool.Name()
+	}
+	if b != nil {
+		backend = b.Address()
 	}
 	al.LogAttrs(context.Background(), slog.LevelInfo, "request",
 		slog.String("method", string(ctx.Method())),
@@ -203,6 +208,8 @@ func (p *Proxy) access(ctx *fasthttp.RequestCtx, up *Upstream, start time.Time) 
 		slog.String("uri", string(ctx.Request.Header.RequestURI())),
 		slog.Int("status", ctx.Response.StatusCode()),
 		slog.String("upstream", upstream),
+		slog.String("backend", backend),
+		slog.Int("retries", retries),
 		slog.String("client", ctx.RemoteAddr().String()),
 		slog.String("request_id", string(ctx.Request.Header.Peek(hdrRequestID))),
 		slog.Duration("duration", time.Since(start)),
