@@ -142,7 +142,7 @@ type Retries struct {
 type Timeouts struct {
 	Connect  time.Duration `yaml:"connect"`  // default 3s
 	Response time.Duration `yaml:"response"` // until the response head; default 15s
-	Idle     time.Duration `yaml:"idle"`     // idle upstream keep-alive; default 50s
+	Idle     time.Duration `yaml:"idle"`     // idle upstream keep-alive; default 4s
 }
 
 // Route sends matching requests to an upstream.

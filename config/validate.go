@@ -85,7 +85,7 @@ func applyDefaults(c *Config) {
 		}
 		orDefault(&u.Timeouts.Connect, 3*time.Second)
 		orDefault(&u.Timeouts.Response, 15*time.Second)
-		orDefault(&u.Timeouts.Idle, 50*time.Second)
+		orDefault(&u.Timeouts.Idle, 4*time.Second)
 		if u.SlowStart == nil {
 			u.SlowStart = ptr(30 * time.Second)
 		}
