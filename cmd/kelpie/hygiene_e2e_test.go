@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -220,4 +221,60 @@ upstreams:
 	if worst > readTimeout+time.Second {
 		t.Errorf("slowest slowloris connection cut after %s, want within read_timeout+1s = %s", worst, readTimeout+time.Second)
 	}
+}
+
+// TestHygieneReloadsStopProbes: reloads that add and remove an upstream with
+// active probes (TestReloadsLeakNothing covers upstreams without them) leave
+// no probe loop, checker or connection behind.
+func TestHygieneReloadsStopProbes(t *testing.T) {
+	one, two := startBackend(t, named("one")), startBackend(t, named("two"))
+	upstream := func(name, addr string) string {
+		return fmt.Sprintf(`  - name: %s
+    timeouts: {idle: 300ms}
+    health:
+      active: {path: /health, interval: 50ms, timeout: 40ms}
+    backends:
+%s`, name, yamlBackends(addr))
+	}
+	onlyA := "upstreams:\n" + upstream("a", one.Addr)
+	both := "upstreams:\n" + upstream("a", one.Addr) + upstream("b", two.Addr) +
+		"routes:\n  - {path_prefix: /a/, upstream: a}\n  - {path_prefix: /b/, upstream: b}\n"
+	ta := startApp(t, onlyA)
+	eventually(t, 5*time.Second, "first probe", func() bool { return one.Hits() > 0 })
+	ta.Get(t, "/a/x") // the test client's own connection and cleaners are part of the baseline
+	runtime.GC()
+	g0, fd0 := liveGoroutines(), openFDs(t)
+	for i := range 30 {
+		cfg := both
+		if i%2 == 1 {
+			cfg = onlyA
+		}
+		if err := os.WriteFile(ta.Path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := ta.reload(); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		if i%2 == 0 {
+			if code, body := ta.Get(t, "/b/x"); code != 200 || body != "two" {
+				t.Fatalf("reload %d: /b/ answered %d %q", i, code, body)
+			}
+		}
+	}
+	var g, fd int
+	deadline := time.Now().Add(5 * time.Second)
+	eventually(t, 6*time.Second, "goroutines and descriptors back to baseline", func() bool {
+		g, fd = liveGoroutines(), openFDs(t)
+		if time.Now().After(deadline) {
+			t.Logf("goroutines %d (baseline %d), fds %d (baseline %d)\n%s", g, g0, fd, fd0, goroutineDump())
+		}
+		return g <= g0+2 && fd <= fd0+1 // +1: a probe of a may be open
+	})
+	// Upstream b is gone: while a is probed three more times, b is not.
+	a, b := one.Hits(), two.Hits()
+	eventually(t, 2*time.Second, "three more probes of a", func() bool { return one.Hits() >= a+3 })
+	if n := two.Hits() - b; n != 0 {
+		t.Fatalf("the removed upstream's backend was probed %d more times", n)
+	}
+	t.Logf("30 reloads with probes: goroutines %d -> %d, descriptors %d -> %d", g0, g, fd0, fd)
 }
