@@ -35,6 +35,25 @@ var protected = [...]string{
 // managed are the headers whose look-alike spellings ("X_Forwarded_For",
 // "X.Forwarded.For") are dropped: backends that fold '_' or '.' into '-'
 // (CGI, PHP, WSGI) would otherwise see a client-forged copy.
+// removed are the request headers kelpie deletes before setting its own:
+// the hop-by-hop ones, Expect (fasthttp answers 100-continue itself) and the
+// forwarding headers it rewrites.
+var removed = [...]string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Upgrade",
+	"Expect", hdrXFF, hdrXFProto, hdrXFHost,
+}
+
+// removedIndex is name's index in removed, or -1.
+func removedIndex(name []byte) int {
+	for i, r := range removed {
+		if equalFold(name, r) {
+			return i
+		}
+	}
+	return -1
+}
+
 var managed = [...]string{hdrXFF, hdrXFProto, hdrXFHost, hdrRequestID, "X-Real-Ip", "Forwarded"}
 
 func isProtected(name []byte) bool {
@@ -68,9 +87,14 @@ func (p *Proxy) rewriteRequest(req *fasthttp.Request, peer netip.Addr, tls bool)
 	xff := scratch[:0]
 	var ids [1][]byte
 	hasID := false
-	// Delete what the raw block names, one line at a time. Deleting from h
-	// never touches raw (fasthttp keeps it aside).
+	// One pass over the raw header block notes which of the headers kelpie
+	// removes are present; only those are deleted below. Each Del normalises
+	// its key and scans every header, and most requests carry none of them.
+	var present uint32
 	forLines(raw, func(name, value []byte) {
+		if i := removedIndex(name); i >= 0 {
+			present |= 1 << i
+		}
 		switch {
 		case equalFold(name, "Connection"):
 			forTokens(value, func(tok []byte) {
@@ -89,13 +113,14 @@ func (p *Proxy) rewriteRequest(req *fasthttp.Request, peer netip.Addr, tls bool)
 			h.DelBytes(name)
 		}
 	})
-	for _, name := range hopHeaders {
-		h.Del(name)
+	if len(raw) == 0 {
+		present = ^uint32(0) // no raw block to consult (a request built in code)
 	}
-	h.Del("Expect")
-	h.Del(hdrXFF)
-	h.Del(hdrXFProto)
-	h.Del(hdrXFHost)
+	for i, name := range removed {
+		if present&(1<<i) != 0 {
+			h.Del(name)
+		}
+	}
 
 	if peer.IsValid() {
 		if len(xff) > 0 {
@@ -193,8 +218,14 @@ func cleanResponse(h *fasthttp.ResponseHeader) {
 	h.ResetConnectionClose()
 	var buf [maxConnTokens][]byte
 	toks := buf[:0]
+	var present uint32
 	for k, v := range h.All() {
-		if equalFold(k, "Connection") {
+		i := hopIndex(k)
+		if i < 0 {
+			continue
+		}
+		present |= 1 << i
+		if i == 0 { // Connection: the headers it names are hop-by-hop too
 			forTokens(v, func(tok []byte) {
 				if len(toks) < len(buf) && !equalFold(tok, "Content-Length") && !equalFold(tok, "Transfer-Encoding") {
 					toks = append(toks, tok)
@@ -202,19 +233,31 @@ func cleanResponse(h *fasthttp.ResponseHeader) {
 			})
 		}
 	}
-	// Token slices point into the Connection value, which Del of other
-	// names leaves in place; Connection itself goes last.
+	if present == 0 {
+		return // the common case: nothing to delete, no key normalised
+	}
 	for _, t := range toks {
 		if !equalFold(t, "Connection") && !equalFold(t, "close") && !equalFold(t, "keep-alive") {
 			h.DelBytes(t)
 		}
 	}
 	for i := len(hopHeaders) - 1; i >= 0; i-- {
-		h.Del(hopHeaders[i])
+		if present&(1<<i) != 0 {
+			h.Del(hopHeaders[i])
+		}
 	}
 }
 
-// forLines calls fn for each header line of a validated raw header block.
+// hopIndex is name's index in hopHeaders, or -1.
+func hopIndex(name []byte) int {
+	for i, hh := range hopHeaders {
+		if equalFold(name, hh) {
+			return i
+		}
+	}
+	return -1
+}
+
 func forLines(raw []byte, fn func(name, value []byte)) {
 	for len(raw) > 0 {
 		end := 0

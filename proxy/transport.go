@@ -120,6 +120,7 @@ type upConn struct {
 	requests  int  // requests started on this connection
 	gotBytes  bool // a response byte arrived for the current request
 	streaming bool // past the first response byte: rolling read deadline
+	armed     bool // SetWriteDeadline just armed the write deadline
 	readArmed time.Time
 	writeArm  time.Time
 }
@@ -146,6 +147,7 @@ func (c *upConn) SetWriteDeadline(t time.Time) error {
 	c.gotBytes = false
 	c.streaming = false
 	c.writeArm = time.Now()
+	c.armed = true
 	return c.Conn.SetWriteDeadline(c.writeArm.Add(c.writeIdle))
 }
 
@@ -156,8 +158,13 @@ func (c *upConn) SetReadDeadline(t time.Time) error {
 	return c.Conn.SetReadDeadline(t)
 }
 
+// Write re-arms the write deadline when it is getting old, so that it bounds
+// each gap in an upload rather than the whole of it. The first write of a
+// request uses the deadline SetWriteDeadline has just set: no clock read.
 func (c *upConn) Write(b []byte) (int, error) {
-	if now := time.Now(); now.Sub(c.writeArm) > c.writeIdle/8 {
+	if c.armed {
+		c.armed = false
+	} else if now := time.Now(); now.Sub(c.writeArm) > c.writeIdle/8 {
 		c.writeArm = now
 		_ = c.Conn.SetWriteDeadline(now.Add(c.writeIdle))
 	}
@@ -173,10 +180,13 @@ func (c *upConn) Read(b []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(b)
 	if n > 0 && !c.gotBytes {
+		// From the first response byte on, the deadline bounds each gap.
+		// It is re-armed lazily, at the next read (readArmed is zero), so
+		// a response that arrives in one read costs no clock read and no
+		// timer change.
 		c.gotBytes = true
 		c.streaming = true
-		c.readArmed = time.Now()
-		_ = c.Conn.SetReadDeadline(c.readArmed.Add(c.readIdle))
+		c.readArmed = time.Time{}
 	}
 	return n, err
 }
