@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,8 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-
-	"github.com/kelpie-lb/kelpie/config"
 )
 
 // runRun is `kelpie run`: load, start, then serve until SIGTERM/SIGINT,
@@ -28,16 +25,8 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: kelpie run -config FILE [-pprof ADDR]")
 		return 2
 	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		var ps config.Problems
-		if errors.As(err, &ps) {
-			for _, p := range ps {
-				fmt.Fprintln(stderr, p)
-			}
-		} else {
-			fmt.Fprintf(stderr, "%s: %v\n", *path, err)
-		}
+	cfg, ok := loadConfig(*path, stderr)
+	if !ok {
 		return 1
 	}
 	log, level := newLogger(cfg.Log, stderr)
@@ -69,16 +58,21 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		log.Info("signal received", "signal", sig.String())
 		done := make(chan error, 1)
 		go func() { done <- a.shutdown() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				log.Error("shutdown", "err", err)
+		for {
+			select {
+			case err := <-done:
+				if err != nil {
+					log.Error("shutdown", "err", err)
+					return 1
+				}
+				return 0
+			case sig := <-sigs:
+				if sig == syscall.SIGHUP {
+					continue // no reloads while stopping
+				}
+				log.Warn("second signal: exiting now", "signal", sig.String())
 				return 1
 			}
-			return 0
-		case sig := <-sigs:
-			log.Warn("second signal: exiting now", "signal", sig.String())
-			return 1
 		}
 	}
 	return 0
