@@ -3,9 +3,9 @@
 GO ?= go
 FUZZTIME ?= 5s
 
-.PHONY: test deps vet unit fuzz bench build demo
+.PHONY: test deps vet unit allocs fuzz bench build demo
 
-test: deps vet unit fuzz
+test: deps vet unit allocs fuzz
 
 # Chromium (dashboard browser test) from Debian's packages and the Consul
 # binary (discovery tests), built from tools/consul; both cached.
@@ -18,6 +18,10 @@ vet:
 
 unit:
 	KELPIE_CONSUL_BIN="$$(tools/consul/build.sh)" $(GO) test -race -count=1 -timeout 20m ./...
+
+# The zero-allocation guards (AllocsPerRun) build only without -race.
+allocs:
+	$(GO) test -count=1 -run 'Allocs' ./balancer ./bench ./proxy
 
 # Every fuzz target, briefly, from its seeds (longer: make fuzz FUZZTIME=1m).
 fuzz:
