@@ -3,6 +3,7 @@ package proxy
 import (
 	"net"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -83,5 +84,47 @@ func TestConnectTimeoutFailsOver(t *testing.T) {
 	}
 	if took < connect*8/10 || took > connect+time.Second {
 		t.Fatalf("502 after %s, want about the %s connect timeout", took, connect)
+	}
+}
+
+// TestConnectionCapAnswers503: past limits.max_conns client connections, a
+// new connection is answered 503 and closed instead of queueing, and the
+// connections already open keep working.
+func TestConnectionCapAnswers503(t *testing.T) {
+	be := startBackend(t, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("ok") })
+	px := proxyTo(t, &Upstream{Pool: newPool(t, balancer.RoundRobin, be.addr)}, Options{Concurrency: 2})
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", px.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	// The two held connections use the cap: serve one request on each so
+	// the server has certainly accepted both.
+	buf := make([]byte, 4096)
+	for _, c := range held {
+		c.Write([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
+			t.Fatalf("held connection: %q %v", buf[:n], err)
+		}
+	}
+	extra, err := net.Dial("tcp", px.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.Write([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _ := extra.Read(buf)
+	if !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 503") {
+		t.Fatalf("connection over the cap got %q, want a 503", buf[:n])
+	}
+	held[0].Write([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	if n, err := held[0].Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
+		t.Fatalf("held connection after the refusal: %q %v", buf[:n], err)
 	}
 }
