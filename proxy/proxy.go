@@ -68,6 +68,7 @@ func New(o Options, routes []Route) (*Proxy, error) {
 		MaxRequestBodySize:            bodyPrefetch,
 		StreamRequestBody:             true,
 		DisablePreParseMultipartForm:  true,
+		LazyRequestTime:               true, // kelpie times requests itself: one clock read fewer
 		CloseOnShutdown:               true,
 		SecureErrorLogMessage:         true,
 		DisableHeaderNamesNormalizing: false,
