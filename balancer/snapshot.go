@@ -47,7 +47,17 @@ func (s *Snapshot) pick(key uint64, tried []*Backend) *Backend {
 	if len(s.active.set) == 0 {
 		return nil
 	}
-	return s.active.sel.pick(&s.active, key, tried)
+	// A type switch, not an interface call: the compiler can then see that
+	// no selector keeps tried, so a caller's tried list stays on its stack.
+	switch sel := s.active.sel.(type) {
+	case *roundRobin:
+		return sel.pick(&s.active, key, tried)
+	case *leastConn:
+		return sel.pick(&s.active, key, tried)
+	case *ipHash:
+		return sel.pick(&s.active, key, tried)
+	}
+	panic("balancer: selector without a case in Snapshot.pick") // newSelector makes only these
 }
 
 // tier is the set a snapshot picks from, with what its algorithm

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"sync"
 	"syscall"
 	"time"
 
@@ -43,11 +42,9 @@ func idempotent(h *fasthttp.RequestHeader) bool {
 // can be stale, so the loop ends on the first fresh one.
 const maxStaleRetries = 3
 
-// triedBuf holds the backends a request has tried; pooled because the
-// balancer's Pick lets its argument escape.
-type triedBuf [8]*balancer.Backend
-
-var triedPool = sync.Pool{New: func() any { return new(triedBuf) }}
+// maxTriedOnStack is how many tried backends a request keeps without
+// allocating: retries plus backends skipped by a drain or an open breaker.
+const maxTriedOnStack = 8
 
 // forward runs attempts on backends of up until one answers or the retry
 // budget is spent, and writes the response (or kelpie's error) to ctx.
@@ -58,9 +55,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 	stats := pool.Stats()
 	req := &ctx.Request
 	idem := idempotent(&req.Header)
-	tb := triedPool.Get().(*triedBuf)
-	defer func() { *tb = triedBuf{}; triedPool.Put(tb) }()
-	tried := tb[:0]
+	var triedBuf [maxTriedOnStack]*balancer.Backend
+	tried := triedBuf[:0] // Pool.Pick does not keep it: stays on the stack
 	attempts, staleRetries := 0, 0
 	var lastErr *failure
 	var lastF failure
