@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +31,7 @@ import (
 type app struct {
 	log     *slog.Logger
 	level   *slog.LevelVar
-	path    string
+	path    string          // the config file; fixed for the process
 	ctx     context.Context // lives until shutdown finishes
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -186,7 +187,7 @@ func (a *app) apply(cfg *config.Config) error {
 	for _, u := range next {
 		pools = append(pools, u.pool)
 	}
-	slices.SortFunc(pools, func(x, y *balancer.Pool) int { return cmpString(x.Name(), y.Name()) })
+	slices.SortFunc(pools, func(x, y *balancer.Pool) int { return strings.Compare(x.Name(), y.Name()) })
 	a.pools.Store(&pools)
 	a.cfg = cfg
 	return nil
@@ -220,16 +221,6 @@ func (a *app) rewatch(u *upstream, uc config.Upstream) error {
 		return fmt.Errorf("upstream %s: %w", uc.Name, err)
 	}
 	return nil
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (a *app) runChecker(u *upstream) {
@@ -330,10 +321,7 @@ func (a *app) consulAges() map[string]time.Duration {
 }
 
 func (a *app) status() any {
-	a.mu.Lock()
-	path := a.path
-	a.mu.Unlock()
-	st := map[string]any{"version": version(), "config": path, "stopping": a.stopping.Load()}
+	st := map[string]any{"version": version(), "config": a.path, "stopping": a.stopping.Load()}
 	if a.consul != nil {
 		st["consul"] = a.consul.Status()
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/kelpie-lb/kelpie/admin"
 	"github.com/kelpie-lb/kelpie/config"
 )
 
@@ -81,40 +82,18 @@ func (ta *testApp) Get(t testing.TB, path string) (int, string) {
 }
 
 // Upstreams fetches the admin API's view of the pools.
-func (ta *testApp) Upstreams(t testing.TB) upstreamsView {
+func (ta *testApp) Upstreams(t testing.TB) admin.UpstreamsResponse {
 	t.Helper()
 	resp, err := http.Get(ta.AdminURL + "/api/v1/upstreams")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var v upstreamsView
+	var v admin.UpstreamsResponse
 	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
 		t.Fatal(err)
 	}
 	return v
-}
-
-// upstreamsView is GET /api/v1/upstreams as design.md fixes it.
-type upstreamsView struct {
-	Upstreams []struct {
-		Name     string `json:"name"`
-		Balance  string `json:"balance"`
-		Backends []struct {
-			Address  string `json:"address"`
-			Weight   int    `json:"weight"`
-			Backup   bool   `json:"backup"`
-			Source   string `json:"source"`
-			Health   string `json:"health"`
-			Ejected  bool   `json:"ejected"`
-			Breaker  string `json:"breaker"`
-			Admin    string `json:"admin"`
-			Eligible bool   `json:"eligible"`
-			InFlight int64  `json:"in_flight"`
-			Requests uint64 `json:"requests"`
-			Failures uint64 `json:"failures"`
-		} `json:"backends"`
-	} `json:"upstreams"`
 }
 
 // eventually polls cond every 10ms until it holds or timeout passes. It is
