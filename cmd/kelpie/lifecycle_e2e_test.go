@@ -113,8 +113,9 @@ func TestReloadKeepsStateAndRejectsBadFiles(t *testing.T) {
 	}
 }
 
-// TestShutdownLetsInFlightFinish: shutdown turns /readyz 503 at once, lets
-// a slow in-flight request finish with 200, and refuses new connections.
+// TestShutdownLetsInFlightFinish: shutdown turns /readyz 503 at once, keeps
+// serving new requests for shutdown.readiness_delay, lets a slow in-flight
+// request finish with 200, and then refuses new connections.
 func TestShutdownLetsInFlightFinish(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{}, 1)
@@ -125,7 +126,10 @@ func TestShutdownLetsInFlightFinish(t *testing.T) {
 		}
 		ctx.WriteString("done")
 	})
-	ta := startApp(t, fmt.Sprintf("shutdown: {readiness_delay: 300ms, grace: 10s}\nupstreams:\n  - name: a\n    backends:\n%s", yamlBackends(slow.Addr)))
+	ta := startApp(t, fmt.Sprintf("shutdown: {readiness_delay: 2s, grace: 10s}\nupstreams:\n  - name: a\n    backends:\n%s", yamlBackends(slow.Addr)))
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // runs first: a failed test must not leave the handler blocked
 
 	type result struct {
 		code int
@@ -151,7 +155,11 @@ func TestShutdownLetsInFlightFinish(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusServiceUnavailable
 	})
-	close(release)
+	// Within the readiness delay, new requests are still served.
+	if code, body := ta.Get(t, "/fast"); code != 200 || body != "done" {
+		t.Fatalf("request during the readiness delay: %d %q", code, body)
+	}
+	unblock()
 	r := <-inflight
 	if r.err != nil || r.code != 200 || r.body != "done" {
 		t.Fatalf("in-flight request: %d %q %v", r.code, r.body, r.err)
