@@ -159,7 +159,7 @@ func (p *Proxy) respond(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, b *ba
 	}
 	r := respBodyPool.Get().(*respBody)
 	*r = respBody{p: p, resp: resp, src: stream, b: b, done: done, result: res, status: status,
-		stats: stats, start: start, client: ctx.Conn(), wIdle: p.opts.WriteTimeout, armed: time.Now()}
+		stats: stats, start: start, client: ctx.Conn(), wIdle: p.opts.WriteTimeout}
 	cl := resp.Header.ContentLength()
 	if cl < 0 {
 		cl = -1

@@ -95,7 +95,7 @@ func (p *Proxy) SetRoutes(routes []Route) error {
 // Serve accepts connections on ln and serves them until Shutdown. It blocks,
 // and returns nil after a Shutdown.
 func (p *Proxy) Serve(ln net.Listener) error {
-	err := p.server.Serve(ln)
+	err := p.server.Serve(listener{ln})
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("proxy serve %s: %w", ln.Addr(), err)
 	}

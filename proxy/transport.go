@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -108,7 +109,8 @@ func (e *dialError) Unwrap() error { return e.err }
 // arms one read deadline for the whole response; upConn keeps it only until
 // the first response byte, then re-arms it on every read (an idle timeout),
 // so long bodies stream while a stalled backend is still cut off. Writes get
-// the same rolling treatment.
+// the same rolling treatment. Both deadlines are lazy, and the first read of
+// a response yields first (conn.go).
 //
 // A connection is used by one request at a time; the pool's mutex orders
 // handovers, so the fields need no locking.
@@ -121,8 +123,10 @@ type upConn struct {
 	gotBytes  bool // a response byte arrived for the current request
 	streaming bool // past the first response byte: rolling read deadline
 	armed     bool // SetWriteDeadline just armed the write deadline
+	yield     bool // the request is written: its response is not here yet
 	readArmed time.Time
 	writeArm  time.Time
+	rd, wd    lazyDeadline
 }
 
 func newUpConn(c net.Conn, s settings) *upConn {
@@ -141,21 +145,37 @@ type connAddr struct {
 // LocalAddr returns the local address, tagged with this connection.
 func (c *upConn) LocalAddr() net.Addr { return c.local }
 
-// SetWriteDeadline is called by fasthttp at the start of every request.
+// SetWriteDeadline is called by fasthttp at the start of every request, with
+// its clock reading plus the HostClient's WriteTimeout (writeIdle).
 func (c *upConn) SetWriteDeadline(t time.Time) error {
 	c.requests++
 	c.gotBytes = false
 	c.streaming = false
-	c.writeArm = time.Now()
+	c.writeArm = t.Add(-c.writeIdle)
 	c.armed = true
-	return c.Conn.SetWriteDeadline(c.writeArm.Add(c.writeIdle))
+	return c.setWrite(t)
 }
 
 // SetReadDeadline is called by fasthttp after the request was written: the
 // response timeout starts now.
 func (c *upConn) SetReadDeadline(t time.Time) error {
 	c.streaming = false
-	return c.Conn.SetReadDeadline(t)
+	c.yield = true
+	return c.setRead(t)
+}
+
+func (c *upConn) setRead(t time.Time) error {
+	if c.rd.set(t) {
+		return c.Conn.SetReadDeadline(t)
+	}
+	return nil
+}
+
+func (c *upConn) setWrite(t time.Time) error {
+	if c.wd.set(t) {
+		return c.Conn.SetWriteDeadline(t)
+	}
+	return nil
 }
 
 // Write re-arms the write deadline when it is getting old, so that it bounds
@@ -166,19 +186,39 @@ func (c *upConn) Write(b []byte) (int, error) {
 		c.armed = false
 	} else if now := time.Now(); now.Sub(c.writeArm) > c.writeIdle/8 {
 		c.writeArm = now
-		_ = c.Conn.SetWriteDeadline(now.Add(c.writeIdle))
+		_ = c.setWrite(now.Add(c.writeIdle))
 	}
-	return c.Conn.Write(b)
+	written := 0
+	for {
+		n, err := c.Conn.Write(b[written:])
+		written += n
+		if err == nil || !c.wd.early(err) {
+			return written, err
+		}
+		if err := c.Conn.SetWriteDeadline(c.wd.want); err != nil {
+			return written, err
+		}
+	}
 }
 
 func (c *upConn) Read(b []byte) (int, error) {
 	if c.streaming {
 		if now := time.Now(); now.Sub(c.readArmed) > c.readIdle/8 {
 			c.readArmed = now
-			_ = c.Conn.SetReadDeadline(now.Add(c.readIdle))
+			_ = c.setRead(now.Add(c.readIdle))
 		}
 	}
+	if c.yield {
+		c.yield = false
+		runtime.Gosched()
+	}
 	n, err := c.Conn.Read(b)
+	for n == 0 && err != nil && c.rd.early(err) {
+		if err = c.Conn.SetReadDeadline(c.rd.want); err != nil {
+			return 0, err
+		}
+		n, err = c.Conn.Read(b)
+	}
 	if n > 0 && !c.gotBytes {
 		// From the first response byte on, the deadline bounds each gap.
 		// It is re-armed lazily, at the next read (readArmed is zero), so

@@ -1,0 +1,186 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (a, b net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			accepted <- nil
+			return
+		}
+		accepted <- c
+	}()
+	a, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = <-accepted
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// readFor reads once from c and returns how long it took. A read still
+// blocked after 3 s is a failure: the connection is closed to end it.
+func readFor(c net.Conn) (int, time.Duration, error) {
+	start := time.Now()
+	stop := time.AfterFunc(3*time.Second, func() { c.Close() })
+	defer stop.Stop()
+	n, err := c.Read(make([]byte, 64))
+	return n, time.Since(start), err
+}
+
+// A deadline moved later is not moved on the socket: the armed one fires
+// early, and the read must carry on until the deadline asked for.
+func TestLazyReadDeadlineLaterWaitsForIt(t *testing.T) {
+	a, _ := tcpPair(t)
+	c := &clientConn{Conn: a}
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if c.rd.armed.Equal(c.rd.want) {
+		t.Fatal("a later deadline moved the socket's deadline; the test would not test laziness")
+	}
+	n, took, err := readFor(c)
+	if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read = %d, %v; want a deadline error", n, err)
+	}
+	if took < 280*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("read gave up after %v; want about 300ms (the deadline asked for, not the armed 30ms)", took)
+	}
+}
+
+func TestLazyReadDeadlineEarlierCutsOff(t *testing.T) {
+	a, _ := tcpPair(t)
+	c := &clientConn{Conn: a}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	n, took, err := readFor(c)
+	if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read = %d, %v; want a deadline error", n, err)
+	}
+	if took < 40*time.Millisecond || took > time.Second {
+		t.Fatalf("read gave up after %v; want about 50ms", took)
+	}
+}
+
+// Data that arrives after the armed deadline fired, but before the one asked
+// for, is read as if nothing happened; so are reads with the deadline cleared.
+func TestLazyReadDeadlineHidesEarlyFiring(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		final time.Duration // 0: clear the deadline
+	}{{"later", 2 * time.Second}, {"cleared", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := tcpPair(t)
+			c := &clientConn{Conn: a}
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			var final time.Time
+			if tc.final > 0 {
+				final = time.Now().Add(tc.final)
+			}
+			_ = c.SetReadDeadline(final)
+			go func() {
+				time.Sleep(150 * time.Millisecond)
+				_, _ = b.Write([]byte("late"))
+			}()
+			n, took, err := readFor(c)
+			if err != nil || n != 4 {
+				t.Fatalf("read = %d, %v after %v; want the 4 bytes sent at 150ms", n, err, took)
+			}
+			if !c.rd.armed.Equal(final) {
+				t.Fatalf("armed deadline %v after the early firing, want it re-armed to %v", c.rd.armed, final)
+			}
+		})
+	}
+}
+
+// An expired deadline is renewed when asked: the next read waits again.
+func TestLazyReadDeadlineRenewedAfterExpiry(t *testing.T) {
+	a, b := tcpPair(t)
+	c := &clientConn{Conn: a}
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, _, err := readFor(c); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("first read: %v, want a deadline error", err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		_, _ = b.Write([]byte("x"))
+	}()
+	if n, took, err := readFor(c); n != 1 || err != nil {
+		t.Fatalf("read after renewing = %d, %v after %v; want the byte", n, err, took)
+	}
+}
+
+// upConn's write deadline is lazy too: a peer that stops reading is cut off
+// at the deadline, even after the deadline moved later without the socket's.
+func TestUpConnWriteDeadlineCutsOffStalledPeer(t *testing.T) {
+	a, _ := tcpPair(t) // the peer never reads
+	if tc, ok := a.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(4 << 10)
+	}
+	u := newUpConn(a, settings{response: time.Second, write: 300 * time.Millisecond})
+	_ = u.setWrite(time.Now().Add(30 * time.Millisecond)) // armed on the socket
+	_ = u.SetWriteDeadline(time.Now().Add(u.writeIdle))   // later: not moved
+	if u.wd.armed.Equal(u.wd.want) {
+		t.Fatal("the later write deadline moved the socket's; the test would not test laziness")
+	}
+	start := time.Now()
+	buf := make([]byte, 64<<10)
+	var err error
+	stop := time.AfterFunc(5*time.Second, func() { a.Close() }) // a write that never times out
+	defer stop.Stop()
+	for err == nil && time.Since(start) < 5*time.Second {
+		_, err = u.Write(buf)
+	}
+	took := time.Since(start)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write error %v after %v, want a deadline error", err, took)
+	}
+	// Each Write after the first re-arms the gap, so the cut-off comes one
+	// write timeout after the buffers filled: never before the first deadline.
+	if took < 280*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("write gave up after %v; want about 300ms (the write timeout, not the armed 30ms)", took)
+	}
+}
+
+// The proxy's listener hands fasthttp clientConns.
+func TestListenerWrapsConns(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := listener{ln}
+	defer l.Close()
+	go func() {
+		if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+			defer c.Close()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(*clientConn); !ok {
+		t.Fatalf("Accept returned %T, want *clientConn", c)
+	}
+}
