@@ -4,14 +4,9 @@ import (
 	"errors"
 	"net"
 	"os"
-	"runtime"
 	"time"
 )
 
-// Two things here make each proxied request cheaper on both of kelpie's
-// connections (the client's and the backend's); bench/README.md has the
-// measurements.
-//
 // Lazy deadlines. fasthttp moves a connection's read deadline two or three
 // times per request (idle wait, then read timeout; response timeout), and
 // every move is a runtime timer update under the poller's lock. A deadline
@@ -22,13 +17,11 @@ import (
 // instead of several times per request, and a deadline still cuts a read off
 // at the time asked for.
 //
-// Yielding before a read that would likely find nothing. After kelpie writes
-// a request upstream, the backend has not answered yet; after it writes a
-// response, the client has not sent its next request yet. Go's netpoller
-// reads first and parks only on EAGAIN, so each of those reads is a wasted
-// system call plus a park. Yielding the processor first lets the other ready
-// connections run; when this goroutine comes back the bytes are usually
-// there. With nothing else ready (a quiet proxy) the yield returns at once.
+// Not done, on measurement (bench/README.md): yielding the processor before a
+// read that will likely find nothing (the response just after the request
+// was written, the next request just after a response) saves Go's
+// read-EAGAIN-park round trip, but starves the netpoller under load: the p99
+// at saturation doubled.
 
 // lazyDeadline is one direction's deadline on a connection. A connection is
 // used by one goroutine at a time per direction (fasthttp's model), so it
@@ -63,13 +56,11 @@ func (d *lazyDeadline) early(err error) bool {
 	return true
 }
 
-// clientConn is a client connection as kelpie's fasthttp server sees it: lazy
-// read deadlines, and a yield before the first read after a response.
-// Writes and write deadlines pass through.
+// clientConn is a client connection as kelpie's fasthttp server sees it: its
+// read deadline is lazy. Writes and write deadlines pass through.
 type clientConn struct {
 	net.Conn
-	rd    lazyDeadline
-	yield bool // a response was written: the next request is not here yet
+	rd lazyDeadline
 }
 
 // SetDeadline sets both deadlines; the read one lazily.
@@ -90,10 +81,6 @@ func (c *clientConn) SetReadDeadline(t time.Time) error {
 }
 
 func (c *clientConn) Read(b []byte) (int, error) {
-	if c.yield {
-		c.yield = false
-		runtime.Gosched()
-	}
 	for {
 		n, err := c.Conn.Read(b)
 		if n > 0 || err == nil || !c.rd.early(err) {
@@ -103,11 +90,6 @@ func (c *clientConn) Read(b []byte) (int, error) {
 			return 0, err
 		}
 	}
-}
-
-func (c *clientConn) Write(b []byte) (int, error) {
-	c.yield = true
-	return c.Conn.Write(b)
 }
 
 // listener hands fasthttp's server clientConns.

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"net"
-	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -109,8 +108,7 @@ func (e *dialError) Unwrap() error { return e.err }
 // arms one read deadline for the whole response; upConn keeps it only until
 // the first response byte, then re-arms it on every read (an idle timeout),
 // so long bodies stream while a stalled backend is still cut off. Writes get
-// the same rolling treatment. Both deadlines are lazy, and the first read of
-// a response yields first (conn.go).
+// the same rolling treatment. Both deadlines are lazy (conn.go).
 //
 // A connection is used by one request at a time; the pool's mutex orders
 // handovers, so the fields need no locking.
@@ -123,7 +121,6 @@ type upConn struct {
 	gotBytes  bool // a response byte arrived for the current request
 	streaming bool // past the first response byte: rolling read deadline
 	armed     bool // SetWriteDeadline just armed the write deadline
-	yield     bool // the request is written: its response is not here yet
 	readArmed time.Time
 	writeArm  time.Time
 	rd, wd    lazyDeadline
@@ -160,7 +157,6 @@ func (c *upConn) SetWriteDeadline(t time.Time) error {
 // response timeout starts now.
 func (c *upConn) SetReadDeadline(t time.Time) error {
 	c.streaming = false
-	c.yield = true
 	return c.setRead(t)
 }
 
@@ -207,10 +203,6 @@ func (c *upConn) Read(b []byte) (int, error) {
 			c.readArmed = now
 			_ = c.setRead(now.Add(c.readIdle))
 		}
-	}
-	if c.yield {
-		c.yield = false
-		runtime.Gosched()
 	}
 	n, err := c.Conn.Read(b)
 	for n == 0 && err != nil && c.rd.early(err) {
