@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -57,10 +58,20 @@ func (d *lazyDeadline) early(err error) bool {
 }
 
 // clientConn is a client connection as kelpie's fasthttp server sees it: its
-// read deadline is lazy. Writes and write deadlines pass through.
+// read deadline is lazy, and it reads and writes with raw system calls where
+// it can (rawio_linux.go). Write deadlines pass through.
 type clientConn struct {
 	net.Conn
+	rw io.ReadWriter // a *rawIO, or the Conn itself
 	rd lazyDeadline
+}
+
+func newClientConn(c net.Conn) *clientConn {
+	cc := &clientConn{Conn: c, rw: c}
+	if r := newRawIO(c); r != nil {
+		cc.rw = r
+	}
+	return cc
 }
 
 // SetDeadline sets both deadlines; the read one lazily.
@@ -80,9 +91,11 @@ func (c *clientConn) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
+func (c *clientConn) Write(b []byte) (int, error) { return c.rw.Write(b) }
+
 func (c *clientConn) Read(b []byte) (int, error) {
 	for {
-		n, err := c.Conn.Read(b)
+		n, err := c.rw.Read(b)
 		if n > 0 || err == nil || !c.rd.early(err) {
 			return n, err
 		}
@@ -100,5 +113,5 @@ func (l listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &clientConn{Conn: c}, nil
+	return newClientConn(c), nil
 }

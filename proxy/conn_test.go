@@ -1,9 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
+	"runtime"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -51,7 +56,7 @@ func readFor(c net.Conn) (int, time.Duration, error) {
 // early, and the read must carry on until the deadline asked for.
 func TestLazyReadDeadlineLaterWaitsForIt(t *testing.T) {
 	a, _ := tcpPair(t)
-	c := &clientConn{Conn: a}
+	c := newClientConn(a)
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
 	_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if c.rd.armed.Equal(c.rd.want) {
@@ -68,7 +73,7 @@ func TestLazyReadDeadlineLaterWaitsForIt(t *testing.T) {
 
 func TestLazyReadDeadlineEarlierCutsOff(t *testing.T) {
 	a, _ := tcpPair(t)
-	c := &clientConn{Conn: a}
+	c := newClientConn(a)
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	n, took, err := readFor(c)
@@ -89,7 +94,7 @@ func TestLazyReadDeadlineHidesEarlyFiring(t *testing.T) {
 	}{{"later", 2 * time.Second}, {"cleared", 0}} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := tcpPair(t)
-			c := &clientConn{Conn: a}
+			c := newClientConn(a)
 			_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 			var final time.Time
 			if tc.final > 0 {
@@ -114,7 +119,7 @@ func TestLazyReadDeadlineHidesEarlyFiring(t *testing.T) {
 // An expired deadline is renewed when asked: the next read waits again.
 func TestLazyReadDeadlineRenewedAfterExpiry(t *testing.T) {
 	a, b := tcpPair(t)
-	c := &clientConn{Conn: a}
+	c := newClientConn(a)
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 	if _, _, err := readFor(c); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("first read: %v, want a deadline error", err)
@@ -182,5 +187,79 @@ func TestListenerWrapsConns(t *testing.T) {
 	defer c.Close()
 	if _, ok := c.(*clientConn); !ok {
 		t.Fatalf("Accept returned %T, want *clientConn", c)
+	}
+}
+
+// The raw reads and writes behave as net.Conn's: a large transfer that has
+// to wait for buffer space arrives whole and in order, the peer's close is
+// io.EOF, a reset is ECONNRESET, and a read on a closed connection is
+// net.ErrClosed.
+func TestRawIOBehavesLikeNetConn(t *testing.T) {
+	a, b := tcpPair(t)
+	c := newClientConn(a)
+	if _, ok := c.rw.(*rawIO); !ok && runtime.GOOS == "linux" {
+		t.Fatalf("clientConn uses %T, want *rawIO on linux", c.rw)
+	}
+	want := make([]byte, 16<<20) // more than the socket buffers hold
+
+	for i := range want {
+		want[i] = byte(i * 7 / 3)
+	}
+	werr := make(chan error, 1)
+	go func() {
+		n, err := c.Write(want)
+		if err == nil && n != len(want) {
+			err = fmt.Errorf("wrote %d of %d", n, len(want))
+		}
+		werr <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case err := <-werr:
+		t.Fatalf("the write returned (%v) before the peer read anything: it never waited for space, so the test tests nothing", err)
+	default:
+	}
+	got, err := io.ReadAll(io.LimitReader(b, int64(len(want))))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("peer read %d bytes (err %v); want the %d written, in order", len(got), err, len(want))
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+
+	// Reads: data, then the peer's close.
+	_, _ = b.Write([]byte("bye"))
+	b.Close()
+	buf := make([]byte, 16)
+	if n, err := c.Read(buf); n != 3 || err != nil || string(buf[:n]) != "bye" {
+		t.Fatalf("read = %d %q %v, want 3 \"bye\" <nil>", n, buf[:n], err)
+	}
+	if n, err := c.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("read after the peer closed = %d, %v; want 0, io.EOF", n, err)
+	}
+
+	// Reads on a connection closed locally.
+	c.Close()
+	if _, err := c.Read(buf); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after Close = %v, want net.ErrClosed", err)
+	}
+}
+
+func TestRawIOReset(t *testing.T) {
+	a, b := tcpPair(t)
+	c := newClientConn(a)
+	// A close with unread data, or with SO_LINGER 0, sends a reset.
+	if tc, ok := b.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	b.Close()
+	time.Sleep(50 * time.Millisecond)
+	_, err := c.Read(make([]byte, 16))
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read after a reset = %v, want ECONNRESET", err)
+	}
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "read" {
+		t.Fatalf("read error %#v, want a *net.OpError for read", err)
 	}
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -117,17 +118,21 @@ type upConn struct {
 	readIdle, writeIdle time.Duration
 
 	local     *connAddr
-	requests  int  // requests started on this connection
-	gotBytes  bool // a response byte arrived for the current request
-	streaming bool // past the first response byte: rolling read deadline
-	armed     bool // SetWriteDeadline just armed the write deadline
+	rw        io.ReadWriter // a *rawIO (rawio_linux.go), or the Conn itself
+	requests  int           // requests started on this connection
+	gotBytes  bool          // a response byte arrived for the current request
+	streaming bool          // past the first response byte: rolling read deadline
+	armed     bool          // SetWriteDeadline just armed the write deadline
 	readArmed time.Time
 	writeArm  time.Time
 	rd, wd    lazyDeadline
 }
 
 func newUpConn(c net.Conn, s settings) *upConn {
-	u := &upConn{Conn: c, readIdle: s.response, writeIdle: s.write}
+	u := &upConn{Conn: c, rw: c, readIdle: s.response, writeIdle: s.write}
+	if r := newRawIO(c); r != nil {
+		u.rw = r
+	}
 	u.local = &connAddr{Addr: c.LocalAddr(), c: u}
 	return u
 }
@@ -186,7 +191,7 @@ func (c *upConn) Write(b []byte) (int, error) {
 	}
 	written := 0
 	for {
-		n, err := c.Conn.Write(b[written:])
+		n, err := c.rw.Write(b[written:])
 		written += n
 		if err == nil || !c.wd.early(err) {
 			return written, err
@@ -204,12 +209,12 @@ func (c *upConn) Read(b []byte) (int, error) {
 			_ = c.setRead(now.Add(c.readIdle))
 		}
 	}
-	n, err := c.Conn.Read(b)
+	n, err := c.rw.Read(b)
 	for n == 0 && err != nil && c.rd.early(err) {
 		if err = c.Conn.SetReadDeadline(c.rd.want); err != nil {
 			return 0, err
 		}
-		n, err = c.Conn.Read(b)
+		n, err = c.rw.Read(b)
 	}
 	if n > 0 && !c.gotBytes {
 		// From the first response byte on, the deadline bounds each gap.

@@ -1,0 +1,131 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// rawIO reads and writes a TCP connection with raw non-blocking system calls
+// under Go's netpoller (syscall.RawConn), instead of net.Conn's Read and
+// Write. The sockets are non-blocking, so the calls never block: what they
+// skip is the runtime's syscall bookkeeping (entersyscall/exitsyscall), which
+// costs more than it looks on a proxy that is all system calls. Below
+// saturation it is the larger part: entering a syscall while every P was
+// idle wakes the runtime's sysmon thread and sets it polling every 20 µs, and
+// on a proxy pinned to one CPU each of those wake-ups preempts the proxy
+// (bench/README.md has the profiles). Waiting for readiness, deadlines and
+// close still go through the netpoller, exactly as for net.Conn.
+//
+// One reader and one writer at a time, as for net.Conn under fasthttp.
+type rawIO struct {
+	conn    net.Conn
+	rc      syscall.RawConn
+	rbuf    []byte
+	rn      int
+	rerr    syscall.Errno
+	wbuf    []byte
+	wn      int
+	werr    syscall.Errno
+	readFn  func(uintptr) bool
+	writeFn func(uintptr) bool
+}
+
+// newRawIO returns nil when c is not a TCP connection (tests wrap theirs):
+// the caller then uses c's own Read and Write.
+func newRawIO(c net.Conn) *rawIO {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	r := &rawIO{conn: c, rc: rc}
+	r.readFn = r.doRead
+	r.writeFn = r.doWrite
+	return r
+}
+
+// doRead is one attempt; false means "not ready, wait for the poller".
+func (r *rawIO) doRead(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)))
+		switch e {
+		case 0:
+			r.rn, r.rerr = int(n), 0
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		r.rn, r.rerr = 0, e
+		return true
+	}
+}
+
+// doWrite writes what is left of wbuf; false means "buffer full, wait".
+func (r *rawIO) doWrite(fd uintptr) bool {
+	for r.wn < len(r.wbuf) {
+		p := r.wbuf[r.wn:]
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case 0:
+			r.wn += int(n)
+			continue
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		r.werr = e
+		return true
+	}
+	return true
+}
+
+// Read is net.Conn's Read: io.EOF at the end, *net.OpError otherwise.
+func (r *rawIO) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r.rbuf = b
+	err := r.rc.Read(r.readFn) // deadline or close: an *net.OpError already
+	n, e := r.rn, r.rerr
+	r.rbuf, r.rn, r.rerr = nil, 0, 0
+	switch {
+	case err != nil:
+		return 0, err
+	case e != 0:
+		return 0, r.opError("read", e)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Write is net.Conn's Write: all of b, or an error.
+func (r *rawIO) Write(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	r.wbuf = b
+	err := r.rc.Write(r.writeFn)
+	n, e := r.wn, r.werr
+	r.wbuf, r.wn, r.werr = nil, 0, 0
+	switch {
+	case err != nil:
+		return n, err
+	case e != 0:
+		return n, r.opError("write", e)
+	}
+	return n, nil
+}
+
+func (r *rawIO) opError(op string, e syscall.Errno) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: r.conn.LocalAddr(), Addr: r.conn.RemoteAddr(), Err: os.NewSyscallError(op, e)}
+}
