@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -261,5 +262,86 @@ func TestRawIOReset(t *testing.T) {
 	var op *net.OpError
 	if !errors.As(err, &op) || op.Op != "read" {
 		t.Fatalf("read error %#v, want a *net.OpError for read", err)
+	}
+}
+
+// upConn holds a small request back and sends it from inside the response
+// read; the exchange must look exactly like a write then a read.
+func TestUpConnSendsWithTheRead(t *testing.T) {
+	a, b := tcpPair(t)
+	u := newUpConn(a, settings{response: 2 * time.Second, write: 2 * time.Second})
+	go func() { // the backend: echo what arrives, upper-cased
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := b.Read(buf)
+			if err != nil {
+				return
+			}
+			_, _ = b.Write(bytes.ToUpper(buf[:n]))
+		}
+	}()
+	for i := range 3 { // the same connection, request after request
+		_ = u.SetWriteDeadline(time.Now().Add(u.writeIdle))
+		if n, err := u.Write([]byte("get /")); n != 5 || err != nil {
+			t.Fatalf("write = %d, %v", n, err)
+		}
+		if n, err := u.Write([]byte(fmt.Sprint(i))); n != 1 || err != nil {
+			t.Fatalf("write = %d, %v", n, err)
+		}
+		if runtime.GOOS == "linux" && string(u.pend) != "get /"+fmt.Sprint(i) {
+			t.Fatalf("request %d: held back %q; the request should wait for the read", i, u.pend)
+		}
+		_ = u.SetReadDeadline(time.Now().Add(u.readIdle))
+		got := make([]byte, 0, 6)
+		buf := make([]byte, 64)
+		for len(got) < 6 {
+			n, err := u.Read(buf)
+			if err != nil {
+				t.Fatalf("request %d: read: %v after %q", i, err, got)
+			}
+			got = append(got, buf[:n]...)
+		}
+		if want := "GET /" + fmt.Sprint(i); string(got) != want {
+			t.Fatalf("request %d: reply %q, want %q", i, got, want)
+		}
+	}
+	// A write larger than maxDeferred goes out at once, after what was held.
+	_ = u.SetWriteDeadline(time.Now().Add(u.writeIdle))
+	_, _ = u.Write([]byte("a"))
+	big := bytes.Repeat([]byte("b"), maxDeferred+1)
+	if n, err := u.Write(big); n != len(big) || err != nil {
+		t.Fatalf("big write = %d, %v", n, err)
+	}
+	_ = u.SetReadDeadline(time.Now().Add(u.readIdle))
+	got, err := io.ReadAll(io.LimitReader(u, int64(1+len(big))))
+	if err != nil || string(got) != "A"+strings.Repeat("B", len(big)) {
+		t.Fatalf("reply to the big write: %d bytes, %v; want A then %d Bs", len(got), err, len(big))
+	}
+}
+
+// A pooled connection the backend closed while it sat idle: the request sent
+// from inside the read must fail at once, not wait out the response timeout.
+func TestUpConnStaleConnectionFailsFast(t *testing.T) {
+	a, b := tcpPair(t)
+	u := newUpConn(a, settings{response: 5 * time.Second, write: 5 * time.Second})
+	b.Close()
+	time.Sleep(50 * time.Millisecond) // the FIN has arrived and been polled
+	_ = u.SetWriteDeadline(time.Now().Add(u.writeIdle))
+	if _, err := u.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if runtime.GOOS == "linux" && len(u.pend) == 0 {
+		t.Fatal("the request went out at once; this test is about one sent from inside the read")
+	}
+	_ = u.SetReadDeadline(time.Now().Add(u.readIdle))
+	n, took, err := readFor(u)
+	if err == nil || n != 0 {
+		t.Fatalf("read = %d, %v; want an error", n, err)
+	}
+	if !closedEarly(err) {
+		t.Fatalf("read error %v is not one kelpie treats as a closed connection (stale retry)", err)
+	}
+	if took > time.Second {
+		t.Fatalf("the read took %v to fail; want at once, not the 5s response timeout", took)
 	}
 }

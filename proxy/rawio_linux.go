@@ -31,6 +31,7 @@ type rawIO struct {
 	werr    syscall.Errno
 	readFn  func(uintptr) bool
 	writeFn func(uintptr) bool
+	sendFn  func(uintptr) bool
 }
 
 // newRawIO returns nil when c is not a TCP connection (tests wrap theirs):
@@ -47,6 +48,7 @@ func newRawIO(c net.Conn) *rawIO {
 	r := &rawIO{conn: c, rc: rc}
 	r.readFn = r.doRead
 	r.writeFn = r.doWrite
+	r.sendFn = r.doSendRead
 	return r
 }
 
@@ -124,6 +126,43 @@ func (r *rawIO) Write(b []byte) (int, error) {
 		return n, r.opError("write", e)
 	}
 	return n, nil
+}
+
+// sendThenRead writes w, then reads a reply into b, and waits in between
+// without the read that would find nothing. The netpoller's read readiness
+// is reset before w goes out, so a reply to w cannot be missed: the wait
+// ends as soon as it arrives, or at the read deadline. If w cannot go out
+// whole without waiting (or the read deadline has passed, or the connection
+// is closed), rest is what is left of w: the caller sends it and reads the
+// usual way.
+func (r *rawIO) sendThenRead(w, b []byte) (rest []byte, n int, err error) {
+	r.wbuf, r.rbuf = w, b
+	err = r.rc.Read(r.sendFn)
+	wn, werr, rn, rerr := r.wn, r.werr, r.rn, r.rerr
+	r.wbuf, r.rbuf, r.wn, r.werr, r.rn, r.rerr = nil, nil, 0, 0, 0, 0
+	switch {
+	case werr != 0:
+		return nil, 0, r.opError("write", werr)
+	case wn < len(w):
+		return w[wn:], 0, err
+	case err != nil:
+		return nil, 0, err
+	case rerr != 0:
+		return nil, 0, r.opError("read", rerr)
+	case rn == 0:
+		return nil, 0, io.EOF
+	}
+	return nil, rn, nil
+}
+
+func (r *rawIO) doSendRead(fd uintptr) bool {
+	if r.wn < len(r.wbuf) {
+		if !r.doWrite(fd) || r.werr != 0 {
+			return true // would block (the caller finishes it), or failed
+		}
+		return false // sent: wait for the reply
+	}
+	return r.doRead(fd)
 }
 
 func (r *rawIO) opError(op string, e syscall.Errno) error {

@@ -8,3 +8,5 @@ import "net"
 type rawIO struct{ net.Conn }
 
 func newRawIO(net.Conn) *rawIO { return nil }
+
+func (r *rawIO) sendThenRead(w, b []byte) ([]byte, int, error) { return w, 0, nil }
