@@ -28,25 +28,26 @@ import (
 // used by one goroutine at a time per direction (fasthttp's model), so it
 // needs no locking.
 type lazyDeadline struct {
-	want  time.Time // the deadline asked for; zero: none
-	armed time.Time // the deadline set on the socket; zero: none
+	want  time.Time             // the deadline asked for; zero: none
+	armed time.Time             // the deadline set on the socket; zero: none
+	apply func(time.Time) error // the socket's SetReadDeadline or SetWriteDeadline
 }
 
-// set records t as the deadline and reports whether the socket's deadline
-// must move now: when t is earlier than the armed one, or none is armed.
-// Otherwise the armed deadline fires first and retry re-arms it.
-func (d *lazyDeadline) set(t time.Time) bool {
+// set records t as the deadline. The socket's moves only when t is earlier
+// than the armed one, or none is armed; otherwise the armed one fires first
+// and rearm moves it on.
+func (d *lazyDeadline) set(t time.Time) error {
 	d.want = t
 	if t.IsZero() || (!d.armed.IsZero() && !t.Before(d.armed)) {
-		return false
+		return nil
 	}
 	d.armed = t
-	return true
+	return d.apply(t)
 }
 
-// early reports whether err is the armed deadline firing before the one asked
-// for; the caller then re-arms the socket to d.want and retries.
-func (d *lazyDeadline) early(err error) bool {
+// rearm reports whether err is the armed deadline firing before the one asked
+// for, and if so arms the one asked for: the caller retries its read or write.
+func (d *lazyDeadline) rearm(err error) bool {
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		return false
 	}
@@ -54,7 +55,7 @@ func (d *lazyDeadline) early(err error) bool {
 		return false // the real deadline
 	}
 	d.armed = d.want
-	return true
+	return d.apply(d.want) == nil
 }
 
 // clientConn is a client connection as kelpie's fasthttp server sees it: its
@@ -68,6 +69,7 @@ type clientConn struct {
 
 func newClientConn(c net.Conn) *clientConn {
 	cc := &clientConn{Conn: c, rw: c}
+	cc.rd.apply = c.SetReadDeadline
 	if r := newRawIO(c); r != nil {
 		cc.rw = r
 	}
@@ -84,25 +86,16 @@ func (c *clientConn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline moves the socket's read deadline only when t is earlier
 // than the armed one.
-func (c *clientConn) SetReadDeadline(t time.Time) error {
-	if c.rd.set(t) {
-		return c.Conn.SetReadDeadline(t)
-	}
-	return nil
-}
+func (c *clientConn) SetReadDeadline(t time.Time) error { return c.rd.set(t) }
 
 func (c *clientConn) Write(b []byte) (int, error) { return c.rw.Write(b) }
 
 func (c *clientConn) Read(b []byte) (int, error) {
-	for {
-		n, err := c.rw.Read(b)
-		if n > 0 || err == nil || !c.rd.early(err) {
-			return n, err
-		}
-		if err := c.Conn.SetReadDeadline(c.rd.want); err != nil {
-			return 0, err
-		}
+	n, err := c.rw.Read(b)
+	for n == 0 && err != nil && c.rd.rearm(err) {
+		n, err = c.rw.Read(b)
 	}
+	return n, err
 }
 
 // listener hands fasthttp's server clientConns.

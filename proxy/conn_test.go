@@ -143,8 +143,8 @@ func TestUpConnWriteDeadlineCutsOffStalledPeer(t *testing.T) {
 		_ = tc.SetWriteBuffer(4 << 10)
 	}
 	u := newUpConn(a, settings{response: time.Second, write: 300 * time.Millisecond})
-	_ = u.setWrite(time.Now().Add(30 * time.Millisecond)) // armed on the socket
-	_ = u.SetWriteDeadline(time.Now().Add(u.writeIdle))   // later: not moved
+	_ = u.wd.set(time.Now().Add(30 * time.Millisecond)) // armed on the socket
+	_ = u.SetWriteDeadline(time.Now().Add(u.writeIdle)) // later: not moved
 	if u.wd.armed.Equal(u.wd.want) {
 		t.Fatal("the later write deadline moved the socket's; the test would not test laziness")
 	}

@@ -135,6 +135,7 @@ func newUpConn(c net.Conn, s settings) *upConn {
 	if r := newRawIO(c); r != nil {
 		u.rw, u.raw = r, r
 	}
+	u.rd.apply, u.wd.apply = c.SetReadDeadline, c.SetWriteDeadline
 	u.local = &connAddr{Addr: c.LocalAddr(), c: u}
 	return u
 }
@@ -157,28 +158,14 @@ func (c *upConn) SetWriteDeadline(t time.Time) error {
 	c.streaming = false
 	c.writeArm = t.Add(-c.writeIdle)
 	c.armed = true
-	return c.setWrite(t)
+	return c.wd.set(t)
 }
 
 // SetReadDeadline is called by fasthttp after the request was written: the
 // response timeout starts now.
 func (c *upConn) SetReadDeadline(t time.Time) error {
 	c.streaming = false
-	return c.setRead(t)
-}
-
-func (c *upConn) setRead(t time.Time) error {
-	if c.rd.set(t) {
-		return c.Conn.SetReadDeadline(t)
-	}
-	return nil
-}
-
-func (c *upConn) setWrite(t time.Time) error {
-	if c.wd.set(t) {
-		return c.Conn.SetWriteDeadline(t)
-	}
-	return nil
+	return c.rd.set(t)
 }
 
 // maxDeferred is how much of a request upConn holds back to send with the
@@ -199,7 +186,7 @@ func (c *upConn) Write(b []byte) (int, error) {
 		c.armed = false
 	} else if now := time.Now(); now.Sub(c.writeArm) > c.writeIdle/8 {
 		c.writeArm = now
-		_ = c.setWrite(now.Add(c.writeIdle))
+		_ = c.wd.set(now.Add(c.writeIdle))
 	}
 	if c.raw != nil && len(c.pend)+len(b) <= maxDeferred {
 		c.pend = append(c.pend, b...)
@@ -216,30 +203,20 @@ func (c *upConn) Write(b []byte) (int, error) {
 }
 
 func (c *upConn) writeAll(b []byte) (int, error) {
-	written := 0
-	for {
-		n, err := c.rw.Write(b[written:])
-		written += n
-		if err == nil || !c.wd.early(err) {
-			return written, err
-		}
-		if err := c.Conn.SetWriteDeadline(c.wd.want); err != nil {
-			return written, err
-		}
+	n, err := c.rw.Write(b)
+	for err != nil && c.wd.rearm(err) {
+		var m int
+		m, err = c.rw.Write(b[n:])
+		n += m
 	}
-}
-
-// rearmRead reports whether err is the lazily armed read deadline firing
-// early, and re-arms it to the deadline asked for.
-func (c *upConn) rearmRead(err error) bool {
-	return c.rd.early(err) && c.Conn.SetReadDeadline(c.rd.want) == nil
+	return n, err
 }
 
 func (c *upConn) Read(b []byte) (int, error) {
 	if c.streaming {
 		if now := time.Now(); now.Sub(c.readArmed) > c.readIdle/8 {
 			c.readArmed = now
-			_ = c.setRead(now.Add(c.readIdle))
+			_ = c.rd.set(now.Add(c.readIdle))
 		}
 	}
 	var n int
@@ -247,7 +224,7 @@ func (c *upConn) Read(b []byte) (int, error) {
 	if len(c.pend) > 0 {
 		var rest []byte
 		rest, n, err = c.raw.sendThenRead(c.pend, b)
-		if len(rest) > 0 && (err == nil || c.rearmRead(err)) {
+		if len(rest) > 0 && (err == nil || c.rd.rearm(err)) {
 			if _, err = c.writeAll(rest); err == nil {
 				n, err = c.rw.Read(b)
 			}
@@ -256,7 +233,7 @@ func (c *upConn) Read(b []byte) (int, error) {
 	} else {
 		n, err = c.rw.Read(b)
 	}
-	for n == 0 && err != nil && c.rearmRead(err) {
+	for n == 0 && err != nil && c.rd.rearm(err) {
 		n, err = c.rw.Read(b)
 	}
 	if n > 0 && !c.gotBytes {
