@@ -19,6 +19,13 @@ import (
 // (bench/README.md has the profiles). Waiting for readiness, deadlines and
 // close still go through the netpoller, exactly as for net.Conn.
 //
+// The calls are recvfrom and sendto, not read and write: on a socket they do
+// the same, but read and write go through the VFS layer first (fdget_pos,
+// rw_verify_area, the security hook, sock_read_iter), which perf showed as
+// the larger part of the kernel time kelpie spent above HAProxy's, which
+// uses recvfrom and sendto. Paired A/B: 4.5 % less CPU per request.
+// MSG_NOSIGNAL: a write to a reset connection returns EPIPE, with no SIGPIPE.
+//
 // One reader and one writer at a time, as for net.Conn under fasthttp.
 type rawIO struct {
 	conn    net.Conn
@@ -55,7 +62,7 @@ func newRawIO(c net.Conn) *rawIO {
 // doRead is one attempt; false means "not ready, wait for the poller".
 func (r *rawIO) doRead(fd uintptr) bool {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)))
+		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)), 0, 0, 0)
 		switch e {
 		case 0:
 			r.rn, r.rerr = int(n), 0
@@ -74,7 +81,7 @@ func (r *rawIO) doRead(fd uintptr) bool {
 func (r *rawIO) doWrite(fd uintptr) bool {
 	for r.wn < len(r.wbuf) {
 		p := r.wbuf[r.wn:]
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_NOSIGNAL, 0, 0)
 		switch e {
 		case 0:
 			r.wn += int(n)
