@@ -59,36 +59,52 @@ func (d *lazyDeadline) rearm(err error) bool {
 }
 
 // clientConn is a client connection as kelpie's fasthttp server sees it: its
-// read deadline is lazy, and it reads and writes with raw system calls where
-// it can (rawio_linux.go). Write deadlines pass through.
+// deadlines are lazy, and it reads and writes with raw system calls where it
+// can (rawio_linux.go). fasthttp moves the write deadline before every
+// response, and kelpie's streamed bodies keep it rolling; lazily, neither
+// touches the socket's timer while the armed deadline is still ahead.
 type clientConn struct {
 	net.Conn
-	rw io.ReadWriter // a *rawIO, or the Conn itself
-	rd lazyDeadline
+	rw     io.ReadWriter // a *rawIO, or the Conn itself
+	rd, wd lazyDeadline
 }
 
 func newClientConn(c net.Conn) *clientConn {
 	cc := &clientConn{Conn: c, rw: c}
-	cc.rd.apply = c.SetReadDeadline
+	cc.rd.apply, cc.wd.apply = c.SetReadDeadline, c.SetWriteDeadline
 	if r := newRawIO(c); r != nil {
 		cc.rw = r
 	}
 	return cc
 }
 
-// SetDeadline sets both deadlines; the read one lazily.
+// SetDeadline sets both deadlines, lazily.
 func (c *clientConn) SetDeadline(t time.Time) error {
-	if err := c.SetReadDeadline(t); err != nil {
+	if err := c.rd.set(t); err != nil {
 		return err
 	}
-	return c.Conn.SetWriteDeadline(t)
+	return c.wd.set(t)
 }
 
 // SetReadDeadline moves the socket's read deadline only when t is earlier
 // than the armed one.
 func (c *clientConn) SetReadDeadline(t time.Time) error { return c.rd.set(t) }
 
-func (c *clientConn) Write(b []byte) (int, error) { return c.rw.Write(b) }
+// SetWriteDeadline moves the socket's write deadline only when t is earlier
+// than the armed one.
+func (c *clientConn) SetWriteDeadline(t time.Time) error { return c.wd.set(t) }
+
+// Write writes all of b; a write deadline that fired early is re-armed and
+// the rest written.
+func (c *clientConn) Write(b []byte) (int, error) {
+	n, err := c.rw.Write(b)
+	for n < len(b) && err != nil && c.wd.rearm(err) {
+		var m int
+		m, err = c.rw.Write(b[n:])
+		n += m
+	}
+	return n, err
+}
 
 func (c *clientConn) Read(b []byte) (int, error) {
 	n, err := c.rw.Read(b)

@@ -167,6 +167,45 @@ func TestUpConnWriteDeadlineCutsOffStalledPeer(t *testing.T) {
 	}
 }
 
+// The client side's write deadline is lazy as well (fasthttp moves it before
+// every response): a client that stops reading is cut off at the deadline
+// asked for, not at the earlier one still armed, and an earlier one cuts off
+// at once.
+func TestClientConnLazyWriteDeadline(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		first, second time.Duration
+		min, max      time.Duration
+	}{
+		{"later", 30 * time.Millisecond, 300 * time.Millisecond, 280 * time.Millisecond, 3 * time.Second},
+		{"earlier", 5 * time.Second, 50 * time.Millisecond, 40 * time.Millisecond, time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, _ := tcpPair(t) // the peer never reads
+			if tc, ok := a.(*net.TCPConn); ok {
+				_ = tc.SetWriteBuffer(4 << 10)
+			}
+			c := newClientConn(a)
+			_ = c.SetWriteDeadline(time.Now().Add(tc.first))
+			_ = c.SetWriteDeadline(time.Now().Add(tc.second))
+			if tc.second > tc.first && c.wd.armed.Equal(c.wd.want) {
+				t.Fatal("a later write deadline moved the socket's; the test would not test laziness")
+			}
+			stop := time.AfterFunc(5*time.Second, func() { a.Close() }) // a write that never times out
+			defer stop.Stop()
+			start := time.Now()
+			n, err := c.Write(make([]byte, 16<<20))
+			took := time.Since(start)
+			if !errors.Is(err, os.ErrDeadlineExceeded) || n == 0 || n >= 16<<20 {
+				t.Fatalf("write = %d, %v after %v; want part of it, then a deadline error", n, err, took)
+			}
+			if took < tc.min || took > tc.max {
+				t.Fatalf("write gave up after %v; want about %v", took, tc.second)
+			}
+		})
+	}
+}
+
 // The proxy's listener hands fasthttp clientConns.
 func TestListenerWrapsConns(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

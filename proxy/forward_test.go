@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,7 +101,6 @@ func TestErrorMapping(t *testing.T) {
 		}
 	})
 	unavailable := statusBackend(t, 503)
-
 	cases := []struct {
 		name   string
 		addrs  []string
@@ -165,6 +166,21 @@ func TestRetryGoesToAnotherBackend(t *testing.T) {
 	slow := startBackend(t, func(ctx *fasthttp.RequestCtx) { <-block })
 	t.Cleanup(func() { close(block) })
 	unavailable := statusBackend(t, 503)
+	// A small body is read whole before the client sees anything (bufferBody),
+	// so one that breaks off can still be retried.
+	cut := startRawBackend(t, func(rb *rawBackend, c net.Conn, br *bufio.Reader) {
+		if rb.readHead(br) {
+			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + strings.Repeat("x", 500)))
+			resetConn(c)
+		}
+	})
+	stall := startRawBackend(t, func(rb *rawBackend, c net.Conn, br *bufio.Reader) {
+		if rb.readHead(br) {
+			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + strings.Repeat("x", 500)))
+			_, _ = br.ReadByte() // until the proxy gives up and closes
+		}
+	})
+
 
 	cases := []struct {
 		name    string
@@ -181,6 +197,10 @@ func TestRetryGoesToAnotherBackend(t *testing.T) {
 		{"timeout POST not retried", slow.addr, "POST", 504, false},
 		{"503 GET", unavailable.addr, "GET", 200, true},
 		{"503 POST passes through", unavailable.addr, "POST", 503, false},
+		{"small body cut short GET", cut.addr, "GET", 200, true},
+		{"small body cut short POST not retried", cut.addr, "POST", 502, false},
+		{"small body stalled GET", stall.addr, "GET", 200, true},
+		{"small body stalled POST not retried", stall.addr, "POST", 504, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -204,6 +224,36 @@ func TestRetryGoesToAnotherBackend(t *testing.T) {
 			checkIdle(t, pool)
 		})
 	}
+}
+
+// Bodies up to maxBufferedBody are read whole, larger ones streamed; either
+// way the client gets every byte and the backend connection goes back to the
+// pool: the buffered read must end at the body's end, not drop the
+// connection for having stopped short of io.EOF.
+func TestResponseBodiesKeepTheBackendConnection(t *testing.T) {
+	be := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		n, _ := strconv.Atoi(string(ctx.Path()[1:]))
+		ctx.SetBody(bytes.Repeat([]byte{'a' + byte(n%26)}, n))
+	})
+	pool := newPool(t, balancer.RoundRobin, be.addr)
+	px := proxyTo(t, &Upstream{Pool: pool}, Options{})
+	c := clientFor(px.addr)
+	for _, n := range []int{0, 1, 100, 4095, 4096, maxBufferedBody, maxBufferedBody + 1, 256 << 10} {
+		for range 3 {
+			resp := do(t, c, "GET", "a", "/"+strconv.Itoa(n))
+			want := bytes.Repeat([]byte{'a' + byte(n%26)}, n)
+			if resp.StatusCode() != 200 || !bytes.Equal(resp.Body(), want) {
+				t.Fatalf("%d-byte body: got %d with %d bytes", n, resp.StatusCode(), len(resp.Body()))
+			}
+			if cl := resp.Header.ContentLength(); cl != n {
+				t.Fatalf("%d-byte body: Content-Length %d", n, cl)
+			}
+		}
+	}
+	if got := be.conns.Load(); got != 1 {
+		t.Errorf("backend saw %d connections for 24 sequential requests, want 1", got)
+	}
+	checkIdle(t, pool)
 }
 
 // firstPicks advances a two-member round-robin pool so that its next Pick
