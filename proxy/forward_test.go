@@ -181,7 +181,6 @@ func TestRetryGoesToAnotherBackend(t *testing.T) {
 		}
 	})
 
-
 	cases := []struct {
 		name    string
 		bad     string
