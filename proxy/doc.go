@@ -78,7 +78,10 @@
 // retried for every method (nothing was sent). A reset, a timeout or a
 // 502/503/504 is retried only for idempotent methods (GET, HEAD, OPTIONS,
 // PUT, DELETE, TRACE) and only if no byte of the request body was sent. A
-// response that has started streaming to the client is never retried: a
+// small response body (known length, up to 16 KiB) is read whole before any
+// of the response goes to the client, so one that breaks off or stalls is
+// retried the same way. A response that has started streaming to the
+// client is never retried: a
 // backend failing mid-body closes the client connection, so the truncation
 // is visible. A reused keep-alive connection that the backend had already
 // closed (no response byte) is retried once on a fresh connection to the
@@ -88,7 +91,8 @@
 // # Streaming
 //
 // Request and response bodies stream in both directions with bounded
-// buffers (fasthttp StreamRequestBody / StreamResponseBody): a 256 MiB upload
+// buffers (fasthttp StreamRequestBody / StreamResponseBody), except response
+// bodies of known length up to 16 KiB, read whole first: a 256 MiB upload
 // and a 256 MiB download keep the proxy's peak RSS around 30 MiB. Body reads
 // and writes have rolling timeouts (Options.ReadTimeout / WriteTimeout for
 // the client, Upstream.ResponseTimeout / WriteTimeout for the backend), so
