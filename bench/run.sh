@@ -9,15 +9,16 @@ ROOT=$PWD
 
 # ---- knobs (environment) ---------------------------------------------------
 QUICK=${QUICK:-0}
-if [ "$QUICK" = 1 ]; then RUNS=${RUNS:-1}; DURATION=${DURATION:-5}; WARMUP=${WARMUP:-1}; fi
+if [ "$QUICK" = 1 ]; then RUNS=${RUNS:-1}; OPEN_RUNS=${OPEN_RUNS:-1}; DURATION=${DURATION:-5}; WARMUP=${WARMUP:-1}; fi
 RUNS=${RUNS:-3}               # repetitions; the table shows medians
+OPEN_RUNS=${OPEN_RUNS:-5}     # open-loop repetitions: its p99 moves more from run to run
 DURATION=${DURATION:-10}      # seconds per measured run
 WARMUP=${WARMUP:-2}           # seconds of unrecorded load before each run
 CONNS=${CONNS:-50}            # wrk connections (closed loop)
 OL_CONNS=${OL_CONNS:-128}     # open-loop generator: max connections
 RATE=${RATE:-}                # open-loop rate; default RATE_FRACTION x HAProxy's closed-loop req/s
 RATE_FRACTION=${RATE_FRACTION:-0.6}
-GEN_MAX_BUSY=${GEN_MAX_BUSY:-80} # lower the default RATE until the generator's CPU is at most this busy
+GEN_MAX_BUSY=${GEN_MAX_BUSY:-65} # lower the default RATE until the generator's CPU is at most this busy
 PROXIES=${PROXIES:-haproxy nginx kelpie}
 SCALING=${SCALING:-1}         # 0 skips the kelpie pool-size/algorithm table
 SCALE_RUNS=${SCALE_RUNS:-$RUNS}
@@ -388,8 +389,8 @@ if [ -z "$RATE" ]; then
 	done
 fi
 
-log "open loop: $RATE req/s, up to $OL_CONNS connections, ${DURATION}s, $RUNS runs"
-for r in $(seq "$RUNS"); do
+log "open loop: $RATE req/s, up to $OL_CONNS connections, ${DURATION}s, $OPEN_RUNS runs"
+for r in $(seq "$OPEN_RUNS"); do
 	for t in $TARGETS; do open_run "$t" "$r"; done
 done
 
@@ -489,21 +490,45 @@ ratio() { # ratio VALUE BASE
 fmt() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else if (v + 0 >= 100) printf "%.0f", v; else printf "%.1f", v }'; }
 
 table() { # table LOAD TITLE
-	local load=$1 t k v b row
+	local load=$1 t k v b row keys=(rps p50_us p99_us p999_us cpu_us_req cpu_pct gen_busy)
+	local head="| target | req/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/req | proxy CPU % | CPU $GEN_CPU busy %" rule="|---|---:|---:|---:|---:|---:|---:|---:"
+	if [ "$load" = open ]; then
+		keys+=(lag_p99_us)
+		head="$head | generator lag p99 µs"
+		rule="$rule|---:"
+	fi
 	echo
 	echo "### $2"
 	echo
-	echo "| target | req/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/req | proxy CPU % | CPU $GEN_CPU busy % |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+	echo "$head |"
+	echo "$rule|"
 	for t in $TARGETS; do
 		row="| $t"
-		for k in rps p50_us p99_us p999_us cpu_us_req cpu_pct gen_busy; do
+		for k in "${keys[@]}"; do
 			v=$(median "$load" "$t" "$k")
 			b=$(median "$load" haproxy "$k")
-			row="$row | $(fmt "$v")$( [ "$t" = direct ] || [ "$k" = cpu_pct ] || [ "$k" = gen_busy ] || ratio "$v" "$b")"
+			row="$row | $(fmt "$v")$( [ "$t" = direct ] || [ "$k" = cpu_pct ] || [ "$k" = gen_busy ] || [ "$k" = lag_p99_us ] || ratio "$v" "$b")"
 		done
 		echo "$row |"
 	done
+}
+
+# per_run_ratio LOAD TARGET KEY: TARGET's KEY over HAProxy's, run by run (the
+# two ran seconds apart), then the median: steadier than a ratio of medians
+# when the machine's noise drifts between rounds.
+per_run_ratio() {
+	awk -v l="load=$1" -v t="target=$2" -v k="$3" '
+		$1 == l && ($2 == t || $2 == "target=haproxy") {
+			for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "run") r = kv[2]; if (kv[1] == k) v = kv[2] }
+			if ($2 == t) x[r] = v; else h[r] = v
+		}
+		END {
+			for (r in x) if ((r in h) && h[r] > 0) { q[n++] = x[r] / h[r]; s = s sprintf("%s%.2fx", (s == "" ? "" : ", "), x[r] / h[r]) }
+			if (n == 0) exit
+			for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (q[j] < q[i]) { y = q[i]; q[i] = q[j]; q[j] = y }
+			w = 0; for (i = 0; i < n; i++) if (q[i] <= 1) w++
+			printf "%.2fx (runs: %s; at or below HAProxy in %d of %d)", q[int((n - 1) / 2)], s, w, n
+		}' "$RAW"
 }
 
 scale_table() {
@@ -533,7 +558,14 @@ scale_table() {
 	echo "Ratios in parentheses are to HAProxy (for req/s higher is better; for latency and CPU lower is better)."
 	echo "\"CPU $GEN_CPU busy\" is the load generator's and backends' CPU (all processes on it): near 100 % means the generator, not the proxy, limited the run."
 	table closed "Closed loop: wrk -t1 -c$CONNS"
-	table open "Open loop: $RATE req/s fixed rate, latency from the intended send time"
+	table open "Open loop: $RATE req/s fixed rate, latency from the intended send time (medians of $OPEN_RUNS runs)"
+	for t in $PROXIES; do
+		[ "$t" = haproxy ] && continue
+		pr=$(per_run_ratio open "$t" p99_us)
+		[ -n "$pr" ] && printf '\n%s open-loop p99 over HAProxy'"'"'s in the same round, median: %s.\n' "$t" "$pr"
+	done
+	echo
+	echo "\"Generator lag\" is how late the load generator itself sent (its CPU is shared with the backends); when it is near the p99, the run measured the generator more than the proxy."
 	bad=$(awk '$1 == "load=open" { for (i = 3; i <= NF; i++) if ($i ~ /^late=/ && $i != "late=0") n++ } END { print n + 0 }' "$RAW")
 	if [ "$bad" -gt 0 ]; then
 		echo
