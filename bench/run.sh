@@ -523,7 +523,7 @@ per_run_ratio() {
 			if ($2 == t) x[r] = v; else h[r] = v
 		}
 		END {
-			for (r in x) if ((r in h) && h[r] > 0) { q[n++] = x[r] / h[r]; s = s sprintf("%s%.2fx", (s == "" ? "" : ", "), x[r] / h[r]) }
+			for (r = 1; r <= 1000; r++) if ((r in x) && (r in h) && h[r] > 0) { q[n++] = x[r] / h[r]; s = s sprintf("%s%.2fx", (s == "" ? "" : ", "), x[r] / h[r]) }
 			if (n == 0) exit
 			for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (q[j] < q[i]) { y = q[i]; q[i] = q[j]; q[j] = y }
 			w = 0; for (i = 0; i < n; i++) if (q[i] <= 1) w++
