@@ -177,8 +177,8 @@ func (p *Proxy) respond(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, b *ba
 
 // maxBufferedBody is the largest response body kelpie reads whole before
 // answering, rather than streaming it through. A small body usually arrives
-// with its head, so buffering costs no wait; it saves fasthttp's streaming
-// machinery on both sides (about 5 % of the CPU per request), returns the
+// with its head, so buffering costs no wait; it saves the server side of
+// fasthttp's streaming (1.9 % of the CPU per request, paired A/B), returns the
 // backend connection before the client is written to, and a body that
 // breaks off becomes a clean, retryable failure instead of a truncated
 // response. Bodies above it, and chunked ones, stream with bounded memory.
