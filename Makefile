@@ -21,7 +21,7 @@ unit:
 
 # The zero-allocation guards (AllocsPerRun) build only without -race.
 allocs:
-	$(GO) test -count=1 -run 'Allocs' ./balancer ./bench ./proxy
+	$(GO) test -count=1 -run 'Allocs' ./balancer ./bench
 
 # Every fuzz target, briefly, from its seeds (longer: make fuzz FUZZTIME=1m).
 fuzz:
