@@ -58,6 +58,29 @@ func (d *lazyDeadline) rearm(err error) bool {
 	return d.apply(d.want) == nil
 }
 
+// read reads from r into b; when the armed deadline fires before the one
+// asked for, it re-arms it and reads again.
+func (d *lazyDeadline) read(r io.Reader, b []byte) (int, error) {
+	for {
+		n, err := r.Read(b)
+		if n > 0 || err == nil || !d.rearm(err) {
+			return n, err
+		}
+	}
+}
+
+// write writes all of b to w; when the armed deadline fires before the one
+// asked for, it re-arms it and writes the rest.
+func (d *lazyDeadline) write(w io.Writer, b []byte) (int, error) {
+	n, err := w.Write(b)
+	for n < len(b) && err != nil && d.rearm(err) {
+		var m int
+		m, err = w.Write(b[n:])
+		n += m
+	}
+	return n, err
+}
+
 // clientConn is a client connection as kelpie's fasthttp server sees it: its
 // deadlines are lazy, and it reads and writes with raw system calls where it
 // can (rawio_linux.go). fasthttp moves the write deadline before every
@@ -94,25 +117,9 @@ func (c *clientConn) SetReadDeadline(t time.Time) error { return c.rd.set(t) }
 // than the armed one.
 func (c *clientConn) SetWriteDeadline(t time.Time) error { return c.wd.set(t) }
 
-// Write writes all of b; a write deadline that fired early is re-armed and
-// the rest written.
-func (c *clientConn) Write(b []byte) (int, error) {
-	n, err := c.rw.Write(b)
-	for n < len(b) && err != nil && c.wd.rearm(err) {
-		var m int
-		m, err = c.rw.Write(b[n:])
-		n += m
-	}
-	return n, err
-}
+func (c *clientConn) Write(b []byte) (int, error) { return c.wd.write(c.rw, b) }
 
-func (c *clientConn) Read(b []byte) (int, error) {
-	n, err := c.rw.Read(b)
-	for n == 0 && err != nil && c.rd.rearm(err) {
-		n, err = c.rw.Read(b)
-	}
-	return n, err
-}
+func (c *clientConn) Read(b []byte) (int, error) { return c.rd.read(c.rw, b) }
 
 // listener hands fasthttp's server clientConns.
 type listener struct{ net.Listener }

@@ -193,23 +193,13 @@ func (c *upConn) Write(b []byte) (int, error) {
 		return len(b), nil
 	}
 	if len(c.pend) > 0 {
-		_, err := c.writeAll(c.pend)
+		_, err := c.wd.write(c.rw, c.pend)
 		c.pend = c.pend[:0]
 		if err != nil {
 			return 0, err
 		}
 	}
-	return c.writeAll(b)
-}
-
-func (c *upConn) writeAll(b []byte) (int, error) {
-	n, err := c.rw.Write(b)
-	for err != nil && c.wd.rearm(err) {
-		var m int
-		m, err = c.rw.Write(b[n:])
-		n += m
-	}
-	return n, err
+	return c.wd.write(c.rw, b)
 }
 
 func (c *upConn) Read(b []byte) (int, error) {
@@ -224,17 +214,17 @@ func (c *upConn) Read(b []byte) (int, error) {
 	if len(c.pend) > 0 {
 		var rest []byte
 		rest, n, err = c.raw.sendThenRead(c.pend, b)
-		if len(rest) > 0 && (err == nil || c.rd.rearm(err)) {
-			if _, err = c.writeAll(rest); err == nil {
-				n, err = c.rw.Read(b)
-			}
-		}
 		c.pend = c.pend[:0]
+		switch {
+		case len(rest) > 0 && (err == nil || c.rd.rearm(err)):
+			if _, err = c.wd.write(c.rw, rest); err == nil {
+				n, err = c.rd.read(c.rw, b)
+			}
+		case n == 0 && err != nil && c.rd.rearm(err):
+			n, err = c.rd.read(c.rw, b)
+		}
 	} else {
-		n, err = c.rw.Read(b)
-	}
-	for n == 0 && err != nil && c.rd.rearm(err) {
-		n, err = c.rw.Read(b)
+		n, err = c.rd.read(c.rw, b)
 	}
 	if n > 0 && !c.gotBytes {
 		// From the first response byte on, the deadline bounds each gap.
