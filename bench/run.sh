@@ -9,9 +9,10 @@ ROOT=$PWD
 
 # ---- knobs (environment) ---------------------------------------------------
 QUICK=${QUICK:-0}
-if [ "$QUICK" = 1 ]; then RUNS=${RUNS:-1}; OPEN_RUNS=${OPEN_RUNS:-1}; DURATION=${DURATION:-5}; WARMUP=${WARMUP:-1}; fi
+if [ "$QUICK" = 1 ]; then RUNS=${RUNS:-1}; OPEN_RUNS=${OPEN_RUNS:-1}; PAIR_RUNS=${PAIR_RUNS:-1}; DURATION=${DURATION:-5}; WARMUP=${WARMUP:-1}; fi
 RUNS=${RUNS:-3}               # repetitions; the table shows medians
 OPEN_RUNS=${OPEN_RUNS:-5}     # open-loop repetitions: its p99 moves more from run to run
+PAIR_RUNS=${PAIR_RUNS:-5}     # paired open-loop repetitions (each proxy beside HAProxy, one generator); 0 skips
 DURATION=${DURATION:-10}      # seconds per measured run
 WARMUP=${WARMUP:-2}           # seconds of unrecorded load before each run
 CONNS=${CONNS:-50}            # wrk connections (closed loop)
@@ -144,15 +145,16 @@ wait_file "$TMP/addrs3"
 mapfile -t BACKENDS <"$TMP/addrs3"
 DIRECT_URL="http://${BACKENDS[0]}/"
 
-mapfile -t PORTS < <("$TMP/backend" -free 7)
+mapfile -t PORTS < <("$TMP/backend" -free 8)
 HAPROXY_PORT=${PORTS[0]} NGINX_PORT=${PORTS[1]} KELPIE_PORT=${PORTS[2]}
 KELPIE_ADMIN=${PORTS[3]} KELPIE_PPROF=${PORTS[4]} SCALE_PORT=${PORTS[5]} SCALE_ADMIN=${PORTS[6]}
+HAPROXY_B_PORT=${PORTS[7]}
 
 # ---- configs ---------------------------------------------------------------
 # Equivalent setups: round robin over the same three backends, keep-alive to the
 # backends, one thread, the same forwarding headers, active /health probes every
 # 1 s where the proxy has them (nginx's open-source build does not).
-write_haproxy() {
+write_haproxy() { # write_haproxy FILE PORT
 	{
 		cat <<EOF
 global
@@ -167,7 +169,7 @@ defaults
     http-reuse always
     unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
 frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT
+    bind 127.0.0.1:$2
     option forwardfor
     http-request set-header X-Forwarded-Proto http
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
@@ -182,7 +184,7 @@ EOF
 			i=$((i + 1))
 			echo "    server b$i $a check inter 1s"
 		done
-	} >"$TMP/haproxy.cfg"
+	} >"$1"
 }
 
 write_nginx() {
@@ -268,12 +270,22 @@ start_kelpie() { # start_kelpie CONFIG LOG [extra flags]: sets KPID
 for p in $PROXIES; do
 	case $p in
 	haproxy)
-		write_haproxy
+		write_haproxy "$TMP/haproxy.cfg" "$HAPROXY_PORT"
 		haproxy -c -q -f "$TMP/haproxy.cfg" || die "haproxy rejected $TMP/haproxy.cfg"
 		taskset -c "$LB_CPU" haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
 		PIDS+=($!)
 		CPU_PIDS[haproxy]=$!
 		URL[haproxy]="http://127.0.0.1:$HAPROXY_PORT/"
+		if [ "$PAIR_RUNS" -gt 0 ]; then
+			# The paired runs' control: a second, identical HAProxy. HAProxy
+			# beside itself shows how far apart two equal proxies come out.
+			write_haproxy "$TMP/haproxy-b.cfg" "$HAPROXY_B_PORT"
+			taskset -c "$LB_CPU" haproxy -db -f "$TMP/haproxy-b.cfg" >"$TMP/haproxy-b.log" 2>&1 &
+			PIDS+=($!)
+			CPU_PIDS[haproxy-b]=$!
+			URL[haproxy-b]="http://127.0.0.1:$HAPROXY_B_PORT/"
+			wait_http "${URL[haproxy-b]}" haproxy-b "${CPU_PIDS[haproxy-b]}"
+		fi
 		;;
 	nginx)
 		write_nginx
@@ -343,6 +355,18 @@ closed_run() { # closed_run TARGET RUN
 	echo "load=closed target=$t run=$r $line cpu_us_req=$cpu cpu_pct=$pct gen_busy=$(busy_pct "$g0" "$g1")" | tee -a "$RAW" >&2
 }
 
+pair_run() { # pair_run TARGET RUN: TARGET and HAProxy under one generator
+	local t=$1 r=$2 g0 out pa pb busy
+	pa=$(echo "${CPU_PIDS[haproxy]}" | tr -s ' ' ',')
+	pb=$(echo "${CPU_PIDS[$t]}" | tr -s ' ' ',')
+	g0=$(core_ticks "$GEN_CPU")
+	out=$(taskset -c "$GEN_CPU" "$TMP/loadgen" -rate "$PAIR_RATE" -duration "${DURATION}s" -warmup "${WARMUP}s" -conns "$OL_CONNS" \
+		-url "${URL[haproxy]}" -pids "${pa#,}" -url "${URL[$t]}" -pids "${pb#,}")
+	busy=$(busy_pct "$g0" "$(core_ticks "$GEN_CPU")")
+	echo "load=pair-$t target=haproxy run=$r $(sed -n 1p <<<"$out") gen_busy=$busy" | tee -a "$RAW" >&2
+	echo "load=pair-$t target=$t run=$r $(sed -n 2p <<<"$out") gen_busy=$busy" | tee -a "$RAW" >&2
+}
+
 open_run() { # open_run TARGET RUN [LABEL]
 	local t=$1 r=$2 label=${3:-$1} line pids g0
 	pids=$(echo "${CPU_PIDS[$t]}" | tr -s ' ' ',')
@@ -393,6 +417,25 @@ log "open loop: $RATE req/s, up to $OL_CONNS connections, ${DURATION}s, $OPEN_RU
 for r in $(seq "$OPEN_RUNS"); do
 	for t in $TARGETS; do open_run "$t" "$r"; done
 done
+
+# ---- paired open loop ----------------------------------------------------------
+# One generator drives HAProxy and another proxy at the same time on the same
+# schedule, RATE/2 each (the same total load as above). The runs above are the
+# proxies' absolute latencies, but each ran alone in its own seconds, and on a
+# noisy machine a stall of the generator's CPU or of the host lands on
+# whichever proxy ran then. Here a stall delays both streams alike, so the
+# ratio of the two p99s compares the proxies, not the seconds they ran in.
+# HAProxy beside a second HAProxy (haproxy-b) is the control: how far apart
+# two equal proxies come out.
+PAIRED=
+if [ "$PAIR_RUNS" -gt 0 ] && [ -n "${CPU_PIDS[haproxy]:-}" ]; then
+	PAIRED="haproxy-b ${PROXIES//haproxy/}"
+	PAIR_RATE=$((RATE / 2))
+	log "paired open loop: HAProxy beside each of$(printf ' %s' $PAIRED), $PAIR_RATE req/s each, ${DURATION}s, $PAIR_RUNS runs"
+	for r in $(seq "$PAIR_RUNS"); do
+		for t in $PAIRED; do pair_run "$t" "$r"; done
+	done
+fi
 
 # ---- profile kelpie ----------------------------------------------------------
 PROFILE_NOTE=
@@ -531,6 +574,39 @@ per_run_ratio() {
 		}' "$RAW"
 }
 
+# pair_ratio LOAD TARGET KEY: TARGET's KEY over HAProxy's in each paired run:
+# "median (min-max)" and how many runs were at or below 1.
+pair_ratio() {
+	awk -v l="load=$1" -v t="target=$2" -v k="$3" '
+		$1 == l {
+			for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "run") r = kv[2]; if (kv[1] == k) v = kv[2] }
+			if ($2 == t) x[r] = v; else if ($2 == "target=haproxy") h[r] = v
+		}
+		END {
+			for (r in x) if ((r in h) && h[r] > 0 && x[r] != "-") q[n++] = x[r] / h[r]
+			if (n == 0) { print "-"; exit }
+			for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (q[j] < q[i]) { y = q[i]; q[i] = q[j]; q[j] = y }
+			w = 0; for (i = 0; i < n; i++) if (q[i] <= 1) w++
+			printf "%.2fx (%.2f-%.2f), %d of %d\n", q[int((n - 1) / 2)], q[0], q[n - 1], w, n
+		}' "$RAW"
+}
+
+pair_table() {
+	local t name
+	echo
+	echo "### Paired open loop: each proxy beside HAProxy, one generator, $PAIR_RATE req/s each at the same time (medians of $PAIR_RUNS runs)"
+	echo
+	echo "Each cell: the proxy's value over HAProxy's in the same run, median (lowest-highest), and in how many runs it was at or below HAProxy's."
+	echo
+	echo "| proxy | its p50 µs | its p99 µs | p50 ratio | p99 ratio | p99.9 ratio | CPU µs/req ratio |"
+	echo "|---|---:|---:|---|---|---|---|"
+	for t in $PAIRED; do
+		name=$t
+		[ "$t" = haproxy-b ] && name="haproxy-b (control: a second HAProxy)"
+		echo "| $name | $(fmt "$(median "pair-$t" "$t" p50_us)") | $(fmt "$(median "pair-$t" "$t" p99_us)") | $(pair_ratio "pair-$t" "$t" p50_us) | $(pair_ratio "pair-$t" "$t" p99_us) | $(pair_ratio "pair-$t" "$t" p999_us) | $(pair_ratio "pair-$t" "$t" cpu_us_req) |"
+	done
+}
+
 scale_table() {
 	local n algo t row k
 	echo
@@ -564,9 +640,10 @@ scale_table() {
 		pr=$(per_run_ratio open "$t" p99_us)
 		[ -n "$pr" ] && printf '\n%s open-loop p99 over HAProxy'"'"'s in the same round, median: %s.\n' "$t" "$pr"
 	done
+	[ -z "$PAIRED" ] || pair_table
 	echo
 	echo "\"Generator lag\" is how late the load generator itself sent (its CPU is shared with the backends); when it is near the p99, the run measured the generator more than the proxy."
-	bad=$(awk '$1 == "load=open" { for (i = 3; i <= NF; i++) if ($i ~ /^late=/ && $i != "late=0") n++ } END { print n + 0 }' "$RAW")
+	bad=$(awk '$1 == "load=open" || $1 ~ /^load=pair-/ { for (i = 3; i <= NF; i++) if ($i ~ /^late=/ && $i != "late=0") n++ } END { print n + 0 }' "$RAW")
 	if [ "$bad" -gt 0 ]; then
 		echo
 		echo "**Warning:** in $bad open-loop runs the generator fell behind its schedule (late > 0 in latest.raw.txt); their latencies measure the generator, not the proxy."
