@@ -556,39 +556,36 @@ table() { # table LOAD TITLE
 	done
 }
 
-# per_run_ratio LOAD TARGET KEY: TARGET's KEY over HAProxy's, run by run (the
-# two ran seconds apart), then the median: steadier than a ratio of medians
-# when the machine's noise drifts between rounds.
-per_run_ratio() {
+# ratios LOAD TARGET KEY: TARGET's KEY over HAProxy's in the same LOAD and run
+# number, run by run: "median lowest highest at-or-below-1 count list", where
+# list is the ratios in run order, comma-separated. A median of ratios from
+# runs seconds apart is steadier than a ratio of medians when the machine's
+# noise drifts between rounds.
+ratios() {
 	awk -v l="load=$1" -v t="target=$2" -v k="$3" '
 		$1 == l && ($2 == t || $2 == "target=haproxy") {
 			for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "run") r = kv[2]; if (kv[1] == k) v = kv[2] }
 			if ($2 == t) x[r] = v; else h[r] = v
 		}
 		END {
-			for (r = 1; r <= 1000; r++) if ((r in x) && (r in h) && h[r] > 0) { q[n++] = x[r] / h[r]; s = s sprintf("%s%.2fx", (s == "" ? "" : ", "), x[r] / h[r]) }
+			for (r = 1; r <= 1000; r++) if ((r in x) && (r in h) && h[r] > 0 && x[r] != "-") { q[n++] = x[r] / h[r]; s = s sprintf("%s%.2fx", (s == "" ? "" : ","), x[r] / h[r]) }
 			if (n == 0) exit
 			for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (q[j] < q[i]) { y = q[i]; q[i] = q[j]; q[j] = y }
 			w = 0; for (i = 0; i < n; i++) if (q[i] <= 1) w++
-			printf "%.2fx (runs: %s; at or below HAProxy in %d of %d)", q[int((n - 1) / 2)], s, w, n
+			printf "%.2f %.2f %.2f %d %d %s\n", q[int((n - 1) / 2)], q[0], q[n - 1], w, n, s
 		}' "$RAW"
 }
 
-# pair_ratio LOAD TARGET KEY: TARGET's KEY over HAProxy's in each paired run:
-# "median (min-max)" and how many runs were at or below 1.
-pair_ratio() {
-	awk -v l="load=$1" -v t="target=$2" -v k="$3" '
-		$1 == l {
-			for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "run") r = kv[2]; if (kv[1] == k) v = kv[2] }
-			if ($2 == t) x[r] = v; else if ($2 == "target=haproxy") h[r] = v
-		}
-		END {
-			for (r in x) if ((r in h) && h[r] > 0 && x[r] != "-") q[n++] = x[r] / h[r]
-			if (n == 0) { print "-"; exit }
-			for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (q[j] < q[i]) { y = q[i]; q[i] = q[j]; q[j] = y }
-			w = 0; for (i = 0; i < n; i++) if (q[i] <= 1) w++
-			printf "%.2fx (%.2f-%.2f), %d of %d\n", q[int((n - 1) / 2)], q[0], q[n - 1], w, n
-		}' "$RAW"
+per_run_ratio() { # per_run_ratio LOAD TARGET KEY
+	local med lo hi w n list
+	read -r med lo hi w n list < <(ratios "$@") || return 0
+	printf '%sx (runs: %s; at or below HAProxy in %d of %d)' "$med" "${list//,/, }" "$w" "$n"
+}
+
+pair_ratio() { # pair_ratio LOAD TARGET KEY
+	local med lo hi w n list
+	read -r med lo hi w n list < <(ratios "$@") || { echo -; return 0; }
+	printf '%sx (%s-%s), %d of %d' "$med" "$lo" "$hi" "$w" "$n"
 }
 
 pair_table() {
