@@ -107,6 +107,18 @@ cpu_ticks() { # cpu_ticks PID...: utime+stime summed, in clock ticks
 core_ticks() { # core_ticks N: "busy total" jiffies of CPU N from /proc/stat
 	awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
+# steal_ticks: "steal total" jiffies of the generator's CPU, then of the
+# proxies' CPU. Steal is time the hypervisor ran something else on them.
+steal_ticks() {
+	awk -v g="cpu$GEN_CPU" -v l="cpu$LB_CPU" '
+		$1 == g || $1 == l { t = 0; for (i = 2; i <= NF; i++) t += $i; v[$1] = $9 " " t }
+		END { print v[g], v[l] }' /proc/stat
+}
+steal_pct() { # steal_pct "before" "after" (from steal_ticks): "steal_gen=% steal_lb=%"
+	awk -v a="$1" -v b="$2" 'BEGIN {
+		split(a, x, " "); split(b, y, " ")
+		printf "steal_gen=%.1f steal_lb=%.1f", (y[2] > x[2] ? (y[1] - x[1]) / (y[2] - x[2]) * 100 : 0), (y[4] > x[4] ? (y[3] - x[3]) / (y[4] - x[4]) * 100 : 0) }'
+}
 busy_pct() { # busy_pct "B0 T0" "B1 T1"
 	awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; printf "%.0f", (d > 0 ? (y[1] - x[1]) / d * 100 : 0) }'
 }
@@ -356,24 +368,26 @@ closed_run() { # closed_run TARGET RUN
 }
 
 pair_run() { # pair_run TARGET RUN: TARGET and HAProxy under one generator
-	local t=$1 r=$2 g0 out pa pb busy
+	local t=$1 r=$2 g0 s0 out pa pb busy
 	pa=$(echo "${CPU_PIDS[haproxy]}" | tr -s ' ' ',')
 	pb=$(echo "${CPU_PIDS[$t]}" | tr -s ' ' ',')
 	g0=$(core_ticks "$GEN_CPU")
+	s0=$(steal_ticks)
 	out=$(taskset -c "$GEN_CPU" "$TMP/loadgen" -rate "$PAIR_RATE" -duration "${DURATION}s" -warmup "${WARMUP}s" -conns "$OL_CONNS" \
 		-url "${URL[haproxy]}" -pids "${pa#,}" -url "${URL[$t]}" -pids "${pb#,}")
-	busy=$(busy_pct "$g0" "$(core_ticks "$GEN_CPU")")
-	echo "load=pair-$t target=haproxy run=$r $(sed -n 1p <<<"$out") gen_busy=$busy" | tee -a "$RAW" >&2
-	echo "load=pair-$t target=$t run=$r $(sed -n 2p <<<"$out") gen_busy=$busy" | tee -a "$RAW" >&2
+	busy="gen_busy=$(busy_pct "$g0" "$(core_ticks "$GEN_CPU")") $(steal_pct "$s0" "$(steal_ticks)")"
+	echo "load=pair-$t target=haproxy run=$r $(sed -n 1p <<<"$out") $busy" | tee -a "$RAW" >&2
+	echo "load=pair-$t target=$t run=$r $(sed -n 2p <<<"$out") $busy" | tee -a "$RAW" >&2
 }
 
 open_run() { # open_run TARGET RUN [LABEL]
-	local t=$1 r=$2 label=${3:-$1} line pids g0
+	local t=$1 r=$2 label=${3:-$1} line pids g0 s0
 	pids=$(echo "${CPU_PIDS[$t]}" | tr -s ' ' ',')
 	g0=$(core_ticks "$GEN_CPU")
+	s0=$(steal_ticks)
 	line=$(taskset -c "$GEN_CPU" "$TMP/loadgen" -url "${URL[$t]}" -rate "$RATE" -duration "${DURATION}s" \
 		-warmup "${WARMUP}s" -conns "$OL_CONNS" -pids "${pids#,}")
-	echo "load=open target=$label run=$r $line gen_busy=$(busy_pct "$g0" "$(core_ticks "$GEN_CPU")")" | tee -a "$RAW" >&2
+	echo "load=open target=$label run=$r $line gen_busy=$(busy_pct "$g0" "$(core_ticks "$GEN_CPU")") $(steal_pct "$s0" "$(steal_ticks)")" | tee -a "$RAW" >&2
 }
 
 log "closed loop: wrk -t1 -c$CONNS -d${DURATION}s, $RUNS runs, ${WARMUP}s warm-up each"
@@ -640,6 +654,11 @@ scale_table() {
 	[ -z "$PAIRED" ] || pair_table
 	echo
 	echo "\"Generator lag\" is how late the load generator itself sent (its CPU is shared with the backends); when it is near the p99, the run measured the generator more than the proxy."
+	awk '$1 == "load=open" || $1 ~ /^load=pair-/ {
+			n++
+			for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "steal_gen" && kv[2] > g) g = kv[2]; if (kv[1] == "steal_lb" && kv[2] > l) l = kv[2] }
+		}
+		END { if (n) printf "\nHost steal time (the hypervisor running other work on these CPUs), worst open-loop or paired run: CPU '"$GEN_CPU"' %.1f %%, CPU '"$LB_CPU"' %.1f %% (per run in latest.raw.txt).\n", g, l }' "$RAW"
 	bad=$(awk '$1 == "load=open" || $1 ~ /^load=pair-/ { for (i = 3; i <= NF; i++) if ($i ~ /^late=/ && $i != "late=0") n++ } END { print n + 0 }' "$RAW")
 	if [ "$bad" -gt 0 ]; then
 		echo
