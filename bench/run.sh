@@ -517,7 +517,7 @@ fi
 # ---- scaling: kelpie's cost by pool size and algorithm -------------------------
 if [ "$SCALING" = 1 ]; then
 	# Only the kelpie under test runs: the others' health checks would add noise.
-	for t in $PROXIES; do stop "${CPU_PIDS[$t]%% *}"; done
+	for t in $PROXIES haproxy-b; do [ -z "${CPU_PIDS[$t]:-}" ] || stop "${CPU_PIDS[$t]%% *}"; done
 	taskset -c "$GEN_CPU" "$TMP/backend" -n 300 -addrs "$TMP/addrs300" >"$TMP/backend300.log" 2>&1 &
 	PIDS+=($!)
 	wait_file "$TMP/addrs300"
