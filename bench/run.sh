@@ -10,9 +10,10 @@ ROOT=$PWD
 # ---- knobs (environment) ---------------------------------------------------
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then RUNS=${RUNS:-1}; OPEN_RUNS=${OPEN_RUNS:-1}; PAIR_RUNS=${PAIR_RUNS:-1}; DURATION=${DURATION:-5}; WARMUP=${WARMUP:-1}; fi
-RUNS=${RUNS:-3}               # repetitions; the table shows medians
+RUNS=${RUNS:-5}               # closed-loop repetitions; the table shows medians
 OPEN_RUNS=${OPEN_RUNS:-5}     # open-loop repetitions: its p99 moves more from run to run
 PAIR_RUNS=${PAIR_RUNS:-5}     # paired open-loop repetitions (each proxy beside HAProxy, one generator); 0 skips
+CONTROL=${CONTROL:-1}         # 1: a second, identical HAProxy (haproxy-b) runs everywhere as the control
 DURATION=${DURATION:-10}      # seconds per measured run
 WARMUP=${WARMUP:-2}           # seconds of unrecorded load before each run
 CONNS=${CONNS:-50}            # wrk connections (closed loop)
@@ -22,7 +23,7 @@ RATE_FRACTION=${RATE_FRACTION:-0.6}
 GEN_MAX_BUSY=${GEN_MAX_BUSY:-80} # lower the default RATE until the generator's CPU is at most this busy
 PROXIES=${PROXIES:-haproxy nginx kelpie}
 SCALING=${SCALING:-1}         # 0 skips the kelpie pool-size/algorithm table
-SCALE_RUNS=${SCALE_RUNS:-$RUNS}
+SCALE_RUNS=${SCALE_RUNS:-3}
 SCALE_DURATION=${SCALE_DURATION:-5}
 PROFILE=${PROFILE:-1}         # profile kelpie (CPU + allocs) during one extra open-loop run
 SYSCALLS=${SYSCALLS:-0}       # 1: also count each proxy's syscalls per request (strace -c; installs strace)
@@ -288,9 +289,9 @@ for p in $PROXIES; do
 		PIDS+=($!)
 		CPU_PIDS[haproxy]=$!
 		URL[haproxy]="http://127.0.0.1:$HAPROXY_PORT/"
-		if [ "$PAIR_RUNS" -gt 0 ]; then
-			# The paired runs' control: a second, identical HAProxy. HAProxy
-			# beside itself shows how far apart two equal proxies come out.
+		if [ "$CONTROL" = 1 ]; then
+			# The control: a second, identical HAProxy. How far apart it and
+			# HAProxy come out is how far apart two equal proxies come out.
 			write_haproxy "$TMP/haproxy-b.cfg" "$HAPROXY_B_PORT"
 			taskset -c "$LB_CPU" haproxy -db -f "$TMP/haproxy-b.cfg" >"$TMP/haproxy-b.log" 2>&1 &
 			PIDS+=($!)
@@ -330,6 +331,12 @@ if [ -n "${CPU_PIDS[nginx]:-}" ]; then
 	CPU_PIDS[nginx]="${CPU_PIDS[nginx]} $(ps -o pid= --ppid "${CPU_PIDS[nginx]}" | tr -s ' \n' ' ')"
 fi
 TARGETS="direct $PROXIES"
+[ -z "${CPU_PIDS[haproxy-b]:-}" ] || TARGETS=${TARGETS/haproxy/haproxy haproxy-b}
+# in_order RUN: the targets, reversed in even runs, so that no proxy always
+# runs right after another one (the machine's noise drifts within a round too).
+in_order() {
+	if (($1 % 2)); then echo "$TARGETS"; else echo "$TARGETS" | tr ' ' '\n' | tac | tr '\n' ' '; fi
+}
 log "backends ${BACKENDS[*]}; targets: $TARGETS"
 
 # ---- runs ------------------------------------------------------------------
@@ -392,7 +399,7 @@ open_run() { # open_run TARGET RUN [LABEL]
 
 log "closed loop: wrk -t1 -c$CONNS -d${DURATION}s, $RUNS runs, ${WARMUP}s warm-up each"
 for r in $(seq "$RUNS"); do
-	for t in $TARGETS; do closed_run "$t" "$r"; done
+	for t in $(in_order "$r"); do closed_run "$t" "$r"; done
 done
 
 median() { # median LOAD TARGET KEY: median over runs, "-" if none
@@ -429,7 +436,7 @@ fi
 
 log "open loop: $RATE req/s, up to $OL_CONNS connections, ${DURATION}s, $OPEN_RUNS runs"
 for r in $(seq "$OPEN_RUNS"); do
-	for t in $TARGETS; do open_run "$t" "$r"; done
+	for t in $(in_order "$r"); do open_run "$t" "$r"; done
 done
 
 # ---- paired open loop ----------------------------------------------------------
@@ -443,7 +450,8 @@ done
 # two equal proxies come out.
 PAIRED=
 if [ "$PAIR_RUNS" -gt 0 ] && [ -n "${CPU_PIDS[haproxy]:-}" ]; then
-	PAIRED="haproxy-b ${PROXIES//haproxy/}"
+	PAIRED=${PROXIES//haproxy/}
+	[ -z "${CPU_PIDS[haproxy-b]:-}" ] || PAIRED="haproxy-b $PAIRED"
 	PAIR_RATE=$((RATE / 2))
 	log "paired open loop: HAProxy beside each of$(printf ' %s' $PAIRED), $PAIR_RATE req/s each, ${DURATION}s, $PAIR_RUNS runs"
 	for r in $(seq "$PAIR_RUNS"); do
@@ -596,6 +604,12 @@ per_run_ratio() { # per_run_ratio LOAD TARGET KEY
 	printf '%.2fx (runs: %s; at or below HAProxy in %d of %d)' "$med" "${list//,/, }" "$w" "$n"
 }
 
+run_ratios() { # run_ratios LOAD TARGET KEY: "median (runs: ...)"
+	local med lo hi w n list
+	read -r med lo hi w n list < <(ratios "$@") || return 0
+	printf '%.2fx (runs: %s)' "$med" "${list//,/, }"
+}
+
 pair_ratio() { # pair_ratio LOAD TARGET KEY
 	local med lo hi w n list
 	read -r med lo hi w n list < <(ratios "$@") || { echo -; return 0; }
@@ -620,24 +634,24 @@ pair_table() {
 
 # targets: kelpie against issue 6's goals, from this run's numbers.
 targets() {
-	local cpu rps p99 ctl
+	local cpu rps p99 c_cpu c_rps c_p99
 	[[ " $PROXIES " == *" kelpie "* && " $PROXIES " == *" haproxy "* ]] || return 0
-	cpu=$(awk -v k="$(median closed kelpie cpu_us_req)" -v h="$(median closed haproxy cpu_us_req)" 'BEGIN { if (k != "-" && h > 0) printf "%.3f", k / h }')
-	rps=$(awk -v k="$(median closed kelpie rps)" -v h="$(median closed haproxy rps)" 'BEGIN { if (k != "-" && h > 0) printf "%.3f", k / h }')
+	read -r cpu _ <<<"$(ratios closed kelpie cpu_us_req)"
+	read -r rps _ <<<"$(ratios closed kelpie rps)"
+	read -r p99 _ <<<"$(ratios pair-kelpie kelpie p99_us)"
+	read -r c_cpu _ <<<"$(ratios closed haproxy-b cpu_us_req)"
+	read -r c_rps _ <<<"$(ratios closed haproxy-b rps)"
+	read -r c_p99 _ <<<"$(ratios pair-haproxy-b haproxy-b p99_us)"
 	echo
 	echo "### kelpie against its targets"
 	echo
-	echo "| target | this run | holds |"
-	echo "|---|---|---|"
-	[ -z "$cpu" ] || echo "| CPU per request at saturation (median of $RUNS) at most 1.2x HAProxy's | ${cpu}x | $(awk -v r="$cpu" 'BEGIN { print (r <= 1.2 ? "yes" : "no") }') |"
-	[ -z "$rps" ] || echo "| requests/s (median of $RUNS) at least 0.9x HAProxy's | ${rps}x | $(awk -v r="$rps" 'BEGIN { print (r >= 0.9 ? "yes" : "no") }') |"
-	if [[ " $PAIRED " == *" kelpie "* ]]; then
-		read -r p99 _ <<<"$(ratios pair-kelpie kelpie p99_us)"
-		read -r ctl _ <<<"$(ratios pair-haproxy-b haproxy-b p99_us)"
-		# Exact ratios: the generator's histogram steps are 0.4-0.8 %, so a
-		# ratio just above 1 is worth showing as it is.
-		[ -z "$p99" ] || echo "| p99 no worse than HAProxy's at the same offered rate (paired, median of $PAIR_RUNS; the control, a second HAProxy, came out at $(printf '%.3f' "${ctl:-0}")x) | $(printf '%.3f' "$p99")x | $(awk -v r="$p99" 'BEGIN { if (r <= 1) print "yes"; else printf "no, by %.1f %%\n", (r - 1) * 100 }') |"
-	fi
+	echo "Each ratio is the median over the runs of kelpie's value over HAProxy's in the same run (exact; the generator's latency histogram has steps of 0.4-0.8 %). The control is a second, identical HAProxy measured the same way: how far from 1 two equal proxies land in this run."
+	echo
+	echo "| target | kelpie | control | holds |"
+	echo "|---|---|---|---|"
+	[ -z "$cpu" ] || echo "| CPU per request at saturation at most 1.2x HAProxy's (wrk, $RUNS runs) | $(printf '%.3f' "$cpu")x | $(printf '%.3f' "${c_cpu:-0}")x | $(awk -v r="$cpu" 'BEGIN { print (r <= 1.2 ? "yes" : "no") }') |"
+	[ -z "$rps" ] || echo "| requests/s at least 0.9x HAProxy's (wrk, $RUNS runs) | $(printf '%.3f' "$rps")x | $(printf '%.3f' "${c_rps:-0}")x | $(awk -v r="$rps" 'BEGIN { print (r >= 0.9 ? "yes" : "no") }') |"
+	[ -z "$p99" ] || echo "| p99 no worse than HAProxy's at the same offered rate (paired, $PAIR_RUNS runs) | $(printf '%.3f' "$p99")x | $(printf '%.3f' "${c_p99:-0}")x | $(awk -v r="$p99" 'BEGIN { if (r <= 1) print "yes"; else printf "no, by %.1f %%\n", (r - 1) * 100 }') |"
 }
 
 scale_table() {
@@ -667,9 +681,15 @@ scale_table() {
 	echo "Ratios in parentheses are to HAProxy (for req/s higher is better; for latency and CPU lower is better)."
 	echo "\"CPU $GEN_CPU busy\" is the load generator's and backends' CPU (all processes on it): near 100 % means the generator, not the proxy, limited the run."
 	table closed "Closed loop: wrk -t1 -c$CONNS"
+	for t in $TARGETS; do
+		case $t in direct | haproxy) continue ;; esac
+		pc=$(run_ratios closed "$t" cpu_us_req)
+		pr=$(run_ratios closed "$t" rps)
+		[ -z "$pc" ] || printf '\n%s over HAProxy in the same round, median: CPU per request %s; req/s %s.\n' "$t" "$pc" "$pr"
+	done
 	table open "Open loop: $RATE req/s fixed rate, latency from the intended send time (medians of $OPEN_RUNS runs)"
-	for t in $PROXIES; do
-		[ "$t" = haproxy ] && continue
+	for t in $TARGETS; do
+		case $t in direct | haproxy) continue ;; esac
 		pr=$(per_run_ratio open "$t" p99_us)
 		[ -n "$pr" ] && printf '\n%s open-loop p99 over HAProxy'"'"'s in the same round, median: %s.\n' "$t" "$pr"
 	done
