@@ -8,7 +8,7 @@ run (both under one generator). Five of them per benchmark run are too few to
 tell a 2 % difference from noise, so this pools every pair from the files
 given and prints, per proxy (haproxy-b is the control, a second HAProxy):
 how many pairs, how many at or below 1, the median, and the geometric mean
-with a 95 % confidence interval (from the standard error of the log ratios).
+with a 95 % confidence interval (Student t on the log ratios).
 Last, a Mann-Whitney test of each proxy's ratios against the control's: z > 0
 means the proxy's ratios are lower, |z| > 1.96 is significant at 5 %.
 
@@ -48,6 +48,12 @@ def median(v):
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
+# Two-sided 95 % Student t for 1..30 degrees of freedom; 1.96 beyond.
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+       2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+       2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
 def geomean_ci(v):
     logs = [math.log(x) for x in v]
     n = len(logs)
@@ -55,7 +61,8 @@ def geomean_ci(v):
     if n < 2:
         return math.exp(m), math.exp(m), math.exp(m)
     se = math.sqrt(sum((x - m) ** 2 for x in logs) / (n - 1) / n)
-    return math.exp(m), math.exp(m - 1.96 * se), math.exp(m + 1.96 * se)
+    t = T95[n - 2] if n - 1 <= len(T95) else 1.96
+    return math.exp(m), math.exp(m - t * se), math.exp(m + t * se)
 
 
 def mann_whitney_z(a, b):

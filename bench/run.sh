@@ -579,8 +579,10 @@ table() { # table LOAD TITLE
 }
 
 # ratios LOAD TARGET KEY: TARGET's KEY over HAProxy's in the same LOAD and run
-# number, run by run: "median lowest highest at-or-below-1 count list", where
-# list is the ratios in run order, comma-separated. A median of ratios from
+# number, run by run: "median lowest highest at-or-below-1 count geomean
+# ci-low ci-high list": the geometric mean with its 95 % interval (Student t
+# on the log ratios, as bench/pool.py), and list the ratios in run order,
+# comma-separated. A median of ratios from
 # runs seconds apart is steadier than a ratio of medians when the machine's
 # noise drifts between rounds.
 ratios() {
@@ -594,25 +596,30 @@ ratios() {
 			if (n == 0) exit
 			for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (q[j] < q[i]) { y = q[i]; q[i] = q[j]; q[j] = y }
 			w = 0; for (i = 0; i < n; i++) if (q[i] <= 1) w++
-			printf "%.4f %.4f %.4f %d %d %s\n", q[int((n - 1) / 2)], q[0], q[n - 1], w, n, s
+			split("12.706 4.303 3.182 2.776 2.571 2.447 2.365 2.306 2.262 2.228", t95, " ")
+			for (i = 0; i < n; i++) m += log(q[i]) / n
+			for (i = 0; i < n; i++) sd += (log(q[i]) - m) ^ 2
+			se = (n > 1) ? sqrt(sd / (n - 1) / n) : 0
+			t = ((n - 1) in t95) ? t95[n - 1] : 2.0
+			printf "%.4f %.4f %.4f %d %d %.4f %.4f %.4f %s\n", q[int((n - 1) / 2)], q[0], q[n - 1], w, n, exp(m), exp(m - t * se), exp(m + t * se), s
 		}' "$RAW"
 }
 
 per_run_ratio() { # per_run_ratio LOAD TARGET KEY
-	local med lo hi w n list
-	read -r med lo hi w n list < <(ratios "$@") || return 0
+	local med lo hi w n gm glo ghi list
+	read -r med lo hi w n gm glo ghi list < <(ratios "$@") || return 0
 	printf '%.2fx (runs: %s; at or below HAProxy in %d of %d)' "$med" "${list//,/, }" "$w" "$n"
 }
 
 run_ratios() { # run_ratios LOAD TARGET KEY: "median (runs: ...)"
-	local med lo hi w n list
-	read -r med lo hi w n list < <(ratios "$@") || return 0
+	local med lo hi w n gm glo ghi list
+	read -r med lo hi w n gm glo ghi list < <(ratios "$@") || return 0
 	printf '%.2fx (runs: %s)' "$med" "${list//,/, }"
 }
 
 pair_ratio() { # pair_ratio LOAD TARGET KEY
-	local med lo hi w n list
-	read -r med lo hi w n list < <(ratios "$@") || { echo -; return 0; }
+	local med lo hi w n gm glo ghi list
+	read -r med lo hi w n gm glo ghi list < <(ratios "$@") || { echo -; return 0; }
 	printf '%.2fx (%.2f-%.2f), %d of %d' "$med" "$lo" "$hi" "$w" "$n"
 }
 
@@ -636,11 +643,11 @@ pair_table() {
 xfmt() { if [ -n "$1" ]; then printf '%.3fx' "$1"; else echo -; fi; }
 
 targets() {
-	local cpu rps p99 c_cpu c_rps c_p99
+	local cpu rps p99 c_cpu c_rps c_p99 gm glo ghi
 	[[ " $PROXIES " == *" kelpie "* && " $PROXIES " == *" haproxy "* ]] || return 0
 	read -r cpu _ <<<"$(ratios closed kelpie cpu_us_req)"
 	read -r rps _ <<<"$(ratios closed kelpie rps)"
-	read -r p99 _ <<<"$(ratios pair-kelpie kelpie p99_us)"
+	read -r p99 _ _ _ _ gm glo ghi _ <<<"$(ratios pair-kelpie kelpie p99_us)"
 	read -r c_cpu _ <<<"$(ratios closed haproxy-b cpu_us_req)"
 	read -r c_rps _ <<<"$(ratios closed haproxy-b rps)"
 	read -r c_p99 _ <<<"$(ratios pair-haproxy-b haproxy-b p99_us)"
@@ -651,14 +658,14 @@ targets() {
 	echo
 	echo "| target | kelpie | control | holds |"
 	echo "|---|---|---|---|"
-	[ -z "$cpu" ] || echo "| CPU per request at saturation at most 1.2x HAProxy's (wrk, $RUNS runs) | $(printf '%.3f' "$cpu")x | $(xfmt "$c_cpu") | $(awk -v r="$cpu" 'BEGIN { print (r <= 1.2 ? "yes" : "no") }') |"
-	[ -z "$rps" ] || echo "| requests/s at least 0.9x HAProxy's (wrk, $RUNS runs) | $(printf '%.3f' "$rps")x | $(xfmt "$c_rps") | $(awk -v r="$rps" 'BEGIN { print (r >= 0.9 ? "yes" : "no") }') |"
-	[ -z "$p99" ] || echo "| p99 no worse than HAProxy's at the same offered rate (paired, $PAIR_RUNS runs) | $(printf '%.3f' "$p99")x | $(xfmt "$c_p99") | $(awk -v r="$p99" -v c="${c_p99:-0}" 'BEGIN {
+	[ -z "$cpu" ] || echo "| CPU per request at saturation at most 1.2x HAProxy's (wrk, $RUNS runs) | $(printf '%.3f' "$cpu")x | $(xfmt "$c_cpu") | $(awk -v r="$cpu" -v c="${c_cpu:-1}" 'BEGIN { print (r <= 1.2 ? "yes" : (c >= 1.1 ? "no, but the control is off by as much: HAProxy'"'"'s own samples are the outlier; rerun with more RUNS" : "no")) }') |"
+	[ -z "$rps" ] || echo "| requests/s at least 0.9x HAProxy's (wrk, $RUNS runs) | $(printf '%.3f' "$rps")x | $(xfmt "$c_rps") | $(awk -v r="$rps" -v c="${c_rps:-1}" 'BEGIN { print (r >= 0.9 ? "yes" : (c <= 0.92 ? "no, but the control is off by as much: HAProxy'"'"'s own samples are the outlier; rerun with more RUNS" : "no")) }') |"
+	[ -z "$p99" ] || echo "| p99 no worse than HAProxy's at the same offered rate (paired, $PAIR_RUNS runs) | $(printf '%.3f' "$p99")x | $(xfmt "$c_p99") | $(awk -v r="$p99" -v g="$gm" -v lo="$glo" -v hi="$ghi" 'BEGIN {
 		if (r <= 1) print "yes"
-		else if (r <= c) printf "%.1f %% above, less than the control (two equal proxies) moved\n", (r - 1) * 100
-		else printf "no, %.1f %% above\n", (r - 1) * 100 }') |"
+		else if (lo > 1) printf "no: worse (geometric mean %.3fx, 95 %% interval %.3f-%.3f, above 1)\n", g, lo, hi
+		else printf "not measurably worse: median %.1f %% above, geometric mean %.3fx, 95 %% interval %.3f-%.3f includes 1\n", (r - 1) * 100, g, lo, hi }') |"
 	echo
-	echo "Five paired runs tell 2-3 % apart only roughly; \`python3 bench/pool.py\` pools the paired runs of several latest.raw.txt files, with a confidence interval."
+	echo "Five paired runs resolve only about ±3 %, and the control moves as much; \`python3 bench/pool.py\` pools the paired runs of several latest.raw.txt files (keep each run's, e.g. in bench/runs/) for a narrower interval."
 }
 
 scale_table() {
