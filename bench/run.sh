@@ -105,20 +105,27 @@ cpu_ticks() { # cpu_ticks PID...: utime+stime summed, in clock ticks
 	echo "$t"
 }
 
-core_ticks() { # core_ticks N: "busy total" jiffies of CPU N from /proc/stat
-	awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+core_ticks() { # core_ticks N: "busy total steal" jiffies of CPU N from /proc/stat
+	awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t, $9 }' /proc/stat
 }
-# steal_ticks: "steal total" jiffies of the generator's CPU, then of the
-# proxies' CPU. Steal is time the hypervisor ran something else on them.
-steal_ticks() {
-	awk -v g="cpu$GEN_CPU" -v l="cpu$LB_CPU" '
-		$1 == g || $1 == l { t = 0; for (i = 2; i <= NF; i++) t += $i; v[$1] = $9 " " t }
-		END { print v[g], v[l] }' /proc/stat
-}
-steal_pct() { # steal_pct "before" "after" (from steal_ticks): "steal_gen=% steal_lb=%"
+# snapshot: core_ticks of the generator's CPU, then of the proxies' CPU.
+snapshot() { echo "$(core_ticks "$GEN_CPU") $(core_ticks "$LB_CPU")"; }
+# usage BEFORE AFTER (snapshots): how busy the generator's CPU was, and how
+# much of each CPU's time the hypervisor gave to something else (steal).
+usage() {
 	awk -v a="$1" -v b="$2" 'BEGIN {
 		split(a, x, " "); split(b, y, " ")
-		printf "steal_gen=%.1f steal_lb=%.1f", (y[2] > x[2] ? (y[1] - x[1]) / (y[2] - x[2]) * 100 : 0), (y[4] > x[4] ? (y[3] - x[3]) / (y[4] - x[4]) * 100 : 0) }'
+		printf "gen_busy=%.0f steal_gen=%.1f steal_lb=%.1f",
+			(y[2] > x[2] ? (y[1] - x[1]) / (y[2] - x[2]) * 100 : 0),
+			(y[2] > x[2] ? (y[3] - x[3]) / (y[2] - x[2]) * 100 : 0),
+			(y[5] > x[5] ? (y[6] - x[6]) / (y[5] - x[5]) * 100 : 0) }'
+}
+# pid_list TARGET: the target's PIDs, comma-separated (loadgen's -pids).
+pid_list() {
+	local p
+	# shellcheck disable=SC2086 # split on purpose: collapses nginx's "master  worker "
+	p=$(echo ${CPU_PIDS[$1]})
+	echo "${p// /,}"
 }
 busy_pct() { # busy_pct "B0 T0" "B1 T1"
 	awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2]; printf "%.0f", (d > 0 ? (y[1] - x[1]) / d * 100 : 0) }'
@@ -375,26 +382,21 @@ closed_run() { # closed_run TARGET RUN
 }
 
 pair_run() { # pair_run TARGET RUN: TARGET and HAProxy under one generator
-	local t=$1 r=$2 g0 s0 out pa pb busy
-	pa=$(echo "${CPU_PIDS[haproxy]}" | tr -s ' ' ',')
-	pb=$(echo "${CPU_PIDS[$t]}" | tr -s ' ' ',')
-	g0=$(core_ticks "$GEN_CPU")
-	s0=$(steal_ticks)
+	local t=$1 r=$2 s0 out busy
+	s0=$(snapshot)
 	out=$(taskset -c "$GEN_CPU" "$TMP/loadgen" -rate "$PAIR_RATE" -duration "${DURATION}s" -warmup "${WARMUP}s" -conns "$OL_CONNS" \
-		-url "${URL[haproxy]}" -pids "${pa#,}" -url "${URL[$t]}" -pids "${pb#,}")
-	busy="gen_busy=$(busy_pct "$g0" "$(core_ticks "$GEN_CPU")") $(steal_pct "$s0" "$(steal_ticks)")"
+		-url "${URL[haproxy]}" -pids "$(pid_list haproxy)" -url "${URL[$t]}" -pids "$(pid_list "$t")")
+	busy=$(usage "$s0" "$(snapshot)")
 	echo "load=pair-$t target=haproxy run=$r $(sed -n 1p <<<"$out") $busy" | tee -a "$RAW" >&2
 	echo "load=pair-$t target=$t run=$r $(sed -n 2p <<<"$out") $busy" | tee -a "$RAW" >&2
 }
 
 open_run() { # open_run TARGET RUN [LABEL]
-	local t=$1 r=$2 label=${3:-$1} line pids g0 s0
-	pids=$(echo "${CPU_PIDS[$t]}" | tr -s ' ' ',')
-	g0=$(core_ticks "$GEN_CPU")
-	s0=$(steal_ticks)
+	local t=$1 r=$2 label=${3:-$1} line s0
+	s0=$(snapshot)
 	line=$(taskset -c "$GEN_CPU" "$TMP/loadgen" -url "${URL[$t]}" -rate "$RATE" -duration "${DURATION}s" \
-		-warmup "${WARMUP}s" -conns "$OL_CONNS" -pids "${pids#,}")
-	echo "load=open target=$label run=$r $line gen_busy=$(busy_pct "$g0" "$(core_ticks "$GEN_CPU")") $(steal_pct "$s0" "$(steal_ticks)")" | tee -a "$RAW" >&2
+		-warmup "${WARMUP}s" -conns "$OL_CONNS" -pids "$(pid_list "$t")")
+	echo "load=open target=$label run=$r $line $(usage "$s0" "$(snapshot)")" | tee -a "$RAW" >&2
 }
 
 log "closed loop: wrk -t1 -c$CONNS -d${DURATION}s, $RUNS runs, ${WARMUP}s warm-up each"
@@ -582,9 +584,8 @@ table() { # table LOAD TITLE
 # number, run by run: "median lowest highest at-or-below-1 count geomean
 # ci-low ci-high list": the geometric mean with its 95 % interval (Student t
 # on the log ratios, as bench/pool.py), and list the ratios in run order,
-# comma-separated. A median of ratios from
-# runs seconds apart is steadier than a ratio of medians when the machine's
-# noise drifts between rounds.
+# comma-separated. A median of ratios from runs seconds apart is steadier than
+# a ratio of medians when the machine's noise drifts between rounds.
 ratios() {
 	awk -v l="load=$1" -v t="target=$2" -v k="$3" '
 		$1 == l && ($2 == t || $2 == "target=haproxy") {
@@ -644,6 +645,7 @@ xfmt() { if [ -n "$1" ]; then printf '%.3fx' "$1"; else echo -; fi; }
 
 targets() {
 	local cpu rps p99 c_cpu c_rps c_p99 gm glo ghi
+	local outlier="no, but the control is off by as much: HAProxy's own samples are the outlier; rerun with more RUNS"
 	[[ " $PROXIES " == *" kelpie "* && " $PROXIES " == *" haproxy "* ]] || return 0
 	read -r cpu _ <<<"$(ratios closed kelpie cpu_us_req)"
 	read -r rps _ <<<"$(ratios closed kelpie rps)"
@@ -658,8 +660,8 @@ targets() {
 	echo
 	echo "| target | kelpie | control | holds |"
 	echo "|---|---|---|---|"
-	[ -z "$cpu" ] || echo "| CPU per request at saturation at most 1.2x HAProxy's (wrk, $RUNS runs) | $(printf '%.3f' "$cpu")x | $(xfmt "$c_cpu") | $(awk -v r="$cpu" -v c="${c_cpu:-1}" 'BEGIN { print (r <= 1.2 ? "yes" : (c >= 1.1 ? "no, but the control is off by as much: HAProxy'"'"'s own samples are the outlier; rerun with more RUNS" : "no")) }') |"
-	[ -z "$rps" ] || echo "| requests/s at least 0.9x HAProxy's (wrk, $RUNS runs) | $(printf '%.3f' "$rps")x | $(xfmt "$c_rps") | $(awk -v r="$rps" -v c="${c_rps:-1}" 'BEGIN { print (r >= 0.9 ? "yes" : (c <= 0.92 ? "no, but the control is off by as much: HAProxy'"'"'s own samples are the outlier; rerun with more RUNS" : "no")) }') |"
+	[ -z "$cpu" ] || echo "| CPU per request at saturation at most 1.2x HAProxy's (wrk, $RUNS runs) | $(printf '%.3f' "$cpu")x | $(xfmt "$c_cpu") | $(awk -v r="$cpu" -v c="${c_cpu:-1}" -v o="$outlier" 'BEGIN { print (r <= 1.2 ? "yes" : (c >= 1.1 ? o : "no")) }') |"
+	[ -z "$rps" ] || echo "| requests/s at least 0.9x HAProxy's (wrk, $RUNS runs) | $(printf '%.3f' "$rps")x | $(xfmt "$c_rps") | $(awk -v r="$rps" -v c="${c_rps:-1}" -v o="$outlier" 'BEGIN { print (r >= 0.9 ? "yes" : (c <= 0.92 ? o : "no")) }') |"
 	[ -z "$p99" ] || echo "| p99 no worse than HAProxy's at the same offered rate (paired, $PAIR_RUNS runs) | $(printf '%.3f' "$p99")x | $(xfmt "$c_p99") | $(awk -v r="$p99" -v g="$gm" -v lo="$glo" -v hi="$ghi" 'BEGIN {
 		if (r <= 1) print "yes"
 		else if (lo > 1) printf "no: worse (geometric mean %.3fx, 95 %% interval %.3f-%.3f, above 1)\n", g, lo, hi
