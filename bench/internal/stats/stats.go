@@ -35,8 +35,8 @@ func (iv Interval) Contains(x float64) bool { return iv.Low <= x && x <= iv.High
 // GeoMean is the geometric mean of v (all > 0) with its two-sided 95 %
 // interval: a Student-t interval on the mean of the logarithms, taken back
 // with exp. Ratios are symmetric on a log scale (2x and 0.5x are equally far
-// from 1), which is why ratios are averaged this way. With one value the
-// interval is that value; with none, all NaN.
+// from 1), which is why ratios are averaged this way. One value has no
+// interval: it is 0 to +Inf (t with 0 degrees of freedom); none gives NaN.
 func GeoMean(v []float64) Interval {
 	n := len(v)
 	if n == 0 {
@@ -49,8 +49,7 @@ func GeoMean(v []float64) Interval {
 	}
 	m /= float64(n)
 	if n == 1 {
-		g := math.Exp(m)
-		return Interval{g, g, g}
+		return Interval{math.Exp(m), 0, math.Inf(1)}
 	}
 	var ss float64
 	for _, x := range v {

@@ -114,7 +114,7 @@ func TestGeoMean(t *testing.T) {
 			t.Errorf("Contains is wrong for %+v", got)
 		}
 	}
-	if g := GeoMean([]float64{1.25}); g != (Interval{1.25, 1.25, 1.25}) {
+	if g := GeoMean([]float64{1.25}); g != (Interval{1.25, 0, math.Inf(1)}) {
 		t.Errorf("GeoMean of one value = %+v", g)
 	}
 	if g := GeoMean(nil); !math.IsNaN(g.Mean) {
