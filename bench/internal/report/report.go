@@ -110,6 +110,14 @@ func xs(v []float64, sep string) string {
 	return strings.Join(s, sep)
 }
 
+// runsN is "1 run" or "N runs".
+func runsN(n int) string {
+	if n == 1 {
+		return "1 run"
+	}
+	return strconv.Itoa(n) + " runs"
+}
+
 // runs is how many distinct runs load has.
 func (raw Raw) runs(load string) int {
 	var seen []int
@@ -139,18 +147,18 @@ func TargetRows(raw Raw) []TargetRow {
 	if c := raw.Ratios("closed", Kelpie, "cpu_us_req"); c.N() > 0 {
 		cc := ctl("closed", "cpu_us_req")
 		rows = append(rows, TargetRow{"CPU per request",
-			fmt.Sprintf("CPU per request at saturation at most %.1fx HAProxy's (wrk, %d runs)", MaxCPURatio, c.N()),
+			fmt.Sprintf("CPU per request at saturation at most %.1fx HAProxy's (wrk, %s)", MaxCPURatio, runsN(c.N())),
 			c.Median, cc, CPUVerdict(c.Median, cc)})
 	}
 	if c := raw.Ratios("closed", Kelpie, "rps"); c.N() > 0 {
 		cc := ctl("closed", "rps")
 		rows = append(rows, TargetRow{"requests/s",
-			fmt.Sprintf("requests/s at least %.1fx HAProxy's (wrk, %d runs)", MinRPSRatio, c.N()),
+			fmt.Sprintf("requests/s at least %.1fx HAProxy's (wrk, %s)", MinRPSRatio, runsN(c.N())),
 			c.Median, cc, RPSVerdict(c.Median, cc)})
 	}
 	if c := raw.Ratios("pair-"+Kelpie, Kelpie, "p99_us"); c.N() > 0 {
 		rows = append(rows, TargetRow{"p99",
-			fmt.Sprintf("p99 no worse than HAProxy's at the same offered rate (paired, %d runs)", c.N()),
+			fmt.Sprintf("p99 no worse than HAProxy's at the same offered rate (paired, %s)", runsN(c.N())),
 			c.Median, ctl("pair-"+Control, "p99_us"), P99Verdict(c.Median, c.Geo)})
 	}
 	return rows
@@ -260,7 +268,7 @@ func (r *writer) open() {
 		return
 	}
 	rate := r.raw.Median("open", r.targets[0], "rate")
-	r.table("open", fmt.Sprintf("Open loop: %s req/s fixed rate, latency from the intended send time (medians of %d runs)", num(rate), r.raw.runs("open")))
+	r.table("open", fmt.Sprintf("Open loop: %s req/s fixed rate, latency from the intended send time (medians of %s)", num(rate), runsN(r.raw.runs("open"))))
 	for _, t := range r.others() {
 		p := r.raw.Ratios("open", t, "p99_us")
 		if p.N() == 0 {
@@ -291,7 +299,7 @@ func (r *writer) paired() {
 	for _, l := range loads {
 		runs = max(runs, r.raw.runs(l))
 	}
-	r.f("\n### Paired open loop: each proxy beside HAProxy, one generator, %s req/s each at the same time (medians of %d runs)\n\n", num(NewRatios(rate).Median), runs)
+	r.f("\n### Paired open loop: each proxy beside HAProxy, one generator, %s req/s each at the same time (medians of %s)\n\n", num(NewRatios(rate).Median), runsN(runs))
 	r.f("Each cell: the proxy's value over HAProxy's in the same run, median (lowest-highest), and in how many runs it was at or below HAProxy's.\n\n")
 	r.f("| proxy | its p50 µs | its p99 µs | p50 ratio | p99 ratio | p99.9 ratio | CPU µs/req ratio |\n|---|---:|---:|---|---|---|---|\n")
 	for _, load := range loads {
