@@ -118,11 +118,12 @@ func runsN(n int) string {
 	return strconv.Itoa(n) + " runs"
 }
 
-// runs is how many distinct runs load has.
-func (raw Raw) runs(load string) int {
+// runs is how many distinct runs load has, counting only the given targets
+// when there are any (the open loop's scaling runs have their own count).
+func (raw Raw) runs(load string, targets ...string) int {
 	var seen []int
 	for _, l := range raw {
-		if l.Load == load && !slices.Contains(seen, l.Run) {
+		if l.Load == load && (len(targets) == 0 || slices.Contains(targets, l.Target)) && !slices.Contains(seen, l.Run) {
 			seen = append(seen, l.Run)
 		}
 	}
@@ -268,7 +269,7 @@ func (r *writer) open() {
 		return
 	}
 	rate := r.raw.Median("open", r.targets[0], "rate")
-	r.table("open", fmt.Sprintf("Open loop: %s req/s fixed rate, latency from the intended send time (medians of %s)", num(rate), runsN(r.raw.runs("open"))))
+	r.table("open", fmt.Sprintf("Open loop: %s req/s fixed rate, latency from the intended send time (medians of %s)", num(rate), runsN(r.raw.runs("open", r.targets...))))
 	for _, t := range r.others() {
 		p := r.raw.Ratios("open", t, "p99_us")
 		if p.N() == 0 {

@@ -269,6 +269,27 @@ func TestReportLeadsWithTargets(t *testing.T) {
 	}
 }
 
+// The open loop's title counts its own runs, not the scaling cells' (which
+// share load=open and may run more often).
+func TestOpenRunCountIgnoresScaling(t *testing.T) {
+	raw := parse(t, `
+load=closed target=haproxy run=1 rps=10
+load=open target=haproxy run=1 rate=100 rps=100 p99_us=5
+load=open target=kelpie-3-round_robin run=1 rate=100 rps=100
+load=open target=kelpie-3-round_robin run=2 rate=100 rps=100
+load=open target=kelpie-3-round_robin run=3 rate=100 rps=100
+`)
+	var out bytes.Buffer
+	if err := Write(&out, raw, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"(medians of 1 run)", "median of 3)", "| 3 | round_robin |"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in\n%s", want, out.String())
+		}
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	for _, text := range []string{
 		"load=closed target=x run=1 junk\n",
