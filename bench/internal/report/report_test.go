@@ -301,3 +301,26 @@ func TestParseErrors(t *testing.T) {
 		}
 	}
 }
+
+// bench/README.md and README.md: no run's paired p99 interval for kelpie lay
+// above 1 (M's the highest, 0.981-1.059); the control's did once, in run I
+// (1.003-1.042), so by the p99 rule a second HAProxy would have been "no:
+// worse" there.
+func TestPerRunP99Intervals(t *testing.T) {
+	for _, name := range runNames {
+		raw := readRun(t, name)
+		k := raw.Ratios("pair-kelpie", Kelpie, "p99_us")
+		c := raw.Ratios("pair-"+Control, Control, "p99_us")
+		if k.Geo.Low > 1 {
+			t.Errorf("run %s: kelpie's interval %.3f-%.3f lies above 1", name, k.Geo.Low, k.Geo.High)
+		}
+		ctl := P99Verdict(c.Median, c.Geo).Holds
+		worse := strings.HasPrefix(ctl, "no: worse")
+		if worse != (name == "I") {
+			t.Errorf("run %s: control verdict %q", name, ctl)
+		}
+		if name == "I" && !strings.Contains(ctl, "1.003-1.042") {
+			t.Errorf("run I: control verdict %q, want the interval 1.003-1.042", ctl)
+		}
+	}
+}
