@@ -144,6 +144,7 @@ fi
 log "building"
 go build -o "$TMP/backend" ./bench/cmd/backend
 go build -o "$TMP/loadgen" ./bench/cmd/loadgen
+go build -o "$TMP/report" ./bench/cmd/report # statistics, tables, verdicts
 HAVE_KELPIE=0
 if [[ " $PROXIES " == *" kelpie "* ]]; then
 	if [ -n "${KELPIE_BIN:-}" ]; then
@@ -405,13 +406,7 @@ for r in $(seq "$RUNS"); do
 done
 
 median() { # median LOAD TARGET KEY: median over runs, "-" if none
-	awk -v l="load=$1" -v t="target=$2" -v k="$3" '
-		$1 == l && $2 == t { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k && kv[2] != "-") v[n++] = kv[2] } }
-		END {
-			if (n == 0) { print "-"; exit }
-			for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] + 0 < v[i] + 0) { x = v[i]; v[i] = v[j]; v[j] = x }
-			print v[int((n - 1) / 2)]
-		}' "$RAW"
+	"$TMP/report" median -load "$1" -target "$2" -key "$3" "$RAW"
 }
 
 if [ -z "$RATE" ]; then
@@ -550,180 +545,17 @@ if [ "$SCALING" = 1 ]; then
 	DURATION=$saved_d
 fi
 
-# ---- table -----------------------------------------------------------------
-ratio() { # ratio VALUE BASE
-	awk -v v="$1" -v b="$2" 'BEGIN { if (v == "-" || b == "-" || b + 0 == 0) print ""; else printf " (%.2fx)", v / b }'
-}
-fmt() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else if (v + 0 >= 100) printf "%.0f", v; else printf "%.1f", v }'; }
-
-table() { # table LOAD TITLE
-	local load=$1 t k v b row keys=(rps p50_us p99_us p999_us cpu_us_req cpu_pct gen_busy)
-	local head="| target | req/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/req | proxy CPU % | CPU $GEN_CPU busy %" rule="|---|---:|---:|---:|---:|---:|---:|---:"
-	if [ "$load" = open ]; then
-		keys+=(lag_p99_us)
-		head="$head | generator lag p99 µs"
-		rule="$rule|---:"
-	fi
-	echo
-	echo "### $2"
-	echo
-	echo "$head |"
-	echo "$rule|"
-	for t in $TARGETS; do
-		row="| $t"
-		for k in "${keys[@]}"; do
-			v=$(median "$load" "$t" "$k")
-			b=$(median "$load" haproxy "$k")
-			row="$row | $(fmt "$v")$( [ "$t" = direct ] || [ "$k" = cpu_pct ] || [ "$k" = gen_busy ] || [ "$k" = lag_p99_us ] || ratio "$v" "$b")"
-		done
-		echo "$row |"
-	done
-}
-
-# ratios LOAD TARGET KEY: TARGET's KEY over HAProxy's in the same LOAD and run
-# number, run by run: "median lowest highest at-or-below-1 count geomean
-# ci-low ci-high list": the geometric mean with its 95 % interval (Student t
-# on the log ratios, as bench/pool.py), and list the ratios in run order,
-# comma-separated. A median of ratios from runs seconds apart is steadier than
-# a ratio of medians when the machine's noise drifts between rounds.
-ratios() {
-	awk -v l="load=$1" -v t="target=$2" -v k="$3" '
-		$1 == l && ($2 == t || $2 == "target=haproxy") {
-			for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "run") r = kv[2]; if (kv[1] == k) v = kv[2] }
-			if ($2 == t) x[r] = v; else h[r] = v
-		}
-		END {
-			for (r = 1; r <= 1000; r++) if ((r in x) && (r in h) && h[r] > 0 && x[r] != "-") { q[n++] = x[r] / h[r]; s = s sprintf("%s%.2fx", (s == "" ? "" : ","), x[r] / h[r]) }
-			if (n == 0) exit
-			for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (q[j] < q[i]) { y = q[i]; q[i] = q[j]; q[j] = y }
-			w = 0; for (i = 0; i < n; i++) if (q[i] <= 1) w++
-			split("12.706 4.303 3.182 2.776 2.571 2.447 2.365 2.306 2.262 2.228", t95, " ")
-			for (i = 0; i < n; i++) m += log(q[i]) / n
-			for (i = 0; i < n; i++) sd += (log(q[i]) - m) ^ 2
-			se = (n > 1) ? sqrt(sd / (n - 1) / n) : 0
-			t = ((n - 1) in t95) ? t95[n - 1] : 2.0
-			printf "%.4f %.4f %.4f %d %d %.4f %.4f %.4f %s\n", q[int((n - 1) / 2)], q[0], q[n - 1], w, n, exp(m), exp(m - t * se), exp(m + t * se), s
-		}' "$RAW"
-}
-
-per_run_ratio() { # per_run_ratio LOAD TARGET KEY
-	local med lo hi w n gm glo ghi list
-	read -r med lo hi w n gm glo ghi list < <(ratios "$@") || return 0
-	printf '%.2fx (runs: %s; at or below HAProxy in %d of %d)' "$med" "${list//,/, }" "$w" "$n"
-}
-
-run_ratios() { # run_ratios LOAD TARGET KEY: "median (runs: ...)"
-	local med lo hi w n gm glo ghi list
-	read -r med lo hi w n gm glo ghi list < <(ratios "$@") || return 0
-	printf '%.2fx (runs: %s)' "$med" "${list//,/, }"
-}
-
-pair_ratio() { # pair_ratio LOAD TARGET KEY
-	local med lo hi w n gm glo ghi list
-	read -r med lo hi w n gm glo ghi list < <(ratios "$@") || { echo -; return 0; }
-	printf '%.2fx (%.2f-%.2f), %d of %d' "$med" "$lo" "$hi" "$w" "$n"
-}
-
-pair_table() {
-	local t name
-	echo
-	echo "### Paired open loop: each proxy beside HAProxy, one generator, $PAIR_RATE req/s each at the same time (medians of $PAIR_RUNS runs)"
-	echo
-	echo "Each cell: the proxy's value over HAProxy's in the same run, median (lowest-highest), and in how many runs it was at or below HAProxy's."
-	echo
-	echo "| proxy | its p50 µs | its p99 µs | p50 ratio | p99 ratio | p99.9 ratio | CPU µs/req ratio |"
-	echo "|---|---:|---:|---|---|---|---|"
-	for t in $PAIRED; do
-		name=$t
-		[ "$t" = haproxy-b ] && name="haproxy-b (control: a second HAProxy)"
-		echo "| $name | $(fmt "$(median "pair-$t" "$t" p50_us)") | $(fmt "$(median "pair-$t" "$t" p99_us)") | $(pair_ratio "pair-$t" "$t" p50_us) | $(pair_ratio "pair-$t" "$t" p99_us) | $(pair_ratio "pair-$t" "$t" p999_us) | $(pair_ratio "pair-$t" "$t" cpu_us_req) |"
-	done
-}
-
-# targets: kelpie against issue 6's goals, from this run's numbers.
-xfmt() { if [ -n "$1" ]; then printf '%.3fx' "$1"; else echo -; fi; }
-
-targets() {
-	local cpu rps p99 c_cpu c_rps c_p99 gm glo ghi
-	local outlier="no, but the control is off by as much: HAProxy's own samples are the outlier; rerun with more RUNS"
-	[[ " $PROXIES " == *" kelpie "* && " $PROXIES " == *" haproxy "* ]] || return 0
-	read -r cpu _ <<<"$(ratios closed kelpie cpu_us_req)"
-	read -r rps _ <<<"$(ratios closed kelpie rps)"
-	read -r p99 _ _ _ _ gm glo ghi _ <<<"$(ratios pair-kelpie kelpie p99_us)"
-	read -r c_cpu _ <<<"$(ratios closed haproxy-b cpu_us_req)"
-	read -r c_rps _ <<<"$(ratios closed haproxy-b rps)"
-	read -r c_p99 _ <<<"$(ratios pair-haproxy-b haproxy-b p99_us)"
-	echo
-	echo "### kelpie against its targets"
-	echo
-	echo "Each ratio is the median over the runs of kelpie's value over HAProxy's in the same run (exact; the generator's latency histogram has steps of 0.4-0.8 %). The control is a second, identical HAProxy measured the same way: how far from 1 two equal proxies land in this run."
-	echo
-	echo "| target | kelpie | control | holds |"
-	echo "|---|---|---|---|"
-	[ -z "$cpu" ] || echo "| CPU per request at saturation at most 1.2x HAProxy's (wrk, $RUNS runs) | $(printf '%.3f' "$cpu")x | $(xfmt "$c_cpu") | $(awk -v r="$cpu" -v c="${c_cpu:-1}" -v o="$outlier" 'BEGIN { print (r <= 1.2 ? "yes" : (c >= 1.1 ? o : "no")) }') |"
-	[ -z "$rps" ] || echo "| requests/s at least 0.9x HAProxy's (wrk, $RUNS runs) | $(printf '%.3f' "$rps")x | $(xfmt "$c_rps") | $(awk -v r="$rps" -v c="${c_rps:-1}" -v o="$outlier" 'BEGIN { print (r >= 0.9 ? "yes" : (c <= 0.92 ? o : "no")) }') |"
-	[ -z "$p99" ] || echo "| p99 no worse than HAProxy's at the same offered rate (paired, $PAIR_RUNS runs) | $(printf '%.3f' "$p99")x | $(xfmt "$c_p99") | $(awk -v r="$p99" -v g="$gm" -v lo="$glo" -v hi="$ghi" 'BEGIN {
-		if (r <= 1) print "yes"
-		else if (lo > 1) printf "no: worse (geometric mean %.3fx, 95 %% interval %.3f-%.3f, above 1)\n", g, lo, hi
-		else printf "not measurably worse: median %.1f %% above, geometric mean %.3fx, 95 %% interval %.3f-%.3f includes 1\n", (r - 1) * 100, g, lo, hi }') |"
-	echo
-	echo "Five paired runs resolve only about ±3 %, and the control moves as much; \`python3 bench/pool.py\` pools the paired runs of several latest.raw.txt files (keep each run's, e.g. in bench/runs/) for a narrower interval."
-}
-
-scale_table() {
-	local n algo t row k
-	echo
-	echo "### kelpie by pool size and algorithm (open loop, $RATE req/s, ${SCALE_DURATION}s, median of $SCALE_RUNS)"
-	echo
-	echo "| backends | algorithm | CPU µs/req | CPU % | p50 µs | p99 µs | p99.9 µs | errors |"
-	echo "|---:|---|---:|---:|---:|---:|---:|---:|"
-	for n in 3 30 300; do
-		for algo in round_robin least_conn ip_hash; do
-			t=kelpie-$n-$algo
-			row="| $n | $algo"
-			for k in cpu_us_req cpu_pct p50_us p99_us p999_us; do row="$row | $(fmt "$(median open "$t" "$k")")"; done
-			row="$row | $(median open "$t" errors)"
-			echo "$row |"
-		done
-	done
-}
-
+# ---- report ----------------------------------------------------------------
+# bench/cmd/report computes every median, ratio, interval and verdict from the
+# raw lines (tested in bench/internal/report); this script only adds the facts
+# the raw lines do not carry: when, where and with what.
 {
-	echo "## Side-by-side benchmark"
-	echo
 	echo "\`bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r)."
 	echo "Proxies pinned to CPU $LB_CPU with one thread each; load generator and backends on CPU $GEN_CPU. Medians of $RUNS runs of ${DURATION}s after ${WARMUP}s warm-up."
 	echo "Versions: $(haproxy -v 2>/dev/null | head -1 | awk '{ print "HAProxy " $3 }'), $(nginx -v 2>&1 | sed 's|nginx version: nginx/|nginx |'), kelpie $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(go version | awk '{ print $3 }'). Load average at start: $LOAD1."
-	echo "Ratios in parentheses are to HAProxy (for req/s higher is better; for latency and CPU lower is better)."
-	echo "\"CPU $GEN_CPU busy\" is the load generator's and backends' CPU (all processes on it): near 100 % means the generator, not the proxy, limited the run."
-	table closed "Closed loop: wrk -t1 -c$CONNS"
-	for t in $TARGETS; do
-		case $t in direct | haproxy) continue ;; esac
-		pc=$(run_ratios closed "$t" cpu_us_req)
-		pr=$(run_ratios closed "$t" rps)
-		[ -z "$pc" ] || printf '\n%s over HAProxy in the same round, median: CPU per request %s; req/s %s.\n' "$t" "$pc" "$pr"
-	done
-	table open "Open loop: $RATE req/s fixed rate, latency from the intended send time (medians of $OPEN_RUNS runs)"
-	for t in $TARGETS; do
-		case $t in direct | haproxy) continue ;; esac
-		pr=$(per_run_ratio open "$t" p99_us)
-		[ -n "$pr" ] && printf '\n%s open-loop p99 over HAProxy'"'"'s in the same round, median: %s.\n' "$t" "$pr"
-	done
-	[ -z "$PAIRED" ] || pair_table
-	targets
-	echo
-	echo "\"Generator lag\" is how late the load generator itself sent (its CPU is shared with the backends); when it is near the p99, the run measured the generator more than the proxy."
-	awk '$1 == "load=open" || $1 ~ /^load=pair-/ {
-			n++
-			for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "steal_gen" && kv[2] > g) g = kv[2]; if (kv[1] == "steal_lb" && kv[2] > l) l = kv[2] }
-		}
-		END { if (n) printf "\nHost steal time (the hypervisor running other work on these CPUs), worst open-loop or paired run: CPU '"$GEN_CPU"' %.1f %%, CPU '"$LB_CPU"' %.1f %% (per run in latest.raw.txt).\n", g, l }' "$RAW"
-	bad=$(awk '$1 == "load=open" || $1 ~ /^load=pair-/ { for (i = 3; i <= NF; i++) if ($i ~ /^late=/ && $i != "late=0") n++ } END { print n + 0 }' "$RAW")
-	if [ "$bad" -gt 0 ]; then
-		echo
-		echo "**Warning:** in $bad open-loop runs the generator fell behind its schedule (late > 0 in latest.raw.txt); their latencies measure the generator, not the proxy."
-	fi
-	[ "$SCALING" = 1 ] && scale_table
+} >"$TMP/context.md"
+{
+	"$TMP/report" -gen-cpu "$GEN_CPU" -lb-cpu "$LB_CPU" -conns "$CONNS" -scale-duration "${SCALE_DURATION}s" -context "$TMP/context.md" "$RAW"
 	if [ "$SYSCALLS" = 1 ]; then
 		echo
 		echo "### Syscalls per request (strace -c, open loop at $RATE req/s for 3 s; strace itself slows the proxy)"
