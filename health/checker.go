@@ -89,7 +89,7 @@ func (c *Checker) poke() {
 // lock held).
 func (c *Checker) NewGuard(b *balancer.Backend) balancer.Guard {
 	g := &guard{c: c, b: b}
-	g.observeFn = g.observe
+	g.observeFn, g.closedFn, g.trialFn = g.observe, g.doneClosed, g.doneTrial
 	if o := c.opts.Load().Breaker; !o.Disabled {
 		g.br.Store(g.newBreaker(o))
 	}
@@ -160,10 +160,7 @@ func (c *Checker) publishBreakers(pool Pool) {
 		if br != nil {
 			st = breakerState(br.cb.State())
 		}
-		c.mu.Lock()
-		prev := g.lastBreaker
-		g.lastBreaker = st
-		c.mu.Unlock()
+		prev := b.Breaker() // published by this loop alone
 		b.SetBreakerState(st)
 		open := st == balancer.BreakerOpen
 		if (b.Down()&balancer.ReasonBreakerOpen != 0) == open {

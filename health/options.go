@@ -82,7 +82,10 @@ type PassiveOptions struct {
 }
 
 // BreakerOptions configures the per-backend circuit breaker, a
-// github.com/sony/gobreaker/v2 TwoStepCircuitBreaker. It trips when, over
+// github.com/sony/gobreaker/v2 CircuitBreaker (its state machine decides;
+// kelpie admits through a closed breaker without gobreaker's lock and
+// reports each result through Execute, so an attempt allocates nothing). It
+// trips when, over
 // the rolling Window, at least MinRequests attempts finished and at least
 // FailureRatio of them were gateway errors. Open, it refuses every attempt
 // for OpenTimeout; then half-open, it admits HalfOpenRequests trial
