@@ -20,8 +20,7 @@ func TestListUpstreamsShape(t *testing.T) {
 	srv := serve(t, Options{}, web, api)
 
 	b2 := web.Lookup("127.0.0.1:9002")
-	web.SetHealth(b2, false, "test")
-	b2.SetBreakerState(balancer.BreakerHalfOpen)
+	web.Update(b2, "test", func(s *balancer.State) { s.Health, s.Breaker = balancer.HealthUnhealthy, balancer.BreakerHalfOpen })
 
 	r := call(t, "GET", srv.URL+"/api/v1/upstreams", "", "")
 	if r.code != 200 || r.header.Get("Content-Type") != "application/json" {

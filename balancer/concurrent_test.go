@@ -63,12 +63,11 @@ func TestConcurrentPicks(t *testing.T) {
 					}
 					switch i % 3 {
 					case 0:
-						p.SetHealth(b, i%2 == 0, "probe")
+						setHealth(p, b, i%2 == 0)
 					case 1:
-						p.Mark(b, ReasonEjected, i%4 == 1, "passive")
+						mark(p, b, ReasonEjected, i%4 == 1)
 					case 2:
-						b.SetBreakerState(BreakerState(i % 3))
-						p.Mark(b, ReasonBreakerOpen, i%5 == 0, "breaker")
+						p.Update(b, "breaker", func(s *State) { s.Breaker = BreakerState(i % 3) })
 					}
 					_ = p.Snapshot().EligibleCount()
 					_ = b.Admin()

@@ -32,7 +32,7 @@ func TestParseAlgorithm(t *testing.T) {
 func TestChanged(t *testing.T) {
 	p := newTestPool(t, Options{}, equal(2))
 	ch := p.Changed()
-	p.Mark(backend(t, p, addr(0)), ReasonUnhealthy, true, "probe")
+	mark(p, backend(t, p, addr(0)), ReasonUnhealthy, true)
 	p.SetWeight(addr(1), 5)
 	p.Drain(addr(1))
 	select {

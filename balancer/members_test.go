@@ -208,7 +208,7 @@ func TestLookupAndAdmit(t *testing.T) {
 	if _, err := backend(t, p, addr(0)).Admit(); !errors.Is(err, errRefused) {
 		t.Fatalf("Admit with a refusing guard = %v", err)
 	}
-	plain := newBackend(addr(9))
+	plain := newBackend(addr(9), State{})
 	done, err := plain.Admit()
 	if err != nil || done == nil {
 		t.Fatalf("Admit without guard = %v", err)
@@ -225,7 +225,7 @@ func (refuseGuard) Admit() (func(Result), error) { return nil, errRefused }
 // TestReleaseCounts: only gateway errors count as failures; local outcomes
 // count as nothing; codes are tallied.
 func TestReleaseCounts(t *testing.T) {
-	b := newBackend(addr(0))
+	b := newBackend(addr(0), State{})
 	for _, r := range []struct {
 		status int
 		res    Result
@@ -248,11 +248,11 @@ func TestReleaseCounts(t *testing.T) {
 func TestTransitions(t *testing.T) {
 	p := newTestPool(t, Options{}, equal(2))
 	b := backend(t, p, addr(0))
-	if !p.Mark(b, ReasonEjected, true, "x") || p.Mark(b, ReasonEjected, true, "x") {
+	if !mark(p, b, ReasonEjected, true) || mark(p, b, ReasonEjected, true) {
 		t.Fatal("Mark did not report exactly one change")
 	}
-	p.Mark(b, ReasonUnhealthy, true, "x")
-	p.Mark(b, ReasonEjected, false, "x")
+	mark(p, b, ReasonUnhealthy, true)
+	mark(p, b, ReasonEjected, false)
 	if b.Down() != ReasonUnhealthy || b.Down().String() != "unhealthy" {
 		t.Fatalf("down %v", b.Down())
 	}

@@ -29,8 +29,8 @@ func TestBreakerTransitions(t *testing.T) {
 		}
 		r.result("a:1", balancer.ResultTimeout) // 2 of 4 failed: ratio 0.5
 		synctest.Wait()
-		if r.eligible("a:1") || a.Down() != balancer.ReasonBreakerOpen || a.Breaker() != balancer.BreakerOpen {
-			t.Fatalf("breaker did not open: down=%s breaker=%s", a.Down(), a.Breaker())
+		if r.eligible("a:1") || a.Down() != balancer.ReasonBreakerOpen || a.State().Breaker != balancer.BreakerOpen {
+			t.Fatalf("breaker did not open: down=%s breaker=%s", a.Down(), a.State().Breaker)
 		}
 		if _, err := a.Admit(); !errors.Is(err, ErrBreakerOpen) {
 			t.Fatalf("open breaker admitted: %v", err)
@@ -39,8 +39,8 @@ func TestBreakerTransitions(t *testing.T) {
 		// the checker's sweep does that, with no traffic at all.
 		time.Sleep(5*time.Second + sweepEvery)
 		synctest.Wait()
-		if !r.eligible("a:1") || a.Breaker() != balancer.BreakerHalfOpen {
-			t.Fatalf("not half-open after the timeout: breaker=%s down=%s", a.Breaker(), a.Down())
+		if !r.eligible("a:1") || a.State().Breaker != balancer.BreakerHalfOpen {
+			t.Fatalf("not half-open after the timeout: breaker=%s down=%s", a.State().Breaker, a.Down())
 		}
 		// Half-open admits exactly HalfOpenRequests trials.
 		d1, err1 := a.Admit()
@@ -52,15 +52,15 @@ func TestBreakerTransitions(t *testing.T) {
 		d1(balancer.ResultOK)
 		d2(gw) // a failed trial re-opens
 		synctest.Wait()
-		if r.eligible("a:1") || a.Breaker() != balancer.BreakerOpen {
-			t.Fatalf("a failed trial did not re-open: %s", a.Breaker())
+		if r.eligible("a:1") || a.State().Breaker != balancer.BreakerOpen {
+			t.Fatalf("a failed trial did not re-open: %s", a.State().Breaker)
 		}
 		time.Sleep(5*time.Second + sweepEvery)
 		synctest.Wait()
 		r.results("a:1", balancer.ResultOK, 2)
 		synctest.Wait()
-		if !r.eligible("a:1") || a.Breaker() != balancer.BreakerClosed {
-			t.Fatalf("two good trials did not close it: %s", a.Breaker())
+		if !r.eligible("a:1") || a.State().Breaker != balancer.BreakerClosed {
+			t.Fatalf("two good trials did not close it: %s", a.State().Breaker)
 		}
 		var opened uint64
 		a.Transitions(func(rs balancer.Reason, on bool, n uint64) {
@@ -145,18 +145,18 @@ func TestBreakerDisabledAndReconfigured(t *testing.T) {
 		synctest.Wait()
 		r.results("a:1", gw, 4)
 		synctest.Wait()
-		if a.Breaker() != balancer.BreakerOpen {
+		if a.State().Breaker != balancer.BreakerOpen {
 			t.Fatal("breaker enabled by Reconfigure did not open")
 		}
 		// Same settings: the open breaker is kept.
 		r.c.Reconfigure(breakerOpts())
 		synctest.Wait()
-		if a.Breaker() != balancer.BreakerOpen {
+		if a.State().Breaker != balancer.BreakerOpen {
 			t.Fatal("Reconfigure with unchanged settings reset the breaker")
 		}
 		r.c.Reconfigure(Options{Breaker: BreakerOptions{Disabled: true}})
 		synctest.Wait()
-		if a.Breaker() != balancer.BreakerClosed || !r.eligible("a:1") {
+		if a.State().Breaker != balancer.BreakerClosed || !r.eligible("a:1") {
 			t.Fatal("disabling the breaker left the backend out")
 		}
 	})

@@ -61,9 +61,9 @@ func TestMetricsFromPoolState(t *testing.T) {
 		t.Fatal("Acquire refused")
 	}
 	defer b2.Release(200, balancer.ResultOK)
-	web.SetHealth(b2, false, "test")
-	web.SetHealth(b2, true, "test")
-	web.SetHealth(b2, false, "test")
+	for _, h := range []balancer.Health{balancer.HealthUnhealthy, balancer.HealthHealthy, balancer.HealthUnhealthy} {
+		web.Update(b2, "test", func(s *balancer.State) { s.Health = h })
+	}
 	web.Stats().Latency.Observe(3 * time.Millisecond)
 	web.Stats().Latency.Observe(2 * time.Second)
 	web.Stats().Retries.Add(2)

@@ -465,7 +465,7 @@ upstreams:
 `, yamlBackends(flap.Addr, g1.Addr, g2.Addr)))
 	eventually(t, 5*time.Second, "first probes", func() bool {
 		for _, b := range ta.poolByName("web").Snapshot().Members {
-			if b.Health() != balancer.HealthHealthy {
+			if b.State().Health != balancer.HealthHealthy {
 				return false
 			}
 		}
