@@ -271,3 +271,50 @@ func TestTransitions(t *testing.T) {
 		t.Fatalf("reason string %q", s)
 	}
 }
+
+// TestStateUpdate: a backend's state changes only through Pool.Update (and
+// membership); the reasons are derived from it; the pool's own fields
+// (Removed) cannot be written by a caller; a drain held while the backend
+// is away returns with it, and only one place holds it at a time.
+func TestStateUpdate(t *testing.T) {
+	p := newTestPool(t, Options{}, equal(2))
+	b := backend(t, p, addr(0))
+	st := b.State()
+	st.Drained = true // a copy: changing it changes nothing
+	if b.Down() != 0 || b.State().Drained {
+		t.Fatal("mutating a State copy changed the backend")
+	}
+	if !p.Update(b, "x", func(s *State) { s.Health, s.Breaker = HealthUnhealthy, BreakerOpen }) {
+		t.Fatal("Update setting two reasons reported no change")
+	}
+	if b.Down() != ReasonUnhealthy|ReasonBreakerOpen || p.Snapshot().EligibleCount() != 1 {
+		t.Fatalf("down %s, eligible %d", b.Down(), p.Snapshot().EligibleCount())
+	}
+	if p.Update(b, "x", func(s *State) { s.Breaker = BreakerOpen; s.Removed = true }) {
+		t.Fatal("a no-op Update (and an attempt to set Removed) reported a change")
+	}
+	if b.State().Removed {
+		t.Fatal("Update wrote Removed, which only membership owns")
+	}
+	if p.Update(b, "x", func(s *State) { s.Breaker = BreakerHalfOpen }) != true || b.State().Breaker != BreakerHalfOpen {
+		t.Fatal("open -> half-open did not clear breaker_open")
+	}
+	if _, err := p.Drain(addr(0)); err != nil {
+		t.Fatal(err)
+	}
+	p.SetMembers(SourceStatic, equal(2)[1:]) // addr(0) leaves, drained
+	if !b.State().Removed || !b.State().Drained {
+		t.Fatalf("left backend state %+v", b.State())
+	}
+	if d := p.Drained(); len(d) != 1 || d[0] != addr(0) {
+		t.Fatalf("Drained() while away = %v", d)
+	}
+	p.SetMembers(SourceStatic, equal(2))
+	back := backend(t, p, addr(0))
+	if back == b || !back.State().Drained || back.State().Removed || back.State().Health != HealthUnknown {
+		t.Fatalf("returned backend state %+v (same object %v)", back.State(), back == b)
+	}
+	if d := p.Drained(); len(d) != 1 {
+		t.Fatalf("Drained() after return = %v: the drain is held twice", d)
+	}
+}
