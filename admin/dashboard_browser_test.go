@@ -73,11 +73,11 @@ func simulateTraffic(t *testing.T, rates map[*balancer.Backend]int) {
 			for b, perSecond := range rates {
 				for range perSecond / 20 {
 					if b.Acquire() {
-						code, res := 200, balancer.ResultOK
+						res := balancer.ResultOK
 						if n%37 == 0 {
-							code, res = 502, balancer.ResultReset
+							res = balancer.ResultReset
 						}
-						b.Release(code, res)
+						b.Release(res)
 					}
 				}
 			}
@@ -118,7 +118,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	release := func() {
 		if !released {
 			released = true
-			victim.Release(200, balancer.ResultOK)
+			victim.Release(balancer.ResultOK)
 		}
 	}
 	defer release()

@@ -217,7 +217,7 @@ func TestDrainIdempotentAndReady(t *testing.T) {
 	if b.Acquire() {
 		t.Fatal("Acquire admitted a new request after drain")
 	}
-	b.Release(200, balancer.ResultOK)
+	b.Release(balancer.ResultOK)
 	if got := findIn(t, upstreams(t, srv.URL), "web", "127.0.0.1:9001"); got.Admin != "drained" || got.InFlight != 0 {
 		t.Fatalf("after the last request: %+v, want drained", got)
 	}

@@ -186,7 +186,6 @@ type Backend struct {
 	inFlight atomic.Int64
 	requests atomic.Uint64
 	failures atomic.Uint64
-	codes    [600]atomic.Uint64 // responses by status code (kelpie's own 502/504 included)
 
 	transitions [numReasons][2]atomic.Uint64 // [reason][0=set,1=cleared]
 
@@ -233,16 +232,6 @@ func (b *Backend) Requests() uint64 { return b.requests.Load() }
 // Failures is the number of attempts that ended in a gateway error.
 func (b *Backend) Failures() uint64 { return b.failures.Load() }
 
-// Codes calls fn for each status code this backend's attempts have produced,
-// with its count.
-func (b *Backend) Codes(fn func(code int, n uint64)) {
-	for c := range b.codes {
-		if n := b.codes[c].Load(); n > 0 {
-			fn(c, n)
-		}
-	}
-}
-
 // Transitions calls fn for each reason with how often it was set (on=true)
 // and cleared (on=false).
 func (b *Backend) Transitions(fn func(r Reason, on bool, n uint64)) {
@@ -270,10 +259,8 @@ func (b *Backend) Acquire() bool {
 	return true
 }
 
-// Release ends a request counted by Acquire and records its result. status
-// is the HTTP status the attempt produced (kelpie's own 502/504 for errors),
-// or 0 when none.
-func (b *Backend) Release(status int, r Result) {
+// Release ends a request counted by Acquire and records its result.
+func (b *Backend) Release(r Result) {
 	b.inFlight.Add(-1)
 	if r == ResultLocal {
 		return
@@ -281,9 +268,6 @@ func (b *Backend) Release(status int, r Result) {
 	b.requests.Add(1)
 	if r.GatewayError() {
 		b.failures.Add(1)
-	}
-	if status > 0 && status < len(b.codes) {
-		b.codes[status].Add(1)
 	}
 }
 

@@ -96,7 +96,7 @@ func TestConcurrentPicks(t *testing.T) {
 							}
 							done, err := b.Admit()
 							if err != nil {
-								b.Release(0, ResultLocal)
+								b.Release(ResultLocal)
 								continue
 							}
 							acquired.Add(1)
@@ -105,7 +105,7 @@ func TestConcurrentPicks(t *testing.T) {
 								res = ResultGatewayStatus
 							}
 							done(res)
-							b.Release(200, res)
+							b.Release(res)
 							break
 						}
 						if n == 0 {

@@ -90,7 +90,6 @@ type Pool struct {
 	closed   bool
 	snap     atomic.Pointer[Snapshot]
 	rrCursor atomic.Uint64 // round robin position, shared across snapshots
-	stats    Stats
 }
 
 // NewPool returns an empty pool.
@@ -123,9 +122,6 @@ func (p *Pool) Name() string { return p.snap.Load().name }
 
 // Algorithm is the pool's picking algorithm.
 func (p *Pool) Algorithm() Algorithm { return p.snap.Load().algo }
-
-// Stats returns the pool's request statistics, written by the data path.
-func (p *Pool) Stats() *Stats { return &p.stats }
 
 // Snapshot returns the current snapshot. Never nil.
 func (p *Pool) Snapshot() *Snapshot { return p.snap.Load() }

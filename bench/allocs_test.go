@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/metrics"
 	"github.com/valyala/fasthttp"
 )
 
@@ -49,12 +50,14 @@ func TestRouteAllocs(t *testing.T) {
 
 // TestAttemptAllocs guards the balancer's part of every attempt in the
 // default configuration: Pick, Acquire, Admit through the real health guard
-// with the circuit breaker on, done and Release, for successes and the
+// with the circuit breaker on, done, Release and the status code count, for
+// successes and the
 // occasional gateway error (below both the breaker's and the passive
 // detector's thresholds), at zero allocations.
 func TestAttemptAllocs(t *testing.T) {
 	pool := balancer.NewPool(balancer.Options{Name: "bench", NewGuard: defaultChecker().NewGuard})
 	defer pool.Close()
+	stats := metrics.New(nil).Upstream(pool)
 	pool.SetMembers(balancer.SourceStatic, []balancer.Member{{Address: "a:80"}, {Address: "b:80"}, {Address: "c:80"}})
 	for _, b := range pool.Snapshot().Members {
 		if b.Guard() == nil {
@@ -76,7 +79,8 @@ func TestAttemptAllocs(t *testing.T) {
 			res, status = balancer.ResultGatewayStatus, 503
 		}
 		done(res)
-		b.Release(status, res)
+		b.Release(res)
+		stats.CountCode(b, status)
 	}
 	attempt()
 	if n := testing.AllocsPerRun(1000, attempt); n != 0 {

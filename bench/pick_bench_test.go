@@ -118,7 +118,7 @@ func BenchmarkAttempt(b *testing.B) {
 					b.Fatal(err)
 				}
 				done(balancer.ResultOK)
-				be.Release(200, balancer.ResultOK)
+				be.Release(balancer.ResultOK)
 				i++
 			}
 		})
