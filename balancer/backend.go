@@ -189,11 +189,10 @@ type Backend struct {
 
 	transitions [numReasons][2]atomic.Uint64 // [reason][0=set,1=cleared]
 
-	guard     atomic.Pointer[guardBox]
+	guard     Guard // set once, before the backend is published; nil = admit all
 	transport atomic.Pointer[anyBox]
 }
 
-type guardBox struct{ g Guard }
 type anyBox struct{ v any }
 
 func newBackend(addr string, st State) *Backend {
@@ -271,24 +270,16 @@ func (b *Backend) Release(r Result) {
 	}
 }
 
-// SetGuard installs the backend's guard (breaker and passive detector).
-func (b *Backend) SetGuard(g Guard) { b.guard.Store(&guardBox{g}) }
-
-// Guard returns the installed guard, or nil.
-func (b *Backend) Guard() Guard {
-	if gb := b.guard.Load(); gb != nil {
-		return gb.g
-	}
-	return nil
-}
+// Guard returns the guard Options.NewGuard made for the backend, or nil.
+func (b *Backend) Guard() Guard { return b.guard }
 
 func noopDone(Result) {}
 
 // Admit asks the backend's guard to let one attempt through. Without a guard
 // it always admits, with a done func that does nothing.
 func (b *Backend) Admit() (done func(Result), err error) {
-	if gb := b.guard.Load(); gb != nil {
-		return gb.g.Admit()
+	if b.guard != nil {
+		return b.guard.Admit()
 	}
 	return noopDone, nil
 }

@@ -211,7 +211,7 @@ func (p *Pool) merge() (joined, left bool) {
 			}
 			b = newBackend(addr, st)
 			if p.opts.NewGuard != nil {
-				b.SetGuard(p.opts.NewGuard(b))
+				b.guard = p.opts.NewGuard(b) // before anyone else sees b
 			}
 			p.members[addr] = b
 			joined = true
