@@ -19,7 +19,7 @@ type Options struct {
 	Breaker BreakerOptions
 	// Logger receives the transitions the pool does not log itself (a first
 	// probe verdict, a breaker closing, an ejection refused by the caps).
-	// nil discards them. Reason changes are logged by balancer.Pool.Mark.
+	// nil discards them. Reason changes are logged by balancer.Pool.Update.
 	Logger *slog.Logger
 }
 
@@ -89,7 +89,8 @@ type PassiveOptions struct {
 // the rolling Window, at least MinRequests attempts finished and at least
 // FailureRatio of them were gateway errors. Open, it refuses every attempt
 // for OpenTimeout; then half-open, it admits HalfOpenRequests trial
-// attempts: that many successes close it, one failure re-opens it. Refusals
+// attempts at a time: that many successes close it, one failure re-opens
+// it. Refusals
 // are not failures, and ResultLocal outcomes count for nothing.
 type BreakerOptions struct {
 	// Disabled turns the breaker off. The zero value has it on.
@@ -109,7 +110,7 @@ type BreakerOptions struct {
 	// half-open. Default 10s.
 	OpenTimeout time.Duration
 	// HalfOpenRequests is how many trial attempts a half-open breaker
-	// admits, and how many successes close it. Default 3.
+	// admits at a time, and how many successes close it. Default 3.
 	HalfOpenRequests int
 }
 
