@@ -161,3 +161,50 @@ func TestBreakerDisabledAndReconfigured(t *testing.T) {
 		}
 	})
 }
+
+// TestBreakerTrialsAndLateResults: half-open admits HalfOpenRequests trials
+// at a time (a finished trial frees its slot; a local outcome counts for
+// nothing), and a result of an attempt admitted while the breaker was still
+// closed, finishing after it opened, is not taken for a trial's.
+func TestBreakerTrialsAndLateResults(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := startRig(t, breakerOpts(), balancer.Options{}, "a:1", "b:1")
+		synctest.Wait()
+		a := r.b("a:1")
+		late, err := a.Admit() // in flight across the trip and the timeout
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.results("a:1", gw, 4)
+		synctest.Wait()
+		if a.State().Breaker != balancer.BreakerOpen {
+			t.Fatalf("breaker %s, want open", a.State().Breaker)
+		}
+		time.Sleep(5*time.Second + sweepEvery)
+		synctest.Wait()
+		if a.State().Breaker != balancer.BreakerHalfOpen {
+			t.Fatalf("breaker %s, want half-open", a.State().Breaker)
+		}
+		d1, err1 := a.Admit()
+		d2, err2 := a.Admit()
+		if _, err := a.Admit(); err1 != nil || err2 != nil || !errors.Is(err, ErrTrialsInFlight) {
+			t.Fatalf("half-open admits: %v %v %v", err1, err2, err)
+		}
+		d1(balancer.ResultLocal) // frees its slot, counts for nothing
+		d3, err := a.Admit()
+		if err != nil {
+			t.Fatalf("a finished trial did not free its slot: %v", err)
+		}
+		late(balancer.ResultOK) // admitted while closed: not a trial
+		d2(balancer.ResultOK)
+		synctest.Wait()
+		if a.State().Breaker != balancer.BreakerHalfOpen {
+			t.Fatalf("breaker %s after one successful trial (and a late result), want still half-open", a.State().Breaker)
+		}
+		d3(balancer.ResultOK)
+		synctest.Wait()
+		if a.State().Breaker != balancer.BreakerClosed || !r.eligible("a:1") {
+			t.Fatalf("breaker %s after two successful trials, want closed", a.State().Breaker)
+		}
+	})
+}
