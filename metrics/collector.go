@@ -95,7 +95,7 @@ func collectPool(ch chan<- prometheus.Metric, p *balancer.Pool, st *UpstreamStat
 			ch <- prometheus.MustNewConstMetric(transitionsDesc, prometheus.CounterValue, float64(n), up, addr, TransitionReason(r, on))
 		})
 	}
-	st.keepCodes(s.Members)
+	st.dropRemoved()
 }
 
 // TransitionReason is the reason label of kelpie_backend_transitions_total:

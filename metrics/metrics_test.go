@@ -168,7 +168,8 @@ func TestScrapeRobust(t *testing.T) {
 }
 
 // TestCodes: status codes are counted per backend; a backend that left the
-// pool has its counters dropped at the next scrape.
+// pool has its counters dropped at the next scrape, or at the next first
+// code of another backend when nobody scrapes.
 func TestCodes(t *testing.T) {
 	web := newPool(t, "web", "127.0.0.1:1", "127.0.0.1:2")
 	m := New(func() []*balancer.Pool { return []*balancer.Pool{web} })
@@ -194,6 +195,15 @@ func TestCodes(t *testing.T) {
 	st.Codes(b2, func(int, uint64) { n++ })
 	if n != 0 {
 		t.Error("the counters of a backend that left were kept")
+	}
+
+	st.CountCode(b1, 200)
+	web.SetMembers(balancer.SourceStatic, []balancer.Member{{Address: "127.0.0.1:3"}}) // b1 leaves, no scrape
+	st.CountCode(web.Lookup("127.0.0.1:3"), 200)
+	n = 0
+	st.Codes(b1, func(int, uint64) { n++ })
+	if n != 0 {
+		t.Error("without scrapes, the counters of a backend that left were kept past another backend's first code")
 	}
 }
 

@@ -31,13 +31,16 @@ type codeCounts [maxCode]atomic.Uint64
 
 // CountCode records one finished attempt on b that produced HTTP status code
 // (kelpie's own 502/504 for gateway errors); codes outside 1-599 are not
-// counted. It takes no lock and allocates only at a backend's first code.
+// counted. It takes no lock and allocates only at a backend's first code,
+// which is also when the counters of backends that left the pool are
+// dropped, so they do not pile up between scrapes.
 func (s *UpstreamStats) CountCode(b *balancer.Backend, code int) {
 	if code <= 0 || code >= maxCode {
 		return
 	}
 	c, ok := s.codes.Load(b)
 	if !ok {
+		s.dropRemoved()
 		c, _ = s.codes.LoadOrStore(b, new(codeCounts))
 	}
 	c.(*codeCounts)[code].Add(1)
@@ -56,15 +59,13 @@ func (s *UpstreamStats) Codes(b *balancer.Backend, fn func(code int, n uint64)) 
 	}
 }
 
-// keepCodes drops the code counters of backends that are not in members:
-// they left the pool, and a returning address is a new Backend.
-func (s *UpstreamStats) keepCodes(members []*balancer.Backend) {
-	keep := make(map[*balancer.Backend]bool, len(members))
-	for _, b := range members {
-		keep[b] = true
-	}
+// dropRemoved drops the code counters of backends that left the pool: they
+// are no longer scraped, and an address that returns is a new Backend. An
+// attempt still in flight on one may count it again; the next call drops
+// it again.
+func (s *UpstreamStats) dropRemoved() {
 	s.codes.Range(func(k, _ any) bool {
-		if !keep[k.(*balancer.Backend)] {
+		if k.(*balancer.Backend).State().Removed {
 			s.codes.Delete(k)
 		}
 		return true
