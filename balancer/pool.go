@@ -235,7 +235,6 @@ func (p *Pool) merge() (joined, left bool) {
 		if want[addr] == nil {
 			delete(p.members, addr)
 			b.down.Or(uint32(ReasonRemoved))
-			b.closeIdle()
 			left = true
 			p.log.Info("backend left", "backend", addr, "in_flight", b.InFlight())
 		}

@@ -29,6 +29,7 @@ type Proxy struct {
 	opts    Options
 	log     *slog.Logger
 	table   atomic.Pointer[table]
+	conns   transports // each backend's transport, kept across reloads
 	server  *fasthttp.Server
 	trusted []netip.Prefix
 
