@@ -89,8 +89,8 @@ type accessRecords struct {
 }
 
 func (a *accessRecords) Enabled(context.Context, slog.Level) bool { return true }
-func (a *accessRecords) WithAttrs([]slog.Attr) slog.Handler      { return a }
-func (a *accessRecords) WithGroup(string) slog.Handler           { return a }
+func (a *accessRecords) WithAttrs([]slog.Attr) slog.Handler       { return a }
+func (a *accessRecords) WithGroup(string) slog.Handler            { return a }
 func (a *accessRecords) Handle(_ context.Context, r slog.Record) error {
 	m := map[string]slog.Value{}
 	r.Attrs(func(at slog.Attr) bool { m[at.Key] = at.Value; return true })

@@ -59,13 +59,15 @@ func chunks(n, size int) string {
 func TestTruncatedUploadNeverLooksComplete(t *testing.T) {
 	const big = 160 << 10 // beyond fasthttp's 64 KiB prefetch and kelpie's 4 KiB read-ahead
 	chunkedHead := "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-	clHead := func(n int) string { return fmt.Sprintf("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", n) }
+	clHead := func(n int) string {
+		return fmt.Sprintf("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", n)
+	}
 	type ending int
 	const (
-		closeAll ending = iota // close the connection
-		halfClose              // shut down writing, read the answer
-		stall                  // stop sending, read the answer
-		reset                  // abort with RST
+		closeAll  ending = iota // close the connection
+		halfClose               // shut down writing, read the answer
+		stall                   // stop sending, read the answer
+		reset                   // abort with RST
 	)
 	cases := []struct {
 		name     string
