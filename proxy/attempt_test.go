@@ -10,8 +10,10 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/valyala/fasthttp"
@@ -281,5 +283,53 @@ func TestClassifyClientFirst(t *testing.T) {
 	// The same errors with a whole body are the backend's.
 	if o := classify(syscall.EPIPE, sent, false, &reqBody{touched: true}); o.result != balancer.ResultReset {
 		t.Errorf("EPIPE with the body sent whole: %v, want reset", o.result)
+	}
+}
+
+// countingTransport counts CloseIdleConnections calls.
+type countingTransport struct{ closed atomic.Int64 }
+
+func (c *countingTransport) Do(*fasthttp.Request, *fasthttp.Response) (wire, error) {
+	return wire{}, errors.New("not used")
+}
+func (c *countingTransport) CloseIdleConnections() { c.closed.Add(1) }
+
+// TestTransportsKeptAndSwept: a backend keeps its transport across snapshot
+// rebuilds and reloads with the same settings; new settings swap it and
+// close the old one's idle connections; a backend that left its pool is
+// swept out, its idle connections closed.
+func TestTransportsKeptAndSwept(t *testing.T) {
+	made := map[string][]*countingTransport{}
+	mk := func(addr string) transport {
+		c := &countingTransport{}
+		made[addr] = append(made[addr], c)
+		return c
+	}
+	pool := balancer.NewPool(balancer.Options{})
+	t.Cleanup(pool.Close)
+	pool.SetMembers(balancer.SourceStatic, []balancer.Member{{Address: "a:80"}, {Address: "b:80"}})
+	a := pool.Lookup("a:80")
+	var ts transports
+	up := &Upstream{Pool: pool, newTransport: mk}
+	first := ts.get(up, a)
+	pool.SetMembers(balancer.SourceStatic, []balancer.Member{{Address: "a:80"}, {Address: "b:80"}, {Address: "c:80"}})
+	reload := &Upstream{Pool: pool, newTransport: mk, ConnectTimeout: DefaultConnectTimeout} // same settings, spelled out
+	if ts.get(up, a) != first || ts.get(reload, a) != first || len(made["a:80"]) != 1 {
+		t.Fatalf("a rebuild or a same-settings reload made a new transport (%d made)", len(made["a:80"]))
+	}
+	changed := &Upstream{Pool: pool, newTransport: mk, ResponseTimeout: time.Second}
+	if ts.get(changed, a) == first || len(made["a:80"]) != 2 {
+		t.Fatal("new connection settings kept the old transport")
+	}
+	if n := made["a:80"][0].closed.Load(); n != 1 {
+		t.Errorf("the replaced transport's idle connections closed %d times, want 1", n)
+	}
+	pool.SetMembers(balancer.SourceStatic, []balancer.Member{{Address: "b:80"}})
+	ts.get(changed, pool.Lookup("b:80")) // a backend's first request sweeps
+	if n := made["a:80"][1].closed.Load(); n != 1 {
+		t.Errorf("the departed backend's idle connections closed %d times, want 1", n)
+	}
+	if _, ok := (*ts.m.Load())[a]; ok {
+		t.Error("the departed backend is still in the transport map")
 	}
 }

@@ -22,7 +22,9 @@ type hostileRequest struct {
 func hostileFlood() []hostileRequest {
 	const big = 160 << 10
 	chunked := "POST /up HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n"
-	cl := func(n int) string { return fmt.Sprintf("POST /up HTTP/1.1\r\nHost: app\r\nContent-Length: %d\r\n\r\n", n) }
+	cl := func(n int) string {
+		return fmt.Sprintf("POST /up HTTP/1.1\r\nHost: app\r\nContent-Length: %d\r\n\r\n", n)
+	}
 	chunk := fmt.Sprintf("%x\r\n%s\r\n", 16<<10, strings.Repeat("c", 16<<10))
 	kinds := []struct {
 		hostileRequest
