@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"os"
 	"syscall"
 
 	"github.com/kelpie-lb/kelpie/balancer"
@@ -88,10 +87,8 @@ func classify(err error, w wire, idem bool, rb *reqBody) outcome {
 	touched := rb.wasTouched()
 	var de *dialError
 	switch {
-	case rb != nil && rb.tooLarge:
-		return outcome{result: balancer.ResultLocal, status: fasthttp.StatusRequestEntityTooLarge, msg: "request body too large", client: true, err: err}
-	case rb != nil && rb.err != nil:
-		status, msg := clientBodyError(rb.err)
+	case rb != nil && (rb.tooLarge || rb.err != nil):
+		status, msg := rb.failure()
 		return outcome{result: balancer.ResultLocal, status: status, msg: msg, client: true, err: err}
 	case errors.As(err, &de):
 		return outcome{result: balancer.ResultConnectFailed, status: fasthttp.StatusBadGateway, msg: "cannot connect to backend", retry: true, err: err}
@@ -99,7 +96,7 @@ func classify(err error, w wire, idem bool, rb *reqBody) outcome {
 		return outcome{result: balancer.ResultLocal, status: fasthttp.StatusServiceUnavailable, msg: "backend connection limit reached", retry: true, err: err}
 	case !w.sent:
 		return outcome{result: balancer.ResultLocal, status: fasthttp.StatusBadRequest, msg: "request cannot be forwarded", client: true, err: err}
-	case errors.Is(err, fasthttp.ErrTimeout) || os.IsTimeout(err):
+	case timedOut(err):
 		return outcome{result: balancer.ResultTimeout, status: fasthttp.StatusGatewayTimeout, msg: "backend timed out", retry: idem && !touched, err: err}
 	case w.reused && !w.gotBytes && closedEarly(err) && idem && !touched:
 		return outcome{result: balancer.ResultLocal, status: fasthttp.StatusBadGateway, msg: "backend closed the connection", retry: true, stale: true, err: err}
@@ -109,15 +106,6 @@ func classify(err error, w wire, idem bool, rb *reqBody) outcome {
 		msg = "bad response from backend"
 	}
 	return outcome{result: balancer.ResultReset, status: fasthttp.StatusBadGateway, msg: msg, retry: idem && !touched, err: err}
-}
-
-// clientBodyError is the answer to a request whose body the client did not
-// finish sending: 408 when it stalled past the read timeout, else 400.
-func clientBodyError(err error) (int, string) {
-	if errors.Is(err, fasthttp.ErrTimeout) || os.IsTimeout(err) {
-		return fasthttp.StatusRequestTimeout, "request body timed out"
-	}
-	return fasthttp.StatusBadRequest, "request body incomplete"
 }
 
 // closedEarly reports errors of a connection the peer closed or reset.

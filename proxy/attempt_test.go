@@ -54,7 +54,7 @@ func (s *scripted) CloseIdleConnections() {}
 // Scripted failures, with the facts a real connection shows for each.
 var (
 	refused   = step{err: &dialError{syscall.ECONNREFUSED}}
-	timedOut  = step{err: fasthttp.ErrTimeout, w: wire{sent: true}}
+	upTimeout = step{err: fasthttp.ErrTimeout, w: wire{sent: true}}
 	reset     = step{err: syscall.ECONNRESET, w: wire{sent: true}}
 	garbled   = step{err: errors.New("cannot parse response status line"), w: wire{sent: true, gotBytes: true}}
 	staleConn = step{err: io.EOF, w: wire{reused: true, sent: true}}
@@ -174,7 +174,7 @@ func TestRetriesMetricMatchesAccessLog(t *testing.T) {
 		{"reset then another backend", 1, [][]step{{reset}, {ok("b")}}, 200, 1},
 		{"stale then same backend", 0, [][]step{{staleConn, ok("a")}}, 200, 1},
 		{"stale on a later attempt", 1, [][]step{{reset}, {staleConn, ok("b")}}, 200, 2},
-		{"two stale on a later attempt", 1, [][]step{{timedOut}, {staleConn, staleConn, ok("b")}}, 200, 3},
+		{"two stale on a later attempt", 1, [][]step{{upTimeout}, {staleConn, staleConn, ok("b")}}, 200, 3},
 		{"503 retried", 1, [][]step{{{status: 503}}, {ok("b")}}, 200, 1},
 		{"budget spent", 1, [][]step{{reset}, {reset}, {ok("c")}}, 502, 1},
 		{"no retry for a local refusal", 2, [][]step{{notSent}, {ok("b")}}, 400, 0},
@@ -211,7 +211,7 @@ func TestAttemptBlame(t *testing.T) {
 		{"404 is an answer", step{status: 404, body: "no"}, 404, "no", balancer.ResultOK, 1, 0},
 		{"502 from the backend", step{status: 502, body: "bad"}, 502, "bad", balancer.ResultGatewayStatus, 1, 1},
 		{"connect refused", refused, 502, "kelpie: cannot connect to backend\n", balancer.ResultConnectFailed, 1, 1},
-		{"timeout", timedOut, 504, "kelpie: backend timed out\n", balancer.ResultTimeout, 1, 1},
+		{"timeout", upTimeout, 504, "kelpie: backend timed out\n", balancer.ResultTimeout, 1, 1},
 		{"reset", reset, 502, "kelpie: backend connection failed\n", balancer.ResultReset, 1, 1},
 		{"malformed response", garbled, 502, "kelpie: bad response from backend\n", balancer.ResultReset, 1, 1},
 		{"refused by fasthttp before sending", notSent, 400, "kelpie: request cannot be forwarded\n", balancer.ResultLocal, 0, 0},
@@ -270,7 +270,7 @@ func TestClassifyClientFirst(t *testing.T) {
 		{"client closed", &reqBody{touched: true, err: errBodyIncomplete}, 400},
 		{"client vanished mid-chunk", &reqBody{touched: true, err: io.ErrUnexpectedEOF}, 400},
 		{"client reset", &reqBody{touched: true, err: syscall.ECONNRESET}, 400},
-		{"client stalled", &reqBody{touched: true, err: os.ErrDeadlineExceeded}, 408},
+		{"client upTimeout", &reqBody{touched: true, err: os.ErrDeadlineExceeded}, 408},
 		{"body too large", &reqBody{touched: true, tooLarge: true}, 413},
 	} {
 		for _, err := range []error{syscall.EPIPE, fasthttp.ErrTimeout, io.EOF, errors.New("copied 3 bytes from body stream instead of 9")} {

@@ -93,7 +93,30 @@ func (r *reqBody) truncated() bool {
 	if r.cl >= 0 {
 		return r.n < int64(r.cl)
 	}
-	return r.conn != nil && r.conn.ended
+	return r.conn != nil && r.conn.rerr != nil
+}
+
+// failure is the answer to a request whose body broke off on the client's
+// side: 413 past MaxBodyBytes, 408 when the client stalled past the read
+// timeout, 400 otherwise.
+func (r *reqBody) failure() (int, string) {
+	switch {
+	case r.tooLarge:
+		return fasthttp.StatusRequestEntityTooLarge, "request body too large"
+	case timedOut(r.err) || r.conn != nil && timedOut(r.conn.rerr):
+		return fasthttp.StatusRequestTimeout, "request body timed out"
+	case r.conn != nil && r.conn.rerr != nil, errors.Is(r.err, errBodyIncomplete), errors.Is(r.err, io.ErrUnexpectedEOF):
+		return fasthttp.StatusBadRequest, "request body incomplete"
+	}
+	return fasthttp.StatusBadRequest, "invalid chunked body"
+}
+
+// timedOut reports a deadline's expiry. fasthttp wraps some read errors in
+// types that do not unwrap (ErrBrokenChunk), hence the client connection's
+// own error is checked too (reqBody.failure).
+func timedOut(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &t) && t.Timeout()
 }
 
 // prepareBody puts a reqBody in front of a request's body stream. It refuses
@@ -121,19 +144,13 @@ func (p *Proxy) prepareBody(ctx *fasthttp.RequestCtx) (*reqBody, int, string) {
 		for n == 0 && err == nil {
 			n, err = r.read(r.buf[:])
 		}
-		switch {
-		case r.err != nil:
-			status, msg := clientBodyError(r.err)
-			if errors.Is(r.err, errBodyIncomplete) || errors.Is(r.err, io.ErrUnexpectedEOF) {
-				status, msg = fasthttp.StatusBadRequest, "request body incomplete"
-			} else if status == fasthttp.StatusBadRequest {
-				msg = "invalid chunked body"
-			}
+		if r.limit > 0 && r.n > r.limit {
+			r.tooLarge = true
+		}
+		if r.err != nil || r.tooLarge {
+			status, msg := r.failure()
 			r.release()
 			return nil, status, msg
-		case r.limit > 0 && r.n > r.limit:
-			r.release()
-			return nil, fasthttp.StatusRequestEntityTooLarge, "request body too large"
 		}
 		r.ahead = r.buf[:n]
 	}

@@ -94,7 +94,7 @@ type clientConn struct {
 	net.Conn
 	rw     io.ReadWriter // a *rawIO, or the Conn itself
 	rd, wd lazyDeadline
-	ended  bool // a read returned an error or EOF; read only by the connection's goroutine
+	rerr   error // the first read error (io.EOF included); used by the connection's goroutine only
 }
 
 func newClientConn(c net.Conn) *clientConn {
@@ -126,8 +126,8 @@ func (c *clientConn) Write(b []byte) (int, error) { return c.wd.write(c.rw, b) }
 
 func (c *clientConn) Read(b []byte) (int, error) {
 	n, err := c.rd.read(c.rw, b)
-	if err != nil {
-		c.ended = true
+	if err != nil && c.rerr == nil {
+		c.rerr = err
 	}
 	return n, err
 }

@@ -92,6 +92,7 @@ func TestTruncatedUploadNeverLooksComplete(t *testing.T) {
 		{"chunked, 160 KiB at a chunk boundary, half-close", chunkedHead + chunks(10, 16<<10), halfClose, true, 400, false},
 		{"chunked, 160 KiB inside a chunk, half-close", chunkedHead + chunks(9, 16<<10) + "4000\r\nxyz", halfClose, true, 400, false},
 		{"chunked, 160 KiB, stalled", chunkedHead + chunks(10, 16<<10), stall, true, 408, false},
+		{"chunked, 160 KiB, stalled inside a chunk size line", chunkedHead + chunks(10, 16<<10) + "40\r", stall, true, 408, false},
 		{"chunked, 160 KiB, reset", chunkedHead + chunks(10, 16<<10), reset, true, 0, false},
 
 		{"content-length below the prefetch, half-close", clHead(1000) + strings.Repeat("y", 500), halfClose, false, 400, false},
