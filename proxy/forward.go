@@ -44,7 +44,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 	idem := idempotent(&ctx.Request.Header)
 	var triedBuf [maxTriedOnStack]*balancer.Backend
 	tried := triedBuf[:0]   // Pool.Pick does not keep it: stays on the stack
-	var failed outcome      // the last attempt's failure; zero status while none failed
+	var failed outcome      // the last failed attempt's outcome; zero status while none failed
 	attempts, stale := 0, 0 // stale retries do not use the budget
 	answered, streaming := false, false
 	for b := pool.Pick(key, tried); b != nil; {
@@ -58,10 +58,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 		last = b
 		resp := fasthttp.AcquireResponse()
 		o := p.send(ctx, &a, resp, idem, rb)
-		tried = append(tried, b)
 		var next *balancer.Backend
 		if o.retry && attempts-stale <= up.Retries {
-			next = pool.Pick(key, tried)
+			next = pool.Pick(key, append(tried, b))
 		}
 		if o.pass && next == nil {
 			answered, streaming = true, p.respond(ctx, a, resp, o, stats, start)
@@ -71,13 +70,15 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 		fasthttp.ReleaseResponse(resp)
 		ctx.Response.ResetBody() // a retried gateway status's body, read by bufferBody
 		p.finish(&a, o)
-		failed = o
+		if !o.pass { // a retried gateway status is no failure to report
+			failed = o
+		}
 		if o.stale && stale < maxStaleRetries {
 			stale++
-			tried = tried[:len(tried)-1]
 			a.t.CloseIdleConnections() // its siblings were likely closed too
 			continue                   // same backend, fresh connection
 		}
+		tried = append(tried, b)
 		b = next
 	}
 	if !answered {
