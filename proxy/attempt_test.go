@@ -296,8 +296,9 @@ func (c *countingTransport) CloseIdleConnections() { c.closed.Add(1) }
 
 // TestTransportsKeptAndSwept: a backend keeps its transport across snapshot
 // rebuilds and reloads with the same settings; new settings swap it and
-// close the old one's idle connections; a backend that left its pool is
-// swept out, its idle connections closed.
+// close the old one's idle connections; a backend that left its pool, or
+// whose upstream a reload dropped, is swept out, its idle connections
+// closed.
 func TestTransportsKeptAndSwept(t *testing.T) {
 	made := map[string][]*countingTransport{}
 	mk := func(addr string) transport {
@@ -331,5 +332,19 @@ func TestTransportsKeptAndSwept(t *testing.T) {
 	}
 	if _, ok := (*ts.m.Load())[a]; ok {
 		t.Error("the departed backend is still in the transport map")
+	}
+
+	// A reload that drops an upstream drops its backends' transports.
+	other := balancer.NewPool(balancer.Options{})
+	t.Cleanup(other.Close)
+	other.SetMembers(balancer.SourceStatic, []balancer.Member{{Address: "z:80"}})
+	ts.get(&Upstream{Pool: other, newTransport: mk}, other.Lookup("z:80"))
+	ts.retain([]Route{{Upstream: changed}})
+	if n := made["z:80"][0].closed.Load(); n != 1 {
+		t.Errorf("the dropped upstream's backend closed its idle connections %d times, want 1", n)
+	}
+	m := *ts.m.Load()
+	if _, ok := m[other.Lookup("z:80")]; ok || m[pool.Lookup("b:80")] == nil {
+		t.Errorf("after the reload the map holds %d backends, want only b:80", len(m))
 	}
 }

@@ -90,6 +90,7 @@ func (p *Proxy) SetRoutes(routes []Route) error {
 		return err
 	}
 	p.table.Store(t)
+	p.conns.retain(routes)
 	return nil
 }
 

@@ -98,25 +98,52 @@ func (ts *transports) get(up *Upstream, b *balancer.Backend) transport {
 func (ts *transports) add(b *balancer.Backend) *backendTransport {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	old := map[*balancer.Backend]*backendTransport{}
+	if m := ts.m.Load(); m != nil && (*m)[b] != nil {
+		return (*m)[b]
+	}
+	s := &backendTransport{}
+	ts.sweep(func(ob *balancer.Backend) bool { return ob.Down()&balancer.ReasonRemoved == 0 }, b, s)
+	return s
+}
+
+// retain keeps the transports of the backends routes can reach and closes
+// the rest: SetRoutes calls it, so an upstream dropped by a reload does not
+// keep its backends' clients. A request still in flight on a dropped one
+// gets a new slot if it needs one, swept at the next change.
+func (ts *transports) retain(routes []Route) {
+	live := map[*balancer.Backend]bool{}
+	for _, r := range routes {
+		if r.Upstream != nil && r.Upstream.Pool != nil {
+			for _, b := range r.Upstream.Pool.Snapshot().Members {
+				live[b] = true
+			}
+		}
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	ts.sweep(func(b *balancer.Backend) bool { return live[b] && b.Down()&balancer.ReasonRemoved == 0 }, nil, nil)
+}
+
+// sweep publishes a copy of the map holding the backends keep accepts, plus
+// add's slot s when add is set, and closes the dropped ones' idle
+// connections. Called with mu held.
+func (ts *transports) sweep(keep func(*balancer.Backend) bool, add *balancer.Backend, s *backendTransport) {
+	var old map[*balancer.Backend]*backendTransport
 	if m := ts.m.Load(); m != nil {
 		old = *m
 	}
-	if s := old[b]; s != nil {
-		return s
-	}
 	m := make(map[*balancer.Backend]*backendTransport, len(old)+1)
-	for ob, s := range old {
-		if ob.Down()&balancer.ReasonRemoved != 0 {
-			s.closeIdle()
-			continue
+	for b, bt := range old {
+		if keep(b) {
+			m[b] = bt
+		} else {
+			bt.closeIdle()
 		}
-		m[ob] = s
 	}
-	s := &backendTransport{}
-	m[b] = s
+	if add != nil {
+		m[add] = s
+	}
 	ts.m.Store(&m)
-	return s
 }
 
 func (s *backendTransport) closeIdle() {
