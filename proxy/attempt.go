@@ -54,8 +54,8 @@ type outcome struct {
 	err    error  // the failure, for the log
 }
 
-// answered is the outcome of an attempt whose response goes to the client.
-func answered(status int) outcome {
+// backendAnswer is the outcome of an attempt the backend answered with status.
+func backendAnswer(status int) outcome {
 	if status == fasthttp.StatusBadGateway || status == fasthttp.StatusServiceUnavailable || status == fasthttp.StatusGatewayTimeout {
 		return outcome{pass: true, result: balancer.ResultGatewayStatus, status: status}
 	}

@@ -101,7 +101,7 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, a *attempt, resp *fasthttp.Respon
 	w, err := a.t.Do(&ctx.Request, resp)
 	if err == nil {
 		if err = bufferBody(&ctx.Response, resp); err == nil {
-			o := answered(resp.StatusCode())
+			o := backendAnswer(resp.StatusCode())
 			o.retry = o.result == balancer.ResultGatewayStatus && idem && !rb.wasTouched()
 			return o
 		}
