@@ -126,6 +126,9 @@ func TestTruncatedUploadNeverLooksComplete(t *testing.T) {
 			case closeAll:
 				c.Close()
 			case reset:
+				// A reset discards what kelpie has not read yet: wait until
+				// it has started forwarding, or it may never see the head.
+				waitFor(t, func() bool { return dials.Load() > 0 })
 				resetConn(c)
 			case halfClose:
 				_ = c.(*net.TCPConn).CloseWrite()
