@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -39,6 +40,39 @@ func recordingBackend(t *testing.T) (addr string, conns <-chan received) {
 		}
 	})
 	return rb.addr, ch
+}
+
+// proxyNotifying starts a proxy with one catch-all route to up that
+// signals on closed each time it has closed a client connection (its
+// handler, and so every attempt but a streamed one, has returned by then).
+func proxyNotifying(t *testing.T, up *Upstream, o Options) (addr string, closed <-chan struct{}) {
+	t.Helper()
+	p, err := New(o, []Route{{Upstream: up}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan struct{}, 1)
+	p.server.ConnState = func(_ net.Conn, s fasthttp.ConnState) {
+		if s == fasthttp.StateClosed {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+		<-served
+	})
+	return ln.Addr().String(), ch
 }
 
 // chunks is a chunked body of n chunks of size bytes each, without the last
@@ -111,8 +145,8 @@ func TestTruncatedUploadNeverLooksComplete(t *testing.T) {
 				dials.Add(1)
 				return net.DialTimeout("tcp", addr, timeout)
 			}}
-			px := proxyTo(t, up, Options{ReadTimeout: 400 * time.Millisecond})
-			c, err := net.DialTimeout("tcp", px.addr, 2*time.Second)
+			pxAddr, pxClosed := proxyNotifying(t, up, Options{ReadTimeout: 400 * time.Millisecond})
+			c, err := net.DialTimeout("tcp", pxAddr, 2*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,8 +174,12 @@ func TestTruncatedUploadNeverLooksComplete(t *testing.T) {
 			if tc.status != 0 && !strings.HasPrefix(answer, fmt.Sprintf("HTTP/1.1 %d ", tc.status)) {
 				t.Errorf("client got %q, want %d", statusOf(answer), tc.status)
 			}
+			select { // kelpie is done with the request
+			case <-pxClosed:
+			case <-time.After(5 * time.Second):
+				t.Fatal("kelpie did not close the client connection")
+			}
 			b := pool.Lookup(beAddr)
-			waitFor(t, func() bool { return px.server.GetOpenConnectionsCount() == 0 && b.InFlight() == 0 })
 
 			if !tc.upstream {
 				if n := dials.Load(); n != 0 {
