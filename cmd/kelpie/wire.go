@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/kelpie-lb/kelpie/config"
@@ -174,19 +173,11 @@ func proxyOptions(cfg *config.Config, log, access *slog.Logger) proxy.Options {
 		MaxBodyBytes:    cfg.Limits.MaxBodyBytes,
 		ReadTimeout:     cfg.Limits.ReadTimeout,
 		IdleTimeout:     cfg.Limits.IdleTimeout,
-		WriteTimeout:    writeTimeout(cfg.Limits.WriteTimeout),
+		WriteTimeout:    cfg.Limits.WriteTimeout, // 0 = none, in both
 		Concurrency:     cfg.Limits.MaxConns,
 		TrustedProxies:  trustedProxies(cfg.TrustedProxies),
 		AccessLog:       access,
 		AccessLogSample: sample,
 		Logger:          log.With("component", "proxy"),
 	}
-}
-
-// writeTimeout maps config's "0 = none" to the proxy's "negative = none".
-func writeTimeout(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }
