@@ -181,3 +181,14 @@ func proxyOptions(cfg *config.Config, log, access *slog.Logger) proxy.Options {
 		Logger:          log.With("component", "proxy"),
 	}
 }
+
+func consulOptions(c config.Consul, log *slog.Logger) discovery.ConsulOptions {
+	return discovery.ConsulOptions{
+		Address:           c.Address,
+		Token:             config.Token(c.TokenEnv),
+		Datacenter:        c.Datacenter,
+		RequireConsistent: !*c.Stale,
+		EmptyGrace:        c.EmptyGrace,
+		Logger:            log.With("component", "consul"),
+	}
+}
