@@ -61,11 +61,11 @@ func (a *app) step(name string) error {
 
 // plan prepares cfg without changing anything that runs. Called with a.mu
 // held. On error, nothing it built is left behind.
-func (a *app) plan(cfg *config.Config) (p *plan, err error) {
+func (a *app) plan(cfg *config.Config) (_ *plan, err error) {
 	if a.ctx.Err() != nil {
 		return nil, errStopping
 	}
-	p = &plan{cfg: cfg}
+	p := &plan{cfg: cfg}
 	defer func() {
 		if err != nil {
 			p.discard()
