@@ -55,8 +55,7 @@ type app struct {
 type upstream struct {
 	pool    *balancer.Pool
 	checker *health.Checker
-	stop    context.CancelFunc // the checker's Run
-	data    *proxy.Upstream
+	stop    context.CancelFunc  // the checker's Run
 	consul  bool                // has a Consul watch...
 	spec    discovery.WatchSpec // ...for this
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
 
@@ -81,7 +80,7 @@ func (a *app) plan(cfg *config.Config) (_ *plan, err error) {
 		}
 		p.consul = c
 	}
-	next := map[string]*upstream{}
+	data := map[string]*proxy.Upstream{}
 	for _, uc := range cfg.Upstreams {
 		if err := a.step("upstream " + uc.Name); err != nil {
 			return nil, err
@@ -107,12 +106,12 @@ func (a *app) plan(cfg *config.Config) (_ *plan, err error) {
 				return nil, fmt.Errorf("upstream %s: %w", uc.Name, discovery.ErrNoService)
 			}
 		}
-		next[uc.Name] = &upstream{data: pu.data}
+		data[uc.Name] = pu.data
 	}
 	if err := a.step("routes"); err != nil {
 		return nil, err
 	}
-	if p.routes, err = buildRoutes(cfg, next); err != nil {
+	if p.routes, err = buildRoutes(cfg, data); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -159,7 +158,6 @@ func (a *app) commit(p *plan) error {
 			u.pool.Reconfigure(pu.pool)
 			discovery.Static(u.pool, pu.static)
 		}
-		u.data = pu.data
 		switch {
 		case pu.consul == u.consul && pu.spec == u.spec:
 			// unchanged: the watch and its members stay
@@ -243,7 +241,7 @@ func (a *app) reloadFile() error {
 // already made), warning about each one the file changes.
 func (a *app) keepRestartOnly(old, cfg *config.Config) {
 	keep := func(key string, running, file any) {
-		if !reflect.DeepEqual(running, file) {
+		if fmt.Sprint(running) != fmt.Sprint(file) { // as logged; nil and empty lists agree
 			a.log.Warn("config change needs a restart; keeping the running value", "key", key, "running", running, "file", file)
 		}
 	}

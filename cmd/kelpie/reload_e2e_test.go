@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/proxy"
 )
 
 // reloadBase is the running config of the failure tests: upstream a (with
@@ -37,11 +38,13 @@ routes:
 
 // reloadNext changes every kind of thing a plan touches: upstream a gets
 // another balance, weight and backend, b goes, c (probed) and d (the first
-// Consul upstream, at consulAddr) arrive, and the routes change.
+// Consul upstream, at consulAddr) arrive, and the routes change; a limit
+// that needs a restart changes too.
 func reloadNext(a, a2, c, consulAddr string) string {
 	return fmt.Sprintf(`
 consul:
   address: %q
+limits: {max_conns: 500}
 upstreams:
   - name: a
     balance: least_conn
@@ -215,6 +218,9 @@ func TestReloadFailsWhole(t *testing.T) {
 	}
 	if ta.consul.Load() == nil {
 		t.Fatal("no Consul client after a reload that adds the first Consul upstream")
+	}
+	if ta.cfg.Limits.MaxConns != proxy.DefaultConcurrency || !strings.Contains(ta.Logs.String(), "needs a restart; keeping the running value\" key=limits") {
+		t.Errorf("limits.max_conns: running %d, want the old %d kept with a warning", ta.cfg.Limits.MaxConns, proxy.DefaultConcurrency)
 	}
 	// A checker each for a, c and d; Consul's Run and d's watch loop.
 	eventually(t, 5*time.Second, "3 checkers and 2 consul loops", func() bool {

@@ -61,16 +61,16 @@ func upstreamData(u config.Upstream, p *balancer.Pool) *proxy.Upstream {
 
 // buildRoutes turns config routes into proxy routes; with no routes, the
 // single upstream takes everything.
-func buildRoutes(cfg *config.Config, ups map[string]*upstream) ([]proxy.Route, error) {
+func buildRoutes(cfg *config.Config, ups map[string]*proxy.Upstream) ([]proxy.Route, error) {
 	if len(cfg.Routes) == 0 {
 		if len(cfg.Upstreams) != 1 {
 			return nil, fmt.Errorf("routes are required with %d upstreams", len(cfg.Upstreams))
 		}
-		return []proxy.Route{{PathPrefix: "/", Upstream: ups[cfg.Upstreams[0].Name].data}}, nil
+		return []proxy.Route{{PathPrefix: "/", Upstream: ups[cfg.Upstreams[0].Name]}}, nil
 	}
 	routes := make([]proxy.Route, len(cfg.Routes))
 	for i, r := range cfg.Routes {
-		routes[i] = proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Upstream: ups[r.Upstream].data}
+		routes[i] = proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Upstream: ups[r.Upstream]}
 	}
 	return routes, nil
 }
