@@ -85,17 +85,19 @@ func (a *app) plan(cfg *config.Config) (_ *plan, err error) {
 		if err := a.step("upstream " + uc.Name); err != nil {
 			return nil, err
 		}
-		pu := &planned{u: a.upstreams[uc.Name], health: healthOptions(uc, a.log), static: staticMembers(uc)}
-		if pu.u == nil {
-			// Built here but started only by commit: a checker does
-			// nothing until Run, a pool nobody routes to is private.
-			pu.fresh = true
-			pu.u = &upstream{checker: health.New(pu.health)}
-			pu.u.pool = balancer.NewPool(poolOptions(uc, pu.u.checker, a.log))
-			discovery.Static(pu.u.pool, pu.static)
+		h := healthOptions(uc, a.log)
+		u := a.upstreams[uc.Name]
+		fresh := u == nil
+		if fresh {
+			// Built here, started by commit: a checker does nothing
+			// until Run, and a pool no route leads to is private.
+			u = &upstream{checker: health.New(h)}
 		}
-		pu.pool = poolOptions(uc, pu.u.checker, a.log)
-		pu.data = upstreamData(uc, pu.u.pool)
+		pu := &planned{u: u, fresh: fresh, health: h, pool: poolOptions(uc, u.checker, a.log), static: staticMembers(uc)}
+		if fresh {
+			u.pool = balancer.NewPool(pu.pool)
+		}
+		pu.data = upstreamData(uc, u.pool)
 		p.upstreams = append(p.upstreams, pu) // before any error: discard closes it
 		if uc.Consul != nil {
 			if err := a.step("watch " + uc.Name); err != nil {
@@ -133,6 +135,11 @@ func (a *app) commit(p *plan) error {
 	if err := a.step("set routes"); err != nil {
 		p.discard()
 		return err
+	}
+	for _, pu := range p.upstreams {
+		if pu.fresh { // members before the first route to it
+			discovery.Static(pu.u.pool, pu.static)
+		}
 	}
 	if err := a.proxy.SetRoutes(p.routes); err != nil {
 		p.discard()

@@ -191,8 +191,9 @@ func TestReloadFailsWhole(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	if logs := ta.Logs.String(); strings.Count(logs, "config reload failed; keeping the running config") != failures {
-		t.Errorf("want %d reload failure logs:\n%s", failures, logs)
+	if logs := ta.Logs.String(); strings.Count(logs, "config reload failed; keeping the running config") != failures ||
+		strings.Contains(logs, "upstream=c") {
+		t.Errorf("want %d reload failure logs and nothing about upstream c:\n%s", failures, logs)
 	}
 
 	// Nothing fails: the same file applies whole, and what stays keeps
