@@ -267,6 +267,9 @@ func (a *app) shutdown() error {
 		if err = a.proxy.Shutdown(ctx); err != nil {
 			err = fmt.Errorf("grace period %s ended with requests in flight: %w", grace, err)
 		}
+		// Shutdown closes only listeners Serve has registered: one whose
+		// Serve goroutine had not got that far would accept forever.
+		a.proxyLn.Close()
 	}
 	a.mu.Lock() // a reload either finished starting its goroutines or sees ctx done
 	a.cancel()

@@ -6,6 +6,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/config"
 	"github.com/kelpie-lb/kelpie/proxy"
 )
 
@@ -228,4 +230,36 @@ func TestReloadFailsWhole(t *testing.T) {
 		_, ch, co := goroutines()
 		return ch == 3 && co == 2
 	})
+}
+
+// TestReloadDuringShutdownStartsNothing: a reload that comes after shutdown
+// began is refused and starts no checker. (Shutting down at once after
+// start also checks that shutdown returns when the proxy's Serve goroutine
+// had not yet registered its listener.)
+func TestReloadDuringShutdownStartsNothing(t *testing.T) {
+	one, two := startBackend(t, named("one")), startBackend(t, named("two"))
+	ta := startApp(t, reloadBase(one.Addr, two.Addr))
+	if err := ta.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	writeConfig(t, ta.Path, strings.NewReplacer("name: b", "name: c", "upstream: b}", "upstream: c}").Replace(reloadBase(one.Addr, two.Addr)))
+	if err := ta.reload(); !errors.Is(err, errStopping) {
+		t.Fatalf("reload after shutdown: %v, want %v", err, errStopping)
+	}
+	settleGoroutines(t, runtime.NumGoroutine(), 0, 0)
+}
+
+// TestNewAppFailsClean: a config whose plan fails at start (a Consul client
+// that cannot be made) is an error from newApp, with nothing left running.
+func TestNewAppFailsClean(t *testing.T) {
+	t.Setenv("CONSUL_CACERT", "/nonexistent/kelpie-test-ca.pem")
+	cfg, err := config.Parse("kelpie.yaml", []byte("upstreams: [{name: web, consul: {service: web}}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := runtime.NumGoroutine()
+	if _, err := newApp(cfg, slog.New(slog.DiscardHandler), nil); err == nil || !strings.Contains(err.Error(), "CA File") {
+		t.Fatalf("newApp: %v, want the Consul client's CA error", err)
+	}
+	settleGoroutines(t, base, 0, 0)
 }
