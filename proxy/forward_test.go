@@ -11,8 +11,6 @@ import (
 
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/valyala/fasthttp"
-
-	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 func statusBackend(t *testing.T, code int) *backend {
@@ -37,7 +35,7 @@ func TestErrorMapping(t *testing.T) {
 	t.Cleanup(func() { close(block) })
 	reset := startRawBackend(t, func(rb *rawBackend, c net.Conn, br *bufio.Reader) {
 		if rb.readHead(br) {
-			testkit.ResetConn(c)
+			resetConn(c)
 		}
 	})
 	garbage := startRawBackend(t, func(rb *rawBackend, c net.Conn, br *bufio.Reader) {
@@ -104,7 +102,7 @@ func TestRetryGoesToAnotherBackend(t *testing.T) {
 	good := startBackend(t, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("good") })
 	reset := startRawBackend(t, func(rb *rawBackend, c net.Conn, br *bufio.Reader) {
 		if rb.readHead(br) {
-			testkit.ResetConn(c)
+			resetConn(c)
 		}
 	})
 	block := make(chan struct{})
@@ -116,7 +114,7 @@ func TestRetryGoesToAnotherBackend(t *testing.T) {
 	cut := startRawBackend(t, func(rb *rawBackend, c net.Conn, br *bufio.Reader) {
 		if rb.readHead(br) {
 			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + strings.Repeat("x", 500)))
-			testkit.ResetConn(c)
+			resetConn(c)
 		}
 	})
 	stall := startRawBackend(t, func(rb *rawBackend, c net.Conn, br *bufio.Reader) {
@@ -240,7 +238,7 @@ func TestResetAfterResponseStartedClosesClient(t *testing.T) {
 	partial := startRawBackend(t, func(rb *rawBackend, c net.Conn, br *bufio.Reader) {
 		if rb.readHead(br) {
 			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("x", 5000)))
-			testkit.ResetConn(c)
+			resetConn(c)
 		}
 	})
 	other := startBackend(t, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("other") })

@@ -58,6 +58,9 @@ func startRawBackend(t *testing.T, fn func(rb *rawBackend, c net.Conn, br *bufio
 // readHead reads one request, head and body, and counts it in Heads.
 func (rb *rawBackend) readHead(br *bufio.Reader) bool { return rb.ReadRequest(br) }
 
+// resetConn closes c with an RST instead of a FIN.
+func resetConn(c net.Conn) { testkit.ResetConn(c) }
+
 // deadAddr is a loopback address nothing listens on.
 func deadAddr(t testing.TB) string {
 	t.Helper()
