@@ -36,6 +36,11 @@ func missing(t testing.TB, short bool, what, hint string) {
 // chromium or chromium-browser on PATH. Without one the test is Missing.
 func Chromium(t testing.TB) string {
 	t.Helper()
+	return chromium(t, testing.Short())
+}
+
+func chromium(t testing.TB, short bool) string {
+	t.Helper()
 	if p := os.Getenv("KELPIE_CHROMIUM"); p != "" {
 		return p
 	}
@@ -44,7 +49,7 @@ func Chromium(t testing.TB) string {
 			return p
 		}
 	}
-	Missing(t, "Chromium", "apt-get install -y chromium, or tools/deps.sh, or set KELPIE_CHROMIUM")
+	missing(t, short, "Chromium", "apt-get install -y chromium, or tools/deps.sh, or set KELPIE_CHROMIUM")
 	return ""
 }
 
@@ -53,13 +58,18 @@ func Chromium(t testing.TB) string {
 // tools/consul/build.sh puts it. Without one the test is Missing.
 func ConsulBinary(t testing.TB) string {
 	t.Helper()
+	return consulBinary(t, testing.Short())
+}
+
+func consulBinary(t testing.TB, short bool) string {
+	t.Helper()
 	path := consulPath()
 	if path == "" {
-		Missing(t, "a consul binary", "no KELPIE_CONSUL_BIN and no home directory for the default path")
+		missing(t, short, "a consul binary", "no KELPIE_CONSUL_BIN and no home directory for the default path")
 		return ""
 	}
 	if _, err := os.Stat(path); err != nil {
-		Missing(t, "a consul binary", fmt.Sprintf("%v: run tools/consul/build.sh or set KELPIE_CONSUL_BIN", err))
+		missing(t, short, "a consul binary", fmt.Sprintf("%v: run tools/consul/build.sh or set KELPIE_CONSUL_BIN", err))
 		return ""
 	}
 	return path
@@ -85,6 +95,11 @@ func consulPath() string {
 // Missing.
 func ContainerEngine(t testing.TB) string {
 	t.Helper()
+	return containerEngine(t, testing.Short())
+}
+
+func containerEngine(t testing.TB, short bool) string {
+	t.Helper()
 	var tried []string
 	for _, name := range []string{"docker", "podman"} {
 		p, err := exec.LookPath(name)
@@ -103,6 +118,6 @@ func ContainerEngine(t testing.TB) string {
 	if len(tried) > 0 {
 		hint = fmt.Sprintf("%v", tried)
 	}
-	Missing(t, "a container engine", hint)
+	missing(t, short, "a container engine", hint)
 	return ""
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -270,6 +272,55 @@ func TestMissingSkipsOnlyUnderShort(t *testing.T) {
 	f = capture(t, func(tb testing.TB) { missing(tb, false, "Chromium", "install it") })
 	if f.skip != "" || !strings.Contains(f.fatal, "needs Chromium: install it") {
 		t.Errorf("full run: skip %q, fatal %q; want a failure", f.skip, f.fatal)
+	}
+}
+
+// fakeCommand writes an executable shell script name into dir that exits
+// with code.
+func fakeCommand(t *testing.T, dir, name string, code int) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(fmt.Sprintf("#!/bin/sh\nexit %d\n", code)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestNeedsFindOrReport: each lookup returns what it finds, and otherwise
+// reports the thing missing (a skip under -short, a failure without).
+func TestNeedsFindOrReport(t *testing.T) {
+	empty := t.TempDir()
+	t.Setenv("PATH", empty)
+	t.Setenv("KELPIE_CHROMIUM", "")
+	t.Setenv("KELPIE_CONSUL_BIN", filepath.Join(empty, "no-consul"))
+	for name, lookup := range map[string]func(testing.TB, bool) string{
+		"Chromium": chromium, "a consul binary": consulBinary, "a container engine": containerEngine,
+	} {
+		for _, short := range []bool{true, false} {
+			f := capture(t, func(tb testing.TB) { lookup(tb, short) })
+			got := f.fatal
+			if short {
+				got = f.skip
+			}
+			if !strings.Contains(got, "needs "+name) || (f.skip != "") != short || (f.fatal != "") == short {
+				t.Errorf("%s missing, short=%v: skip %q, fatal %q", name, short, f.skip, f.fatal)
+			}
+		}
+	}
+
+	found := t.TempDir()
+	t.Setenv("PATH", found)
+	chrome := fakeCommand(t, found, "chromium", 0)
+	consul := fakeCommand(t, found, "consul", 0)
+	t.Setenv("KELPIE_CONSUL_BIN", consul)
+	fakeCommand(t, found, "docker", 1) // installed, daemon not answering
+	podman := fakeCommand(t, found, "podman", 0)
+	for what, got := range map[string]string{
+		chrome: chromium(t, false), consul: consulBinary(t, false), podman: containerEngine(t, false),
+	} {
+		if got != what {
+			t.Errorf("found %q, want %q", got, what)
+		}
 	}
 }
 
