@@ -3,8 +3,9 @@
 // crashed process, a raw TCP server for backends that misbehave below HTTP,
 // a free-port picker, a concurrency-safe log buffer, Eventually for facts
 // observed over real sockets, a load client that never retries on its own,
-// and Need, which turns a missing Chromium, Consul binary or container
-// engine into a skip under -short and a failure otherwise.
+// and Chromium, ConsulBinary and ContainerEngine, which find what a test
+// needs installed or report it Missing: a skip under -short, a failure
+// otherwise.
 //
 // It is imported only from _test.go files (and from other test-helper
 // packages such as discovery/consultest), never by product code. It does
