@@ -40,8 +40,9 @@ func StartBackend(t testing.TB, h fasthttp.RequestHandler) *Backend {
 	return StartServer(t, &fasthttp.Server{Handler: h})
 }
 
-// StartServer serves srv (its Handler and limits as configured) on a free
-// loopback port; it wraps srv.Handler to count requests.
+// StartServer serves srv (its Handler, which must be set, and limits as
+// configured) on a free loopback port; it wraps srv.Handler to count
+// requests.
 func StartServer(t testing.TB, srv *fasthttp.Server) *Backend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -71,6 +72,8 @@ func (b *Backend) Close() {
 
 // Kill stops the backend as a crash would: the listener closes and every
 // open connection is reset (RST, not FIN), requests in progress included.
+// Handlers still running are not stopped; the Close at the end of the test
+// waits for them, so a test that parks a handler must release it first.
 func (b *Backend) Kill() {
 	b.mu.Lock()
 	b.dead = true
