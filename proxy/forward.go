@@ -231,7 +231,7 @@ func classify(err error, resp *fasthttp.Response, idem bool, rb *reqBody) failur
 	case rb != nil && rb.tooLarge:
 		return failure{result: balancer.ResultLocal, status: fasthttp.StatusRequestEntityTooLarge, msg: "request body too large", client: true}
 	case rb != nil && rb.err != nil:
-		return failure{result: balancer.ResultLocal, status: fasthttp.StatusBadRequest, msg: "request body could not be read", client: true}
+		return failure{result: balancer.ResultLocal, status: fasthttp.StatusBadRequest, msg: bodyErrorReason(rb.err), client: true}
 	case errors.As(err, &de):
 		return failure{result: balancer.ResultConnectFailed, status: fasthttp.StatusBadGateway, msg: "cannot connect to backend", retry: true}
 	case errors.Is(err, fasthttp.ErrNoFreeConns):

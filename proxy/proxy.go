@@ -70,7 +70,10 @@ func New(o Options, routes []Route) (*Proxy, error) {
 		DisablePreParseMultipartForm:  true,
 		LazyRequestTime:               true, // kelpie times requests itself: one clock read fewer
 		CloseOnShutdown:               true,
-		SecureErrorLogMessage:         true,
+		// Off so that parseError can tell an unknown transfer coding (501)
+		// from broken framing (400) by the value fasthttp quotes; fasthttp
+		// logs such errors through Logger, which is at debug level only.
+		SecureErrorLogMessage:         false,
 		DisableHeaderNamesNormalizing: false,
 		Logger:                        fasthttpLogger{o.Logger},
 	}
@@ -120,7 +123,15 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 			ctx.SetConnectionClose()
 		}
 	}()
+	// A deadline the handler sets makes fasthttp flush this response at
+	// once, instead of holding it back while a pipelined next request is
+	// still arriving (it would otherwise wait for that request's body).
+	// It is the deadline fasthttp would set itself; conn.go makes it cheap.
+	_ = ctx.SetWriteDeadline(start.Add(p.opts.WriteTimeout))
 	req := &ctx.Request
+	// Requests are forwarded with the headers they came with: no default
+	// Content-Type for a body that has none.
+	req.Header.SetNoDefaultContentType(true)
 	if status, msg := p.check(&req.Header); status != 0 {
 		p.reject(ctx, status, msg)
 		p.access(ctx, nil, nil, 0, start)
@@ -141,6 +152,7 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	peer := peerIP(ctx)
 	key := p.clientKey(rt.Upstream, &req.Header, peer)
 	p.rewriteRequest(req, peer, ctx.IsTLS())
+	asHTTP11(ctx)
 	b, retries := p.forward(ctx, rt.Upstream, rb, key, start)
 	p.access(ctx, rt.Upstream, b, retries, start)
 	rb.release()
@@ -175,6 +187,10 @@ func (p *Proxy) reply(ctx *fasthttp.RequestCtx, status int, msg string) {
 func (p *Proxy) parseError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error
+	if status, msg, ok := parseErrorReason(err); ok {
+		p.reply(ctx, status, msg)
+		return
+	}
 	switch {
 	case errors.As(err, &small):
 		p.reply(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")
@@ -236,6 +252,7 @@ func (p *Proxy) Match(host, requestURI []byte) *Route {
 // peer is the TCP peer; tls says whether the client connection is TLS. It
 // does not allocate for ordinary requests; benchmarks and tools use it.
 func (p *Proxy) PrepareRequest(req *fasthttp.Request, peer netip.Addr, tls bool) int {
+	req.Header.SetNoDefaultContentType(true)
 	if status, _ := p.check(&req.Header); status != 0 {
 		return status
 	}
