@@ -55,21 +55,21 @@ func New(o Options, routes []Route) (*Proxy, error) {
 		return nil, err
 	}
 	p.server = &fasthttp.Server{
-		Handler:                       p.ServeFastHTTP,
-		ErrorHandler:                  p.parseError,
-		Name:                          "kelpie",
-		NoDefaultServerHeader:         true,
-		NoDefaultContentType:          true,
-		ReadBufferSize:                o.MaxHeaderBytes + o.MaxURIBytes + 64,
-		ReadTimeout:                   o.ReadTimeout,
-		IdleTimeout:                   o.IdleTimeout,
-		WriteTimeout:                  o.WriteTimeout,
-		Concurrency:                   o.Concurrency,
-		MaxRequestBodySize:            bodyPrefetch,
-		StreamRequestBody:             true,
-		DisablePreParseMultipartForm:  true,
-		LazyRequestTime:               true, // kelpie times requests itself: one clock read fewer
-		CloseOnShutdown:               true,
+		Handler:                      p.ServeFastHTTP,
+		ErrorHandler:                 p.parseError,
+		Name:                         "kelpie",
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		ReadBufferSize:               o.MaxHeaderBytes + o.MaxURIBytes + 64,
+		ReadTimeout:                  o.ReadTimeout,
+		IdleTimeout:                  o.IdleTimeout,
+		WriteTimeout:                 o.WriteTimeout,
+		Concurrency:                  o.Concurrency,
+		MaxRequestBodySize:           bodyPrefetch,
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		LazyRequestTime:              true, // kelpie times requests itself: one clock read fewer
+		CloseOnShutdown:              true,
 		// Off so that parseError can tell an unknown transfer coding (501)
 		// from broken framing (400) by the value fasthttp quotes; fasthttp
 		// logs such errors through Logger, which is at debug level only.
