@@ -86,14 +86,18 @@ func (d *lazyDeadline) write(w io.Writer, b []byte) (int, error) {
 // can (rawio_linux.go). fasthttp moves the write deadline before every
 // response, and kelpie's streamed bodies keep it rolling; lazily, neither
 // touches the socket's timer while the armed deadline is still ahead.
+//
+// It also runs the head scan (headscan.go) over everything the client sends.
 type clientConn struct {
 	net.Conn
-	rw     io.ReadWriter // a *rawIO, or the Conn itself
-	rd, wd lazyDeadline
+	rw      io.ReadWriter // a *rawIO, or the Conn itself
+	rd, wd  lazyDeadline
+	scan    headScan
+	scanErr error // sticky: the scan refused the stream
 }
 
 func newClientConn(c net.Conn) *clientConn {
-	cc := &clientConn{Conn: c, rw: c}
+	cc := &clientConn{Conn: c, rw: c, scan: newHeadScan()}
 	cc.rd.apply, cc.wd.apply = c.SetReadDeadline, c.SetWriteDeadline
 	if r := newRawIO(c); r != nil {
 		cc.rw = r
@@ -119,7 +123,26 @@ func (c *clientConn) SetWriteDeadline(t time.Time) error { return c.wd.set(t) }
 
 func (c *clientConn) Write(b []byte) (int, error) { return c.wd.write(c.rw, b) }
 
-func (c *clientConn) Read(b []byte) (int, error) { return c.rd.read(c.rw, b) }
+// Read reads from the client. Bytes up to a bare LF in a request head are
+// returned; from then on every Read returns errBareLF, which fasthttp passes
+// to parseError as the reason its header read failed.
+func (c *clientConn) Read(b []byte) (int, error) {
+	if c.scanErr != nil {
+		return 0, c.scanErr
+	}
+	n, err := c.rd.read(c.rw, b)
+	if n > 0 && c.scan.state != scanOff {
+		var serr error
+		if n, serr = c.scan.scan(b[:n]); serr != nil {
+			c.scanErr = serr
+			if n == 0 {
+				return 0, serr
+			}
+			return n, nil
+		}
+	}
+	return n, err
+}
 
 // listener hands fasthttp's server clientConns.
 type listener struct{ net.Listener }

@@ -192,6 +192,8 @@ func (p *Proxy) parseError(ctx *fasthttp.RequestCtx, err error) {
 		return
 	}
 	switch {
+	case errors.Is(err, errBareLF):
+		p.reply(ctx, fasthttp.StatusBadRequest, "bare LF in request head")
 	case errors.As(err, &small):
 		p.reply(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")
 	case errors.As(err, &ne) && ne.Timeout():
