@@ -23,6 +23,7 @@ type wireBackend struct {
 	raw   bytes.Buffer
 	reqs  []*http.Request // parsed requests, bodies read into bodies
 	bodys [][]byte
+	conns []net.Conn
 	wg    sync.WaitGroup
 }
 
@@ -41,6 +42,9 @@ func startWire(t testing.TB) *wireBackend {
 			if err != nil {
 				return
 			}
+			r.mu.Lock()
+			r.conns = append(r.conns, c)
+			r.mu.Unlock()
 			r.wg.Add(1)
 			go func() {
 				defer r.wg.Done()
@@ -48,7 +52,15 @@ func startWire(t testing.TB) *wireBackend {
 			}()
 		}
 	}()
-	t.Cleanup(func() { _ = ln.Close(); r.wg.Wait() })
+	t.Cleanup(func() {
+		_ = ln.Close()
+		r.mu.Lock()
+		for _, c := range r.conns { // kelpie's pooled connections stay open
+			_ = c.Close()
+		}
+		r.mu.Unlock()
+		r.wg.Wait()
+	})
 	return r
 }
 
@@ -110,4 +122,14 @@ func (r *wireBackend) requests() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.reqs)
+}
+
+// body returns the body of the i-th request the backend parsed.
+func (r *wireBackend) body(i int) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if i >= len(r.bodys) {
+		return nil
+	}
+	return r.bodys[i]
 }
