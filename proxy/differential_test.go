@@ -17,16 +17,24 @@ import (
 
 // strictParse is the independent parser the differential tests compare
 // kelpie with: Go's net/http.ReadRequest and its body reader, plus the
-// RFC 9112 rules net/http leaves to its server (HTTP/1.1 needs exactly one
-// Host; section 3.2). It parses the requests in in one after the other and
-// returns those it accepts, each with its body, up to the first it refuses.
+// RFC 9112 rules net/http leaves to its server or takes leniently, applied
+// the strict way (strictHead): every head line ends in CRLF (section 2.2),
+// no obs-fold (5.2), HTTP/1.1 has one Host (3.2), the version is 1.0 or 1.1
+// (2.3), not both Content-Length and Transfer-Encoding (6.1, the MAY
+// reject), no Transfer-Encoding in HTTP/1.0 (6.1). It parses the requests in
+// in one after the other and returns those it accepts, each with its body,
+// up to the first it refuses.
 func strictParse(in []byte) (reqs []*http.Request, bodies [][]byte, err error) {
-	br := bufio.NewReader(bytes.NewReader(in))
+	br := bufio.NewReaderSize(bytes.NewReader(in), 1<<20)
 	for {
-		rest, _ := br.Peek(br.Buffered() + 1)
-		if len(rest) == 0 || len(reqs) > 0 && len(rest) == br.Buffered() &&
+		_, _ = br.Peek(1) // fill the buffer: all of in fits
+		rest, _ := br.Peek(br.Buffered())
+		if len(rest) == 0 || len(reqs) > 0 &&
 			bytes.Count(rest, []byte("\r\n"))*2 == len(rest) {
 			return reqs, bodies, nil // the end, or only empty lines after the last request
+		}
+		if err := strictHead(rest); err != nil {
+			return reqs, bodies, err
 		}
 		req, err := http.ReadRequest(br)
 		if err != nil {
@@ -42,6 +50,61 @@ func strictParse(in []byte) (reqs []*http.Request, bodies [][]byte, err error) {
 		}
 		reqs, bodies = append(reqs, req), append(bodies, body)
 	}
+}
+
+// strictHead checks the raw head at the start of b (up to its first empty
+// line) for what net/http accepts but RFC 9112 lets a server refuse.
+func strictHead(b []byte) error {
+	var cl, te int
+	http10 := false
+	for i := 0; len(b) > 0; i++ {
+		nl := bytes.IndexByte(b, '\n')
+		if nl < 0 {
+			return nil // incomplete: net/http reports it
+		}
+		line := b[:nl]
+		b = b[nl+1:]
+		if !bytes.HasSuffix(line, []byte("\r")) {
+			return fmt.Errorf("line %d ends in a bare LF", i)
+		}
+		line = line[:len(line)-1]
+		if bytes.IndexByte(line, '\r') >= 0 {
+			return fmt.Errorf("bare CR in line %d", i)
+		}
+		if len(line) == 0 {
+			if i == 0 {
+				return nil // an empty line before the request line: net/http refuses it
+			}
+			break
+		}
+		if i == 0 {
+			if sp := bytes.LastIndexByte(line, ' '); sp >= 0 {
+				v := string(line[sp+1:])
+				if v != "HTTP/1.1" && v != "HTTP/1.0" {
+					return fmt.Errorf("version %q", v)
+				}
+				http10 = v == "HTTP/1.0"
+			}
+			continue
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return fmt.Errorf("obs-fold in line %d", i)
+		}
+		name, _, _ := bytes.Cut(line, []byte(":"))
+		switch strings.ToLower(string(name)) {
+		case "content-length":
+			cl++
+		case "transfer-encoding":
+			te++
+		}
+	}
+	switch {
+	case cl > 0 && te > 0:
+		return fmt.Errorf("Content-Length with Transfer-Encoding")
+	case te > 0 && http10:
+		return fmt.Errorf("Transfer-Encoding in HTTP/1.0")
+	}
+	return nil
 }
 
 // diffRig is a kelpie proxy in front of a wireBackend, with a count of the
