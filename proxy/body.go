@@ -77,18 +77,12 @@ func (p *Proxy) prepareBody(ctx *fasthttp.RequestCtx) (*reqBody, int, string) {
 	r.src, r.ctx, r.limit, r.idle = ctx.RequestBodyStream(), ctx, p.opts.MaxBodyBytes, p.opts.ReadTimeout
 	r.armed = time.Now()
 	if cl == -1 {
-		// Up to the buffer's size or the end of the body: a small body's
-		// framing errors (bad chunk data, a forbidden trailer) are then
-		// found before any byte goes upstream.
-		n, err := io.ReadFull(r.src, r.buf[:])
+		n, status, msg := readAhead(ctx, r.src, r.buf[:])
 		r.n = int64(n)
 		switch {
-		case err != nil && err != io.EOF && err != io.ErrUnexpectedEOF:
+		case status != 0:
 			r.release()
-			if msg := bodyErrorReason(err); msg != "request body could not be read" {
-				return nil, fasthttp.StatusBadRequest, msg
-			}
-			return nil, fasthttp.StatusBadRequest, "invalid chunked body"
+			return nil, status, msg
 		case r.limit > 0 && r.n > r.limit:
 			r.release()
 			return nil, fasthttp.StatusRequestEntityTooLarge, "request body too large"

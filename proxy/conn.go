@@ -94,6 +94,7 @@ type clientConn struct {
 	rd, wd  lazyDeadline
 	scan    headScan
 	scanErr error // sticky: the scan refused the stream
+	cut     bool  // the stream ended inside a request
 }
 
 func newClientConn(c net.Conn) *clientConn {
@@ -125,7 +126,10 @@ func (c *clientConn) Write(b []byte) (int, error) { return c.wd.write(c.rw, b) }
 
 // Read reads from the client. Bytes up to a bare LF in a request head are
 // returned; from then on every Read returns errBareLF, which fasthttp passes
-// to parseError as the reason its header read failed.
+// to parseError as the reason its header read failed. The end of the stream
+// in the middle of a request is io.ErrUnexpectedEOF: fasthttp's chunked
+// reader takes a plain io.EOF at a chunk boundary for the end of the body,
+// and would have kelpie forward a truncated upload as a complete one.
 func (c *clientConn) Read(b []byte) (int, error) {
 	if c.scanErr != nil {
 		return 0, c.scanErr
@@ -140,6 +144,10 @@ func (c *clientConn) Read(b []byte) (int, error) {
 			}
 			return n, nil
 		}
+	}
+	if err == io.EOF && c.scan.midRequest() {
+		c.cut = true
+		err = io.ErrUnexpectedEOF
 	}
 	return n, err
 }

@@ -202,7 +202,10 @@ func diffCase(t *testing.T, r *diffRig, in []byte) {
 				i, got[i].Method, got[i].RequestURI, gotBodies[i], want[i].Method, want[i].RequestURI, wantBodies[i], in)
 		}
 	}
-	if len(got) == 0 && sent != 0 {
+	// A refused request small enough for kelpie's read-ahead sends nothing
+	// upstream; a larger one may have started streaming, and is then cut
+	// off (the backend sees an incomplete request, as checked above).
+	if len(got) == 0 && sent != 0 && len(in) <= 4<<10 {
 		t.Fatalf("kelpie sent %d bytes upstream but the backend parsed no request\ninput: %q\nanswer: %q", sent, in, out)
 	}
 }
@@ -211,9 +214,6 @@ func diffCase(t *testing.T, r *diffRig, in []byte) {
 // the reason that is acceptable. Empty: kelpie is at least as strict on
 // every case in the corpus.
 var lenient = map[string]string{
-	"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n": "the client closed " +
-		"after the last chunk, before the empty line ending the trailer section; fasthttp ends the body there. " +
-		"Nothing can follow on a closed connection, so nothing is smuggled",
 	"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n": "RFC 9112 section 2.2: a server SHOULD ignore at least one empty line (CRLF) before the request-line; net/http does not",
 }
 
@@ -284,6 +284,13 @@ func framingCorpus() []corpusCase {
 		{"CL space before colon", post + "Content-Length : 3\r\n\r\nabc"},
 		{"CL obs-fold", post + "Content-Length:\r\n 3\r\n\r\nabc"},
 		{"CL body short", post + "Content-Length: 10\r\n\r\nabc"},
+		{"chunked body missing", post + "Transfer-Encoding: chunked\r\n\r\n"},
+		{"chunked body cut at chunk boundary", post + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"},
+		{"chunked body cut in data", post + "Transfer-Encoding: chunked\r\n\r\n3\r\nab"},
+		{"chunked body cut in trailer", post + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n"},
+		{"large chunked body cut at chunk boundary", post + "Transfer-Encoding: chunked\r\n\r\n1388\r\n" + strings.Repeat("x", 5000) + "\r\n"},
+		{"large chunked body with bad chunk end", post + "Transfer-Encoding: chunked\r\n\r\n1388\r\n" + strings.Repeat("x", 5000) + "XX3\r\nabc\r\n0\r\n\r\n"},
+		{"large CL body short", post + "Content-Length: 6000\r\n\r\n" + strings.Repeat("x", 5000)},
 		{"TE twice", post + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
 		{"TE chunked, chunked", post + "Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"},
 		{"TE identity", post + "Transfer-Encoding: identity\r\n\r\n"},

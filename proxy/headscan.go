@@ -133,6 +133,12 @@ func (s *headScan) scan(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// midRequest reports whether the stream so far ends inside a request (its
+// head or body), as far as the scan follows it.
+func (s *headScan) midRequest() bool {
+	return s.state != scanOff && (s.state != scanHead || s.heads > 0 || s.lineLen > 0)
+}
+
 // takeLine notes part of the current line: its length, and its start for
 // the framing headers.
 func (s *headScan) takeLine(p []byte) {

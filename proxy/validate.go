@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"io"
 	"strconv"
 	"strings"
 
@@ -255,6 +256,34 @@ func asHTTP11(ctx *fasthttp.RequestCtx) {
 	if len(h.Host()) == 0 {
 		h.SetHost(ctx.LocalAddr().String())
 	}
+}
+
+// readAhead reads the start of a chunked body from r into b, until b is
+// full or the body ends, so that a small body's framing errors (bad chunk
+// data, a forbidden trailer, a client gone mid-body) are found before any
+// byte goes upstream. It returns how much it read, or the status and reason
+// to refuse the request with.
+func readAhead(ctx *fasthttp.RequestCtx, r io.Reader, b []byte) (int, int, string) {
+	n := 0
+	for n < len(b) {
+		m, err := r.Read(b[n:])
+		n += m
+		switch {
+		case err == io.EOF:
+			// fasthttp ends a body at a trailer section cut off by the
+			// end of the connection; the connection knows better.
+			if c, ok := ctx.Conn().(*clientConn); ok && c.cut {
+				return n, fasthttp.StatusBadRequest, "request body cut short"
+			}
+			return n, 0, ""
+		case err != nil:
+			if msg := bodyErrorReason(err); msg != "request body could not be read" {
+				return n, fasthttp.StatusBadRequest, msg
+			}
+			return n, fasthttp.StatusBadRequest, "invalid chunked body"
+		}
+	}
+	return n, 0, ""
 }
 
 func indexByte(b []byte, c byte) int {
