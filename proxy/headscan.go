@@ -133,10 +133,11 @@ func (s *headScan) scan(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// midRequest reports whether the stream so far ends inside a request (its
-// head or body), as far as the scan follows it.
+// midRequest reports whether the stream so far ends inside a request, past
+// its request line (a head cut off before that is fasthttp's parse error
+// anyway), as far as the scan follows it.
 func (s *headScan) midRequest() bool {
-	return s.state != scanOff && (s.state != scanHead || s.heads > 0 || s.lineLen > 0)
+	return s.state != scanOff && (s.state != scanHead || s.heads > 0)
 }
 
 // takeLine notes part of the current line: its length, and its start for
@@ -176,6 +177,9 @@ func (s *headScan) endLine() {
 // framing notes a Content-Length or Transfer-Encoding field of n bytes
 // whose start is in s.line.
 func (s *headScan) framing(n int) {
+	if c := s.line[0] | 0x20; c != 'c' && c != 't' {
+		return // the common case: neither Content-Length nor Transfer-Encoding
+	}
 	line := s.line[:min(n, len(s.line))]
 	colon := bytes.IndexByte(line, ':')
 	if colon < 0 {
