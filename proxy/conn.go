@@ -87,7 +87,8 @@ func (d *lazyDeadline) write(w io.Writer, b []byte) (int, error) {
 // response, and kelpie's streamed bodies keep it rolling; lazily, neither
 // touches the socket's timer while the armed deadline is still ahead.
 //
-// It also runs the head scan (headscan.go) over everything the client sends.
+// It also runs the head scan (headscan.go) over everything the client sends,
+// so it must wrap the plaintext stream: above TLS, never beneath it.
 type clientConn struct {
 	net.Conn
 	rw      io.ReadWriter // a *rawIO, or the Conn itself

@@ -134,6 +134,9 @@ func TestRequestHeadersForwardedAsSent(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
+	if ct, ok := resp.Header["Content-Type"]; ok {
+		t.Errorf("response Content-Type %q added (the backend sent none)", ct)
+	}
 	lines := head(r.be.bytes())
 	if lines[0] != "POST /up?q=1 HTTP/1.1" {
 		t.Errorf("request line %q", lines[0])
