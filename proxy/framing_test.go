@@ -325,3 +325,18 @@ func TestPipelinedResponsesNotHeldBack(t *testing.T) {
 		t.Errorf("third body %q", got)
 	}
 }
+
+// TestNoWriteTimeoutServes: with the write timeout disabled, responses are
+// still written (the flush deadline kelpie sets per request must then be
+// none, not one already past).
+func TestNoWriteTimeoutServes(t *testing.T) {
+	be := startWire(t)
+	px := startProxy(t, Options{WriteTimeout: -1},
+		Route{PathPrefix: "/", Upstream: &Upstream{Pool: newPool(t, balancer.RoundRobin, be.addr)}})
+	r := &framingRig{px: px, be: be}
+	for range 2 {
+		if resp, body := r.send(t, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+	}
+}

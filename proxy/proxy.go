@@ -126,8 +126,13 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	// A deadline the handler sets makes fasthttp flush this response at
 	// once, instead of holding it back while a pipelined next request is
 	// still arriving (it would otherwise wait for that request's body).
-	// It is the deadline fasthttp would set itself; conn.go makes it cheap.
-	_ = ctx.SetWriteDeadline(start.Add(p.opts.WriteTimeout))
+	// It is the deadline fasthttp would set itself (none when WriteTimeout
+	// is off); conn.go makes it cheap.
+	var wd time.Time
+	if p.opts.WriteTimeout > 0 {
+		wd = start.Add(p.opts.WriteTimeout)
+	}
+	_ = ctx.SetWriteDeadline(wd)
 	req := &ctx.Request
 	// Requests are forwarded with the headers they came with: no default
 	// Content-Type for a body that has none.
