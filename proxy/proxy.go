@@ -122,17 +122,8 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 			p.reply(ctx, fasthttp.StatusBadGateway, "internal error")
 			ctx.SetConnectionClose()
 		}
+		p.flushAfter(ctx)
 	}()
-	// A deadline the handler sets makes fasthttp flush this response at
-	// once, instead of holding it back while a pipelined next request is
-	// still arriving (it would otherwise wait for that request's body).
-	// It is the deadline fasthttp would set itself (none when WriteTimeout
-	// is off); conn.go makes it cheap.
-	var wd time.Time
-	if p.opts.WriteTimeout > 0 {
-		wd = start.Add(p.opts.WriteTimeout)
-	}
-	_ = ctx.SetWriteDeadline(wd)
 	req := &ctx.Request
 	// Requests are forwarded with the headers they came with: no default
 	// Content-Type for a body that has none.
@@ -161,6 +152,21 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	b, retries := p.forward(ctx, rt.Upstream, rb, key, start)
 	p.access(ctx, rt.Upstream, b, retries, start)
 	rb.release()
+}
+
+// flushAfter makes fasthttp write the response as soon as the handler
+// returns. A write deadline the handler sets does that; without one,
+// fasthttp holds a response back while a pipelined next request is already
+// buffered, and then waits for that request's body before writing it. The
+// deadline is the one fasthttp would set itself at this point (none when
+// WriteTimeout is off); the client connection's lazy deadlines make setting
+// it cheap.
+func (p *Proxy) flushAfter(ctx *fasthttp.RequestCtx) {
+	var wd time.Time
+	if p.opts.WriteTimeout > 0 {
+		wd = time.Now().Add(p.opts.WriteTimeout)
+	}
+	_ = ctx.SetWriteDeadline(wd)
 }
 
 // reject answers a request kelpie refuses to forward, and closes the
