@@ -36,6 +36,13 @@ var reqBodyPool = sync.Pool{New: func() any { return new(reqBody) }}
 
 func (r *reqBody) Read(b []byte) (int, error) {
 	r.touched = true
+	if r.err != nil {
+		// fasthttp's chunked stream reads on past a framing error (a bad
+		// chunk end), and its chunked writer ignores an error that came
+		// with data: without this the rest would go upstream as if the
+		// body were well-formed.
+		return 0, r.err
+	}
 	if len(r.ahead) > 0 {
 		n := copy(b, r.ahead)
 		r.ahead = r.ahead[n:]
@@ -48,6 +55,9 @@ func (r *reqBody) Read(b []byte) (int, error) {
 		}
 	}
 	n, err := r.src.Read(b)
+	if err == io.EOF && bodyCut(r.ctx) {
+		err = io.ErrUnexpectedEOF // fasthttp ends a body at a cut-off trailer section
+	}
 	r.n += int64(n)
 	if r.limit > 0 && r.n > r.limit {
 		r.tooLarge = true

@@ -295,6 +295,8 @@ func framingCorpus() []corpusCase {
 		{"chunked body cut in trailer", post + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n"},
 		{"large chunked body cut at chunk boundary", post + "Transfer-Encoding: chunked\r\n\r\n1388\r\n" + strings.Repeat("x", 5000) + "\r\n"},
 		{"large chunked body with bad chunk end", post + "Transfer-Encoding: chunked\r\n\r\n1388\r\n" + strings.Repeat("x", 5000) + "XX3\r\nabc\r\n0\r\n\r\n"},
+		{"large chunked body cut in trailer", post + "Transfer-Encoding: chunked\r\n\r\n1388\r\n" + strings.Repeat("x", 5000) + "\r\n0\r\n"},
+		{"large chunked body, bad chunk end after the read-ahead", post + "Transfer-Encoding: chunked\r\n\r\n1388\r\n" + strings.Repeat("x", 4999) + "XX3\r\nabc\r\n0\r\n\r\n"},
 		{"large CL body short", post + "Content-Length: 6000\r\n\r\n" + strings.Repeat("x", 5000)},
 		{"TE twice", post + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
 		{"TE chunked, chunked", post + "Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"},

@@ -272,7 +272,7 @@ func readAhead(ctx *fasthttp.RequestCtx, r io.Reader, b []byte) (int, int, strin
 		case err == io.EOF:
 			// fasthttp ends a body at a trailer section cut off by the
 			// end of the connection; the connection knows better.
-			if c, ok := ctx.Conn().(*clientConn); ok && c.cut {
+			if bodyCut(ctx) {
 				return n, fasthttp.StatusBadRequest, "request body cut short"
 			}
 			return n, 0, ""
@@ -284,6 +284,14 @@ func readAhead(ctx *fasthttp.RequestCtx, r io.Reader, b []byte) (int, int, strin
 		}
 	}
 	return n, 0, ""
+}
+
+// bodyCut reports whether the client connection ended inside the request
+// being read (conn.go), which fasthttp's chunked reader can mistake for the
+// end of the body.
+func bodyCut(ctx *fasthttp.RequestCtx) bool {
+	c, ok := ctx.Conn().(*clientConn)
+	return ok && c.cut
 }
 
 func indexByte(b []byte, c byte) int {
