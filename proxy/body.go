@@ -55,8 +55,11 @@ func (r *reqBody) Read(b []byte) (int, error) {
 		}
 	}
 	n, err := r.src.Read(b)
-	if err == io.EOF && bodyCut(r.ctx) {
-		err = io.ErrUnexpectedEOF // fasthttp ends a body at a cut-off trailer section
+	if err == io.EOF {
+		// fasthttp ends a body at a trailer section it could not read.
+		if serr := streamErr(r.ctx); serr != nil {
+			err = serr
+		}
 	}
 	r.n += int64(n)
 	if r.limit > 0 && r.n > r.limit {

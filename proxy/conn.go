@@ -96,6 +96,9 @@ type clientConn struct {
 	scan    headScan
 	scanErr error // sticky: the scan refused the stream
 	cut     bool  // the stream ended inside a request
+	// The request (ConnRequestNum) whose body the scan was in when it
+	// refused the stream or the stream ended; 0: in a head.
+	errReq, cutReq int
 }
 
 func newClientConn(c net.Conn) *clientConn {
@@ -139,7 +142,7 @@ func (c *clientConn) Read(b []byte) (int, error) {
 	if n > 0 && c.scan.state != scanOff {
 		var serr error
 		if n, serr = c.scan.scan(b[:n]); serr != nil {
-			c.scanErr = serr
+			c.scanErr, c.errReq = serr, c.scan.inBody()
 			if n == 0 {
 				return 0, serr
 			}
@@ -147,7 +150,7 @@ func (c *clientConn) Read(b []byte) (int, error) {
 		}
 	}
 	if err == io.EOF && c.scan.midRequest() {
-		c.cut = true
+		c.cut, c.cutReq = true, c.scan.inBody()
 		err = io.ErrUnexpectedEOF
 	}
 	return n, err

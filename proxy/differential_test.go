@@ -349,6 +349,8 @@ func framingCorpus() []corpusCase {
 		{"trailer Content-Type", post + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nContent-Type: x\r\n\r\n"},
 		{"trailer Host", post + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nHost: b\r\n\r\n"},
 		{"trailer obs-fold", post + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n 2\r\n\r\n"},
+		{"trailer section bare LF", post + "Transfer-Encoding: chunked\r\n\r\n0\r\n\n"},
+		{"large trailer section bare LF", post + "Transfer-Encoding: chunked\r\n\r\n1388\r\n" + strings.Repeat("x", 5000) + "\r\n0\r\n\n"},
 		{"trailer bare LF", post + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\n\r\n"},
 		{"trailer bad name", post + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX T: 1\r\n\r\n"},
 

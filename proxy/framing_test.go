@@ -340,3 +340,42 @@ func TestNoWriteTimeoutServes(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamErrorsStayWithTheirRequest: a bare LF or the end of the
+// connection inside a pipelined request's chunked body refuses that request
+// only; the complete request before it, in the same packet, is forwarded.
+func TestStreamErrorsStayWithTheirRequest(t *testing.T) {
+	const good = "POST /1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+	for _, tc := range []struct{ name, bad string }{
+		{"bare LF ending the trailer section", "POST /2 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\n"},
+		{"connection ends before the last chunk", "POST /2 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := startFramingRig(t)
+			c, err := net.Dial("tcp", r.px.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+			if _, err := io.WriteString(c, good+tc.bad); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.(*net.TCPConn).CloseWrite()
+			br := bufio.NewReader(c)
+			for i, want := range []int{200, 400} {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("response %d: %v", i+1, err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				if resp.StatusCode != want {
+					t.Errorf("response %d: %d, want %d", i+1, resp.StatusCode, want)
+				}
+			}
+			if n := r.be.requests(); n != 1 || string(r.be.body(0)) != "abc" {
+				t.Errorf("backend parsed %d requests (first body %q), want only the first, whole", n, r.be.body(0))
+			}
+		})
+	}
+}

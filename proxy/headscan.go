@@ -33,6 +33,7 @@ type headScan struct {
 	remain  int64 // body or chunk-data bytes still to skip
 	cl      int64 // the head's Content-Length, -1 for none
 	chunked bool  // the head has Transfer-Encoding: chunked
+	reqs    int   // request heads completed on the connection
 	size    int64 // chunk size being parsed
 	digits  int   // hex digits of the chunk size so far
 	ext     bool  // past the chunk size: in a chunk extension
@@ -165,6 +166,15 @@ func (s *headScan) endLine() {
 		s.startHead()
 	case s.heads == 0:
 		// An empty line before the request line, which fasthttp skips.
+	default:
+		s.reqs++
+		s.body()
+	}
+}
+
+// body starts following the body of the head just ended.
+func (s *headScan) body() {
+	switch {
 	case s.chunked:
 		s.startChunk()
 	case s.cl > 0:
@@ -235,7 +245,16 @@ func (s *headScan) startChunk() {
 }
 
 func (s *headScan) startHead() {
-	*s = headScan{state: scanHead, cl: -1}
+	*s = headScan{state: scanHead, cl: -1, reqs: s.reqs}
+}
+
+// inBody returns the number (from 1, as fasthttp's ConnRequestNum) of the
+// request whose body the scan is in, or 0 when it is in a head.
+func (s *headScan) inBody() int {
+	if s.state == scanHead || s.state == scanOff {
+		return 0
+	}
+	return s.reqs
 }
 
 func hexVal(c byte) int {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"strconv"
 	"strings"
@@ -272,7 +273,10 @@ func readAhead(ctx *fasthttp.RequestCtx, r io.Reader, b []byte) (int, int, strin
 		case err == io.EOF:
 			// fasthttp ends a body at a trailer section cut off by the
 			// end of the connection; the connection knows better.
-			if bodyCut(ctx) {
+			switch serr := streamErr(ctx); {
+			case errors.Is(serr, errBareLF):
+				return n, fasthttp.StatusBadRequest, "bare LF in chunked body"
+			case serr != nil:
 				return n, fasthttp.StatusBadRequest, "request body cut short"
 			}
 			return n, 0, ""
@@ -286,12 +290,25 @@ func readAhead(ctx *fasthttp.RequestCtx, r io.Reader, b []byte) (int, int, strin
 	return n, 0, ""
 }
 
-// bodyCut reports whether the client connection ended inside the request
-// being read (conn.go), which fasthttp's chunked reader can mistake for the
-// end of the body.
-func bodyCut(ctx *fasthttp.RequestCtx) bool {
+// streamErr is what went wrong with the client connection's byte stream
+// inside the body of the request being served (conn.go): the head scan
+// refused it (errBareLF), or it ended (io.ErrUnexpectedEOF); nil when
+// neither, or when that happened in another request of the connection.
+// fasthttp's chunked reader takes either, met where a trailer section
+// starts, for the end of the body.
+func streamErr(ctx *fasthttp.RequestCtx) error {
 	c, ok := ctx.Conn().(*clientConn)
-	return ok && c.cut
+	if !ok {
+		return nil
+	}
+	n := int(ctx.ConnRequestNum())
+	switch {
+	case c.scanErr != nil && c.errReq == n:
+		return c.scanErr
+	case c.cut && c.cutReq == n:
+		return io.ErrUnexpectedEOF
+	}
+	return nil
 }
 
 func indexByte(b []byte, c byte) int {
