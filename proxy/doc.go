@@ -24,7 +24,7 @@
 // at once rather than at the read timeout), bare CR, NUL and other control
 // bytes in headers, whitespace before a colon, more than one Host, HTTP/1.1
 // without Host, a Host with characters outside RFC 3986, absolute-form
-// targets, and a chunked body that is malformed, carries a forbidden trailer
+// targets, a '%' in the target not followed by two hex digits, and a chunked body that is malformed, carries a forbidden trailer
 // field or ends with the connection, when that shows in its first 4 KiB
 // (later, the upstream request is cut off). A transfer coding kelpie does not
 // implement is 501, an HTTP version other than 1.0 and 1.1 is 505, CONNECT

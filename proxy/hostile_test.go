@@ -57,6 +57,8 @@ func TestHostileRequestsRejected(t *testing.T) {
 		{"chunk size overflow", post + "Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\nabc\r\n0\r\n\r\n", 400, ""},
 		{"chunk size bare LF", post + "Transfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n", 400, ""},
 		{"absolute-form target", "GET http://evil.example/ HTTP/1.1\r\nHost: a\r\n\r\n", 400, ""},
+		{"malformed escape in target", "GET /a%zz HTTP/1.1\r\nHost: a\r\n\r\n", 400, ""},
+		{"lone percent in target", "GET /% HTTP/1.1\r\nHost: a\r\n\r\n", 400, ""},
 		{"asterisk for GET", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400, ""},
 		{"CONNECT", "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", 405, ""},
 		{"URI too long", "GET /" + strings.Repeat("a", DefaultMaxURIBytes+10) + " HTTP/1.1\r\nHost: a\r\n\r\n", 414, ""},

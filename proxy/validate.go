@@ -46,7 +46,9 @@ func (p *Proxy) check(h *fasthttp.RequestHeader) (int, string) {
 // validTarget accepts origin-form targets ("/path?query") and "*" for
 // OPTIONS. Absolute-form is refused so that a target can never choose a
 // different host than the Host header kelpie routes on; so are control bytes,
-// spaces and '#'.
+// spaces, '#' and a '%' not followed by two hex digits (as nginx does: a
+// backend would refuse the malformed escape, and count against itself what
+// is the client's error).
 func validTarget(uri []byte, options bool) bool {
 	if len(uri) == 0 {
 		return false
@@ -54,9 +56,14 @@ func validTarget(uri []byte, options bool) bool {
 	if uri[0] != '/' {
 		return options && len(uri) == 1 && uri[0] == '*'
 	}
-	for _, c := range uri {
-		if c <= ' ' || c == 0x7f || c == '#' {
+	for i, c := range uri {
+		switch {
+		case c <= ' ' || c == 0x7f || c == '#':
 			return false
+		case c == '%':
+			if i+2 >= len(uri) || hexVal(uri[i+1]) < 0 || hexVal(uri[i+2]) < 0 {
+				return false
+			}
 		}
 	}
 	return true
