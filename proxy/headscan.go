@@ -24,11 +24,15 @@ var errBareLF = errors.New("request head line ends in a bare LF")
 // the framing is anything kelpie's check refuses anyway (two lengths, a
 // coding other than chunked, an unparsable length or chunk size), the
 // connection is about to be closed with a 4xx, and the scan stops rather
-// than guess; it never refuses a request on a guess. It does not allocate.
+// than guess; it never refuses a request on a guess. Following the framing
+// also tells clientConn when the stream ends inside a request, and inside
+// which request's body (midRequest, inBody): fasthttp's chunked reader would
+// take that end, or a refused trailer, for the end of the body. It does not
+// allocate.
 type headScan struct {
 	state   scanState
 	prevCR  bool  // the last byte seen was CR
-	lineLen int   // bytes of the current line so far, CR excluded
+	lineLen int   // bytes of the current line so far, its CR included
 	heads   int   // non-empty lines so far in this head (request line included)
 	remain  int64 // body or chunk-data bytes still to skip
 	cl      int64 // the head's Content-Length, -1 for none
@@ -37,7 +41,7 @@ type headScan struct {
 	size    int64 // chunk size being parsed
 	digits  int   // hex digits of the chunk size so far
 	ext     bool  // past the chunk size: in a chunk extension
-	line    [48]byte
+	line    [48]byte // the start of the current line: enough for a framing field
 }
 
 type scanState uint8
