@@ -31,16 +31,16 @@ var errBareLF = errors.New("request head line ends in a bare LF")
 // allocate.
 type headScan struct {
 	state   scanState
-	prevCR  bool  // the last byte seen was CR
-	lineLen int   // bytes of the current line so far, its CR included
-	heads   int   // non-empty lines so far in this head (request line included)
-	remain  int64 // body or chunk-data bytes still to skip
-	cl      int64 // the head's Content-Length, -1 for none
-	chunked bool  // the head has Transfer-Encoding: chunked
-	reqs    int   // request heads completed on the connection
-	size    int64 // chunk size being parsed
-	digits  int   // hex digits of the chunk size so far
-	ext     bool  // past the chunk size: in a chunk extension
+	prevCR  bool     // the last byte seen was CR
+	lineLen int      // bytes of the current line so far, its CR included
+	heads   int      // non-empty lines so far in this head (request line included)
+	remain  int64    // body or chunk-data bytes still to skip
+	cl      int64    // the head's Content-Length, -1 for none
+	chunked bool     // the head has Transfer-Encoding: chunked
+	reqs    int      // request heads completed on the connection
+	size    int64    // chunk size being parsed
+	digits  int      // hex digits of the chunk size so far
+	ext     bool     // past the chunk size: in a chunk extension
 	line    [48]byte // the start of the current line: enough for a framing field
 }
 
