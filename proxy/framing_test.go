@@ -379,3 +379,64 @@ func TestStreamErrorsStayWithTheirRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestHeaderNamesKeepTheirSpelling: header names reach the backend, and the
+// backend's reach the client, as they were spelled (they used to arrive in
+// canonical case: x-foo became X-Foo). kelpie's own handling still folds
+// case: hop-by-hop headers and those named in Connection go in any
+// spelling, a lowercase x-forwarded-for is extended into one
+// X-Forwarded-For, a valid lowercase x-request-id is kept as the only one.
+// kelpie adds no Server header, to a backend's response or to its own.
+func TestHeaderNamesKeepTheirSpelling(t *testing.T) {
+	r := startFramingRig(t)
+	resp, _ := r.send(t, "GET /n HTTP/1.1\r\nhost: a\r\nx-foo: A\r\nX-BAR: b\r\nconnection: x-HOP, keep-alive\r\n"+
+		"keep-alive: 5\r\nX-Hop: secret\r\nte: trailers\r\nx-forwarded-for: 10.0.0.1\r\nx-request-id: abc-123\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	lines := head(r.be.bytes())
+	for _, want := range []string{"x-foo: A", "X-BAR: b", "x-request-id: abc-123", "X-Forwarded-For: 10.0.0.1, 127.0.0.1"} {
+		if !slices.Contains(lines, want) {
+			t.Errorf("backend head lacks %q: %q", want, lines)
+		}
+	}
+	count := map[string]int{}
+	for _, l := range lines[1:] {
+		name, _, _ := strings.Cut(l, ":")
+		count[strings.ToLower(name)]++
+	}
+	for _, gone := range []string{"connection", "keep-alive", "x-hop", "te"} {
+		if count[gone] != 0 {
+			t.Errorf("%s forwarded: %q", gone, lines)
+		}
+	}
+	if count["x-forwarded-for"] != 1 || count["x-request-id"] != 1 {
+		t.Errorf("want one X-Forwarded-For and one X-Request-Id: %q", lines)
+	}
+	if _, ok := resp.Header["Server"]; ok {
+		t.Errorf("Server header added to the backend's response: %q", resp.Header["Server"])
+	}
+	if resp, _ := r.send(t, "GET /x HTTP/1.1\nHost: a\n\n"); resp.StatusCode != 400 || resp.Header.Get("Server") != "" {
+		t.Errorf("kelpie's own answer: %d, Server %q; want 400 and none", resp.StatusCode, resp.Header.Get("Server"))
+	}
+
+	be := startRawBackend(t, func(rb *rawBackend, c net.Conn, br *bufio.Reader) {
+		for rb.readHead(br) {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nx-resp: V\r\nconnection: X-GONE\r\n"+
+				"x-gone: 1\r\nkeep-alive: timeout=5\r\n\r\nok")
+		}
+	})
+	px := proxyTo(t, &Upstream{Pool: newPool(t, balancer.RoundRobin, be.addr)}, Options{})
+	got := raw(t, px.addr, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	rh, _, _ := strings.Cut(got, "\r\n\r\n")
+	rlines := strings.Split(rh, "\r\n")
+	if !slices.Contains(rlines, "x-resp: V") {
+		t.Errorf("client did not get x-resp as sent: %q", rlines)
+	}
+	for _, l := range rlines[1:] {
+		name, _, _ := strings.Cut(strings.ToLower(l), ":")
+		if name == "x-gone" || name == "keep-alive" || name == "server" {
+			t.Errorf("client got %q", l)
+		}
+	}
+}

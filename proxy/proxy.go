@@ -56,9 +56,10 @@ func New(o Options, routes []Route) (*Proxy, error) {
 		return nil, err
 	}
 	p.server = &fasthttp.Server{
-		Handler:                      p.ServeFastHTTP,
-		ErrorHandler:                 p.parseError,
-		Name:                         "kelpie",
+		Handler:      p.ServeFastHTTP,
+		ErrorHandler: p.parseError,
+		// No Name: with NoDefaultServerHeader, kelpie adds no Server
+		// header, to a backend's response or to its own.
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
 		ReadBufferSize:               o.MaxHeaderBytes + o.MaxURIBytes + 64,
@@ -74,8 +75,10 @@ func New(o Options, routes []Route) (*Proxy, error) {
 		// Off so that parseError can tell an unknown transfer coding (501)
 		// from broken framing (400) by the value fasthttp quotes; fasthttp
 		// logs such errors through Logger, which is at debug level only.
-		SecureErrorLogMessage:         false,
-		DisableHeaderNamesNormalizing: false,
+		SecureErrorLogMessage: false,
+		// Header names reach the backend as the client spelled them;
+		// kelpie's own lookups fold case (headers.go, delFold).
+		DisableHeaderNamesNormalizing: true,
 		Logger:                        fasthttpLogger{o.Logger},
 	}
 	return p, nil
@@ -247,7 +250,7 @@ func (p *Proxy) access(ctx *fasthttp.RequestCtx, up *Upstream, b *balancer.Backe
 		slog.String("backend", backend),
 		slog.Int("retries", retries),
 		slog.String("client", ctx.RemoteAddr().String()),
-		slog.String("request_id", string(ctx.Request.Header.Peek(hdrRequestID))),
+		slog.String("request_id", string(peekFold(&ctx.Request.Header, hdrRequestID))),
 		slog.Duration("duration", time.Since(start)),
 	)
 }
