@@ -35,9 +35,14 @@
 // Every request goes upstream as HTTP/1.1. An HTTP/1.0 request without Host
 // routes as having none and is sent with the address the client connected
 // to as its Host. No header is added but kelpie's forwarding headers (no
-// default Content-Type or User-Agent); a bodyless request other than GET or
-// HEAD gets Content-Length: 0. Each response is written as soon as it is
-// ready, also when pipelined requests follow.
+// default Content-Type or User-Agent, no Server on responses); a bodyless
+// request other than GET or HEAD gets Content-Length: 0 (fasthttp's client
+// always frames such a request; it declares the same empty body). Header
+// names keep the sender's spelling both ways, except the fields fasthttp
+// keeps apart (Host, Content-Length, Transfer-Encoding, Content-Type,
+// User-Agent; on responses such as Server and Set-Cookie), which go out in
+// canonical case and first. Each response is
+// written as soon as it is ready, also when pipelined requests follow.
 //
 // Forwarded requests lose the hop-by-hop headers (Connection, Keep-Alive,
 // Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
