@@ -138,8 +138,7 @@ func TestStickyStaysAndLeavesFailedBackend(t *testing.T) {
 	// retried elsewhere and the client re-pinned there.
 	for _, be := range f.backs {
 		if be.addr == f.addrOf(moved) {
-			_ = be.srv.Shutdown()
-			_ = be.ln.Close()
+			be.Kill()
 		}
 	}
 	got, set := f.get(newCookie)
