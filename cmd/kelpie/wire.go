@@ -20,9 +20,12 @@ import (
 
 func poolOptions(u config.Upstream, c *health.Checker, log *slog.Logger) balancer.Options {
 	algo, _ := balancer.ParseAlgorithm(u.Balance) // validated by config
+	fallback, _ := balancer.ParseAlgorithm(u.HashFallback)
 	return balancer.Options{
-		Name:           u.Name,
-		Algorithm:      algo,
+		Name:              u.Name,
+		Algorithm:         algo,
+		HashBalanceFactor: u.HashBalanceFactor,
+		HashFallback:      fallback,
 		SlowStart:      *u.SlowStart,
 		PanicThreshold: *u.PanicThreshold,
 		NewGuard:       c.NewGuard,
@@ -48,7 +51,12 @@ func watchSpec(c config.ConsulSource) discovery.WatchSpec {
 	}
 }
 
-func upstreamData(u config.Upstream, p *balancer.Pool) *proxy.Upstream {
+func upstreamData(u config.Upstream, p *balancer.Pool) (*proxy.Upstream, error) {
+	hashOn, _ := proxy.ParseHashOn(u.HashOn) // validated by config
+	sticky, err := stickyOptions(u)
+	if err != nil {
+		return nil, err
+	}
 	return &proxy.Upstream{
 		Pool:               p,
 		ConnectTimeout:     u.Timeouts.Connect,
@@ -56,7 +64,29 @@ func upstreamData(u config.Upstream, p *balancer.Pool) *proxy.Upstream {
 		IdleConnTimeout:    u.Timeouts.Idle,
 		Retries:            *u.Retries.Attempts,
 		MaxConnsPerBackend: u.MaxConnsPerBackend,
+		HashOn:             hashOn,
+		Sticky:             sticky,
+	}, nil
+}
+
+// stickyOptions is the upstream's sticky block, nil when it has none. A
+// secret_env that names an empty variable is an error: silently falling
+// back to a per-process key would break sessions across instances.
+func stickyOptions(u config.Upstream) (*proxy.Sticky, error) {
+	s := u.Sticky
+	if s == nil {
+		return nil, nil
 	}
+	out := &proxy.Sticky{Cookie: s.Cookie, TTL: s.TTL, Secure: s.Secure, HTTPOnly: *s.HTTPOnly,
+		SameSite: s.SameSite, DrainGrace: *s.DrainGrace}
+	if s.SecretEnv != "" {
+		secret := config.Token(s.SecretEnv)
+		if secret == "" {
+			return nil, fmt.Errorf("upstream %s: sticky.secret_env: $%s is empty", u.Name, s.SecretEnv)
+		}
+		out.Secret = []byte(secret)
+	}
+	return out, nil
 }
 
 // buildRoutes turns config routes into proxy routes; with no routes, the
