@@ -57,8 +57,8 @@ type Consul struct {
 
 // Upstream is one backend pool.
 type Upstream struct {
-	Name     string        `yaml:"name"`
-	Balance  string        `yaml:"balance"` // round_robin (default) | least_conn | ip_hash | hash
+	Name    string `yaml:"name"`
+	Balance string `yaml:"balance"` // round_robin (default) | least_conn | ip_hash | hash
 	// HashOn is what balance: hash hashes: ip (default), path,
 	// header:NAME, cookie:NAME or query:NAME.
 	HashOn string `yaml:"hash_on"`
@@ -69,7 +69,7 @@ type Upstream struct {
 	// (default) or least_conn.
 	HashFallback string `yaml:"hash_fallback"`
 	// Sticky pins clients to backends with a cookie; omitted = off.
-	Sticky *Sticky `yaml:"sticky"`
+	Sticky   *Sticky       `yaml:"sticky"`
 	Backends []Backend     `yaml:"backends"`
 	Consul   *ConsulSource `yaml:"consul"`
 	Health   Health        `yaml:"health"`

@@ -26,10 +26,10 @@ func poolOptions(u config.Upstream, c *health.Checker, log *slog.Logger) balance
 		Algorithm:         algo,
 		HashBalanceFactor: u.HashBalanceFactor,
 		HashFallback:      fallback,
-		SlowStart:      *u.SlowStart,
-		PanicThreshold: *u.PanicThreshold,
-		NewGuard:       c.NewGuard,
-		Logger:         log,
+		SlowStart:         *u.SlowStart,
+		PanicThreshold:    *u.PanicThreshold,
+		NewGuard:          c.NewGuard,
+		Logger:            log,
 	}
 }
 
