@@ -57,19 +57,8 @@ type Consul struct {
 
 // Upstream is one backend pool.
 type Upstream struct {
-	Name    string `yaml:"name"`
-	Balance string `yaml:"balance"` // round_robin (default) | least_conn | ip_hash | hash
-	// HashOn is what balance: hash hashes: ip (default), path,
-	// header:NAME, cookie:NAME or query:NAME.
-	HashOn string `yaml:"hash_on"`
-	// HashBalanceFactor bounds balance: hash loads, in percent of the
-	// average in-flight load (e.g. 125); 0 (default) = no bound.
-	HashBalanceFactor int `yaml:"hash_balance_factor"`
-	// HashFallback balances requests without a hash key: round_robin
-	// (default) or least_conn.
-	HashFallback string `yaml:"hash_fallback"`
-	// Sticky pins clients to backends with a cookie; omitted = off.
-	Sticky   *Sticky       `yaml:"sticky"`
+	Name     string        `yaml:"name"`
+	Balance  string        `yaml:"balance"` // round_robin (default) | least_conn | ip_hash | hash
 	Backends []Backend     `yaml:"backends"`
 	Consul   *ConsulSource `yaml:"consul"`
 	Health   Health        `yaml:"health"`
@@ -83,6 +72,17 @@ type Upstream struct {
 	PanicThreshold *int `yaml:"panic_threshold"`
 	// MaxConnsPerBackend caps connections to each backend. Default 1024.
 	MaxConnsPerBackend int `yaml:"max_conns_per_backend"`
+	// HashOn is what balance: hash hashes: ip (default), path,
+	// header:NAME, cookie:NAME or query:NAME.
+	HashOn string `yaml:"hash_on"`
+	// HashBalanceFactor bounds balance: hash loads, in percent of the
+	// average in-flight load (e.g. 125); 0 (default) = no bound.
+	HashBalanceFactor int `yaml:"hash_balance_factor"`
+	// HashFallback balances requests without a hash key: round_robin
+	// (default) or least_conn.
+	HashFallback string `yaml:"hash_fallback"`
+	// Sticky pins clients to backends with a cookie; omitted = off.
+	Sticky *Sticky `yaml:"sticky"`
 }
 
 // Sticky is cookie session affinity, on any balance.

@@ -20,17 +20,17 @@ import (
 
 func poolOptions(u config.Upstream, c *health.Checker, log *slog.Logger) balancer.Options {
 	algo, _ := balancer.ParseAlgorithm(u.Balance) // validated by config
-	fallback, _ := balancer.ParseAlgorithm(u.HashFallback)
-	return balancer.Options{
-		Name:              u.Name,
-		Algorithm:         algo,
-		HashBalanceFactor: u.HashBalanceFactor,
-		HashFallback:      fallback,
-		SlowStart:         *u.SlowStart,
-		PanicThreshold:    *u.PanicThreshold,
-		NewGuard:          c.NewGuard,
-		Logger:            log,
+	o := balancer.Options{
+		Name:           u.Name,
+		Algorithm:      algo,
+		SlowStart:      *u.SlowStart,
+		PanicThreshold: *u.PanicThreshold,
+		NewGuard:       c.NewGuard,
+		Logger:         log,
 	}
+	o.HashBalanceFactor = u.HashBalanceFactor
+	o.HashFallback, _ = balancer.ParseAlgorithm(u.HashFallback)
+	return o
 }
 
 func staticMembers(u config.Upstream) []balancer.Member {
