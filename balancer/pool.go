@@ -59,6 +59,11 @@ type Options struct {
 	// HashFallback picks, in a Hash pool, for requests without a key
 	// (Pick with NoKey): RoundRobin (the zero value) or LeastConn.
 	HashFallback Algorithm
+	// Policy describes in words how requests are spread, beyond the
+	// algorithm's name (what a hash pool hashes, its bound, sticky
+	// cookies), for the admin API and dashboard. "" shows the algorithm's
+	// name alone.
+	Policy string
 	// SlowStart ramps a backend that becomes eligible (after joining a
 	// running pool or recovering) from 10% to its full weight linearly over
 	// this long. 0 disables.
@@ -132,6 +137,14 @@ func (p *Pool) Name() string { return p.snap.Load().name }
 
 // Algorithm is the pool's picking algorithm.
 func (p *Pool) Algorithm() Algorithm { return p.snap.Load().algo }
+
+// Policy is Options.Policy, or the algorithm's name when that is empty.
+func (p *Pool) Policy() string {
+	if s := p.snap.Load(); s.policy != "" {
+		return s.policy
+	}
+	return p.Algorithm().String()
+}
 
 // Snapshot returns the current snapshot. Never nil.
 func (p *Pool) Snapshot() *Snapshot { return p.snap.Load() }

@@ -32,6 +32,7 @@ type Snapshot struct {
 
 	name     string // the pool's, read lock-free by Pool.Name
 	algo     Algorithm
+	policy   string
 	eligible []bool // parallel to Members: may the balancer pick it now
 	active   tier
 }
@@ -76,7 +77,7 @@ type tier struct {
 const rampScale = 10
 
 func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
-	s := &Snapshot{name: p.opts.Name, algo: p.opts.Algorithm}
+	s := &Snapshot{name: p.opts.Name, algo: p.opts.Algorithm, policy: p.opts.Policy}
 	s.Members = make([]*Backend, 0, len(p.members))
 	for _, b := range p.members {
 		s.Members = append(s.Members, b)

@@ -80,6 +80,10 @@ func TestHashAndStickyEndToEnd(t *testing.T) {
 		t.Errorf("20 tenants reached %d of 3 backends", len(seen))
 	}
 
+	if got, want := ta.Upstreams(t).Upstreams[0].Policy, "hash header:X-Tenant, bound 150%, sticky cookie lb"; got != want {
+		t.Errorf("admin API policy %q, want %q", got, want)
+	}
+
 	who, cookie := stickyGet(t, ta, "", "")
 	if cookie == "" {
 		t.Fatal("no sticky cookie set")

@@ -30,7 +30,24 @@ func poolOptions(u config.Upstream, c *health.Checker, log *slog.Logger) balance
 	}
 	o.HashBalanceFactor = u.HashBalanceFactor
 	o.HashFallback, _ = balancer.ParseAlgorithm(u.HashFallback)
+	o.Policy = policy(u)
 	return o
+}
+
+// policy describes how u spreads requests, for the admin API and the
+// dashboard: "hash header:X-User, bound 125%, sticky cookie lb".
+func policy(u config.Upstream) string {
+	parts := []string{u.Balance}
+	if u.Balance == balancer.Hash.String() {
+		parts[0] += " " + u.HashOn
+		if u.HashBalanceFactor > 0 {
+			parts = append(parts, fmt.Sprintf("bound %d%%", u.HashBalanceFactor))
+		}
+	}
+	if u.Sticky != nil {
+		parts = append(parts, "sticky cookie "+u.Sticky.Cookie)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func staticMembers(u config.Upstream) []balancer.Member {
