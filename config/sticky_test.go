@@ -2,8 +2,11 @@ package config
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/kelpie-lb/kelpie/proxy"
 )
@@ -59,5 +62,57 @@ func TestHashAndStickyKeys(t *testing.T) {
 		if got := ps[0].String(); !strings.HasPrefix(got, "k.yaml:"+line+":") || !strings.Contains(got, strings.TrimSpace(sub)) {
 			t.Errorf("%s: got %q, want line %s with %q", tc.line, got, line, strings.TrimSpace(sub))
 		}
+	}
+}
+
+// TestReadmeShowsStickyDefaults: README's sticky.* rows agree with the
+// defaults a bare `sticky: {}` block gets (Defaults() has no sticky block,
+// so TestReadmeShowsDefaults cannot see them).
+func TestReadmeShowsStickyDefaults(t *testing.T) {
+	c, err := Parse("k.yaml", []byte("upstreams: [{name: a, backends: [{address: \"h:1\"}], sticky: {}}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(out, &root); err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, line := range strings.Split(string(readme), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 4 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`sticky.") {
+			continue
+		}
+		key := strings.Trim(strings.TrimSpace(cells[1]), "`")
+		def := strings.Trim(strings.TrimSpace(cells[2]), "`")
+		v := lookup(root.Content[0], "upstreams.0."+key)
+		if v == nil {
+			if def != "omitted" {
+				t.Errorf("README: %s defaults to %q, the config has no value", key, def)
+			}
+			continue
+		}
+		ok, known := sameDefault(def, v)
+		if def == "omitted" {
+			ok, known = v.Value == "", true
+		}
+		if !known {
+			ok = def == v.Value
+		}
+		checked++
+		if !ok {
+			t.Errorf("README: %s defaults to %q, the config to %q", key, def, v.Value)
+		}
+	}
+	if checked < 6 {
+		t.Fatalf("checked only %d sticky rows in README", checked)
 	}
 }
