@@ -41,6 +41,7 @@ func HashKey(b []byte) uint64 {
 // backends instead of everywhere. The bound only bites under concurrency:
 // an idle pool sends every key to its first choice.
 type keyHash struct {
+	top     ipHash // the unbounded pick: a key's first untried choice
 	uniform bool   // all weights equal: scores without logarithms
 	factor  uint64 // balance factor in percent; 0 = unbounded
 	total   uint64 // the tier's total weight
@@ -67,22 +68,13 @@ func newKeyHash(t *tier, factor int, fallback Algorithm, cursor *atomic.Uint64) 
 			h.uniform = false
 		}
 	}
+	h.top.uniform = h.uniform
 	if fallback == LeastConn {
 		h.lc = newLeastConn(t)
 	} else {
 		h.rr = newRoundRobin(t, cursor)
 	}
 	return h
-}
-
-// score is backend i's rendezvous score for key: higher wins.
-func (h *keyHash) score(t *tier, i int, key uint64) float64 {
-	x := mix64(key ^ t.set[i].hash)
-	if h.uniform {
-		return float64(x >> 11) // monotonic in x: the same order as ip_hash's
-	}
-	u := (float64(x>>11) + 0.5) / (1 << 53) // uniform in (0,1)
-	return -float64(t.weights[i]) / math.Log(u)
 }
 
 func (h *keyHash) pick(t *tier, key uint64, tried []*Backend) *Backend {
@@ -93,11 +85,7 @@ func (h *keyHash) pick(t *tier, key uint64, tried []*Backend) *Backend {
 		return h.rr.pick(t, key, tried)
 	}
 	if h.factor == 0 {
-		best, _ := h.next(t, key, tried, math.Inf(1), -1)
-		if best < 0 {
-			return nil
-		}
-		return t.set[best]
+		return h.top.pick(t, key, tried) // ip_hash's scan: the same order, compared without floats when it can
 	}
 	var load uint64
 	for _, b := range t.set {
@@ -129,7 +117,13 @@ func (h *keyHash) next(t *tier, key uint64, tried []*Backend, prevScore float64,
 		if len(tried) > 0 && contains(tried, b) {
 			continue
 		}
-		s := h.score(t, i, key)
+		// Backend i's rendezvous score for key, higher first: ip_hash's.
+		x := mix64(key ^ b.hash)
+		s := float64(x >> 11) // equal weights: monotonic in x, ip_hash's order
+		if !h.uniform {
+			u := (s + 0.5) / (1 << 53) // uniform in (0,1)
+			s = -float64(t.weights[i]) / math.Log(u)
+		}
 		if s > prevScore || s == prevScore && i <= prev {
 			continue // at or before the previous one in the order
 		}
