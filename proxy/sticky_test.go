@@ -282,3 +282,37 @@ func TestStickyOverHash(t *testing.T) {
 		}
 	}
 }
+
+// TestStickyLeavesEveryIneligibleState: whatever takes the pinned backend
+// out of rotation (probes, passive ejection, an open breaker, discovery
+// reporting it critical, removal), its sticky clients move on the next
+// request, with a new cookie.
+func TestStickyLeavesEveryIneligibleState(t *testing.T) {
+	for name, change := range map[string]func(*balancer.State){
+		"unhealthy":    func(s *balancer.State) { s.Health = balancer.HealthUnhealthy },
+		"ejected":      func(s *balancer.State) { s.Ejected = true },
+		"breaker open": func(s *balancer.State) { s.Breaker = balancer.BreakerOpen },
+		"critical":     func(s *balancer.State) { s.Critical = true },
+		"removed":      nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newStickyFixture(t, 3, balancer.RoundRobin, &Sticky{DrainGrace: time.Hour})
+			who, cookie := f.get("")
+			if change != nil {
+				f.pool.Update(f.pool.Lookup(f.addrOf(who)), "test", change)
+			} else {
+				var rest []balancer.Member
+				for a, n := range f.names {
+					if n != who {
+						rest = append(rest, balancer.Member{Address: a})
+					}
+				}
+				f.pool.SetMembers(balancer.SourceStatic, rest)
+			}
+			got, set := f.get(cookie)
+			if got == who || set == "" || set == cookie {
+				t.Fatalf("%s: answered by %s (pinned %s), cookie %q", name, got, who, set)
+			}
+		})
+	}
+}
