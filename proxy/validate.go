@@ -268,15 +268,6 @@ func asHTTP11(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
-}
-
 // validHost accepts reg-name, IPv4 and bracketed IPv6 hosts with an optional
 // port (RFC 3986 characters only; no userinfo, path or whitespace).
 func validHost(v []byte) bool {
