@@ -105,7 +105,9 @@ func (l *Lease) Acquired(now time.Time, token uint64) bool {
 	if !now.Before(l.Deadline()) {
 		return false
 	}
-	l.set(RoleLeader, now)
+	if l.Role() != RoleLeader {
+		l.set(RoleLeader, now)
+	}
 	l.token = token
 	return true
 }

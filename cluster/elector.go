@@ -1,0 +1,520 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Defaults for ElectorOptions' zero values.
+const (
+	// DefaultSessionTTL is Consul's smallest session TTL.
+	DefaultSessionTTL = 10 * time.Second
+	// DefaultLockDelay is much shorter than Consul's 15s: the check TTL,
+	// not the lock-delay, is what gives a dead leader time to notice.
+	DefaultLockDelay = time.Second
+	// DefaultCheckTTL makes a killed leader's session invalid after at
+	// most 1.5s.
+	DefaultCheckTTL = 1500 * time.Millisecond
+)
+
+// ErrNoKey is returned by NewElector for options without a lock key.
+var ErrNoKey = errors.New("ha: no lock key")
+
+// ElectorOptions configures an Elector.
+type ElectorOptions struct {
+	// Client talks to the Consul agent; required. The session's check is
+	// registered on that agent, so it should be the agent of the machine
+	// kelpie runs on: a leader that can still reach its own agent rides out
+	// Consul server elections (see Lease).
+	Client *api.Client
+	// Key is the lock's KV key, e.g. "kelpie/edge/leader"; required.
+	Key string
+	// ID names this instance (unique in the group); it is the lock's value
+	// and part of the check's ID. Required.
+	ID string
+	// SessionTTL is the session's TTL, 10s..24h. Zero means 10s.
+	SessionTTL time.Duration
+	// LockDelay is how long Consul keeps an invalidated session's lock from
+	// being taken, 1ms..60s. Zero means 1s.
+	LockDelay time.Duration
+	// CheckTTL is the TTL of the session's check, passed every CheckTTL/4.
+	// A leader whose process dies loses the lock CheckTTL after its last
+	// pass. Zero means 1.5s.
+	CheckTTL time.Duration
+	// Margin is how long before the lease could end the leader fences
+	// itself. Zero means CheckTTL/4.
+	Margin time.Duration
+	// OnChange is called with the new status on every change of role or
+	// leader, in order, from Run's goroutine; it must return quickly (it is
+	// where a virtual IP is added or removed). Nil ignores changes.
+	OnChange func(Status)
+	// Logger receives role transitions and Consul errors. Nil discards.
+	Logger *slog.Logger
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Status is an instance's view of its group.
+type Status struct {
+	// Role is this instance's role.
+	Role Role `json:"role"`
+	// Leader is the ID of the instance holding the lock, "" when none is
+	// known.
+	Leader string `json:"leader"`
+	// FencingToken is the lock's LockIndex of the current or last
+	// leadership of this instance: it grows with every acquisition of the
+	// lock, so a backend can refuse a request carrying a smaller one.
+	FencingToken uint64 `json:"fencing_token"`
+	// Since is when Role began.
+	Since time.Time `json:"since"`
+}
+
+// Elector runs one instance's part in a leader election on a Consul lock.
+// Status is safe for concurrent use; Run is called once.
+type Elector struct {
+	o       ElectorOptions
+	log     *slog.Logger
+	checkID string
+	value   []byte
+	status  atomic.Pointer[Status]
+}
+
+// NewElector checks opts and applies defaults.
+func NewElector(o ElectorOptions) (*Elector, error) {
+	if o.Client == nil {
+		return nil, errors.New("ha: no consul client")
+	}
+	if o.Key == "" {
+		return nil, ErrNoKey
+	}
+	if o.ID == "" {
+		return nil, errors.New("ha: no instance id")
+	}
+	if o.SessionTTL == 0 {
+		o.SessionTTL = DefaultSessionTTL
+	}
+	if o.LockDelay == 0 {
+		o.LockDelay = DefaultLockDelay
+	}
+	if o.CheckTTL == 0 {
+		o.CheckTTL = DefaultCheckTTL
+	}
+	if o.Margin == 0 {
+		o.Margin = o.CheckTTL / 4
+	}
+	if o.SessionTTL < 10*time.Second {
+		return nil, fmt.Errorf("ha: session_ttl %s: Consul's minimum is 10s", o.SessionTTL)
+	}
+	if o.Margin >= o.CheckTTL/2 {
+		return nil, fmt.Errorf("ha: fencing margin %s must be under half the check TTL %s", o.Margin, o.CheckTTL)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	value, _ := json.Marshal(lockValue{ID: o.ID})
+	e := &Elector{o: o, log: o.Logger, checkID: "kelpie-ha:" + o.ID, value: value}
+	e.status.Store(&Status{Role: RoleStandby, Since: o.Now()})
+	return e, nil
+}
+
+// lockValue is what the leader writes into the lock key.
+type lockValue struct {
+	ID string `json:"id"`
+}
+
+// Status returns the current status.
+func (e *Elector) Status() Status { return *e.status.Load() }
+
+// CheckID is the ID of the TTL check the session is tied to.
+func (e *Elector) CheckID() string { return e.checkID }
+
+// event is what the helper goroutines tell Run's loop.
+type event struct {
+	kind   eventKind
+	gen    int       // the session generation it is about
+	sent   time.Time // when the confirmed request was sent
+	index  uint64    // LockIndex for acquired/held
+	leader string    // for leaderSeen
+	err    error
+}
+
+type eventKind int
+
+const (
+	evCheckPassed eventKind = iota
+	evSessionRenewed
+	evSessionGone // Consul says the session no longer exists
+	evAcquired    // the lock is ours (fresh acquire, or seen held by us)
+	evLost        // the lock is not ours
+	evLeader      // the lock's holder as seen by a blocking query
+)
+
+// Run takes part in the election until ctx ends, then steps down: it drops
+// leadership (OnChange with RoleStandby), releases the lock, destroys the
+// session and deregisters the check, each bounded by a few seconds. It
+// returns ctx's error.
+func (e *Elector) Run(ctx context.Context) error {
+	o := e.o
+	lease := &Lease{CheckTTL: o.CheckTTL, SessionTTL: o.SessionTTL, Margin: o.Margin}
+	events := make(chan event, 16)
+	var (
+		gen     int
+		session string
+		stop    context.CancelFunc = func() {}
+		wg      sync.WaitGroup
+		leader  string
+		retry   = time.NewTimer(0) // next session attempt
+		fence   = time.NewTimer(time.Hour)
+	)
+	fence.Stop()
+	defer retry.Stop()
+	defer fence.Stop()
+
+	publish := func() {
+		st := &Status{Role: lease.Role(), Leader: leader, FencingToken: lease.Token(), Since: lease.Since()}
+		if st.Since.IsZero() {
+			st.Since = e.status.Load().Since
+		}
+		if old := e.status.Load(); *old == *st {
+			return
+		}
+		e.status.Store(st)
+		if o.OnChange != nil {
+			o.OnChange(*st)
+		}
+	}
+	dropSession := func(reason string) {
+		stop()
+		wg.Wait()
+		if session != "" {
+			id := session
+			session = ""
+			go e.destroy(id)
+		}
+		if lease.Lost(o.Now()) {
+			e.log.Warn("ha role change", "to", RoleStandby, "reason", reason)
+		}
+		if leader == o.ID {
+			leader = ""
+		}
+		publish()
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			wasLeader := lease.Role() != RoleStandby
+			stop()
+			wg.Wait()
+			lease.Lost(o.Now())
+			if leader == o.ID {
+				leader = ""
+			}
+			publish()
+			e.shutdown(session, wasLeader)
+			return ctx.Err()
+
+		case <-retry.C:
+			id, sent, err := e.newSession(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					e.log.Warn("ha: no consul session; retrying", "err", err)
+				}
+				retry.Reset(o.CheckTTL)
+				continue
+			}
+			lease.CheckPassed(sent)
+			lease.SessionRenewed(sent)
+			gen++
+			session = id
+			var sctx context.Context
+			sctx, stop = context.WithCancel(ctx)
+			wg.Add(2)
+			go func(gen int) { defer wg.Done(); e.beat(sctx, gen, id, events) }(gen)
+			go func(gen int) { defer wg.Done(); e.contend(sctx, gen, id, events) }(gen)
+
+		case ev := <-events:
+			if ev.gen != gen || session == "" {
+				continue // about a session already dropped
+			}
+			switch ev.kind {
+			case evCheckPassed:
+				lease.CheckPassed(ev.sent)
+			case evSessionRenewed:
+				lease.SessionRenewed(ev.sent)
+			case evSessionGone:
+				dropSession("consul invalidated the session")
+				retry.Reset(0)
+			case evAcquired:
+				was := lease.Role()
+				if !lease.Acquired(o.Now(), ev.index) {
+					// Too late to lead on this session's confirmations: start over.
+					e.log.Warn("ha: lock answer came after the lease deadline; releasing", "fencing_token", ev.index)
+					dropSession("stale lock answer")
+					retry.Reset(0)
+					continue
+				}
+				leader = o.ID
+				if was != RoleLeader {
+					e.log.Info("ha role change", "to", RoleLeader, "from", was, "fencing_token", ev.index)
+				}
+				fence.Reset(lease.Deadline().Sub(o.Now()))
+				publish()
+			case evLost:
+				if lease.Lost(o.Now()) {
+					e.log.Warn("ha role change", "to", RoleStandby, "reason", "lock lost")
+				}
+				fence.Stop()
+				if leader == o.ID {
+					leader = ""
+				}
+				publish()
+			case evLeader:
+				leader = ev.leader
+				publish()
+			}
+			if lease.Role() == RoleLeader {
+				fence.Reset(lease.Deadline().Sub(o.Now()))
+			}
+
+		case <-fence.C:
+			if lease.Tick(o.Now()) {
+				e.log.Error("ha role change: no confirmation from consul in time, fencing", "to", RoleFenced,
+					"deadline", lease.Deadline(), "fencing_token", lease.Token())
+				publish()
+			} else if lease.Role() == RoleLeader {
+				fence.Reset(lease.Deadline().Sub(o.Now()))
+			}
+		}
+	}
+}
+
+// newSession registers (or re-registers) the check, passes it, and creates
+// a session tied to that check alone: not to serfHealth, whose failure
+// could end the session before the leader's clock says so.
+func (e *Elector) newSession(ctx context.Context) (string, time.Time, error) {
+	o := e.o
+	cctx, cancel := context.WithTimeout(ctx, o.CheckTTL)
+	defer cancel()
+	q := (&api.QueryOptions{}).WithContext(cctx)
+	// A session of an earlier run of this instance is tied to the same
+	// check ID; registering the check passes it again and would keep that
+	// session, and the lock it may hold, alive. End those sessions first.
+	sessions, _, err := o.Client.Session().List(q)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("list sessions: %w", err)
+	}
+	for _, s := range sessions {
+		if s.Name == e.sessionName() {
+			if _, err := o.Client.Session().Destroy(s.ID, (&api.WriteOptions{}).WithContext(cctx)); err != nil {
+				return "", time.Time{}, fmt.Errorf("destroy stale session %s: %w", s.ID, err)
+			}
+			e.log.Info("ha: ended a session of an earlier run", "session", s.ID)
+		}
+	}
+	err = o.Client.Agent().CheckRegisterOpts(&api.AgentCheckRegistration{
+		ID: e.checkID, Name: "kelpie ha heartbeat " + o.ID,
+		AgentServiceCheck: api.AgentServiceCheck{TTL: o.CheckTTL.String(), Status: api.HealthPassing,
+			Notes: "passed by kelpie every check TTL/4; the HA session dies with it"},
+	}, q)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("register check %s: %w", e.checkID, err)
+	}
+	sent := o.Now()
+	id, _, err := o.Client.Session().Create(&api.SessionEntry{
+		Name:       e.sessionName(),
+		NodeChecks: []string{e.checkID},
+		TTL:        o.SessionTTL.String(),
+		LockDelay:  o.LockDelay,
+		Behavior:   api.SessionBehaviorRelease,
+	}, (&api.WriteOptions{}).WithContext(cctx))
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("create session for %s: %w", o.Key, err)
+	}
+	return id, sent, nil
+}
+
+func (e *Elector) sessionName() string { return "kelpie-ha " + e.o.ID }
+
+// beat passes the check every CheckTTL/4 and renews the session every
+// SessionTTL/4, reporting each confirmation with its send time.
+func (e *Elector) beat(ctx context.Context, gen int, session string, out chan<- event) {
+	o := e.o
+	every := o.CheckTTL / 4
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	lastRenew := o.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, o.CheckTTL)
+		sent := o.Now()
+		err := o.Client.Agent().UpdateTTLOpts(e.checkID, "", api.HealthPassing, (&api.QueryOptions{}).WithContext(rctx))
+		if err == nil {
+			send(ctx, out, event{kind: evCheckPassed, gen: gen, sent: sent})
+		} else if ctx.Err() == nil {
+			e.log.Debug("ha: check pass failed", "check", e.checkID, "err", err)
+			if isCheckUnknown(err) {
+				// The agent lost the check (restarted): the session went with it.
+				send(ctx, out, event{kind: evSessionGone, gen: gen})
+				cancel()
+				return
+			}
+		}
+		if o.Now().Sub(lastRenew) >= o.SessionTTL/4 {
+			sent := o.Now()
+			entry, _, err := o.Client.Session().Renew(session, (&api.WriteOptions{}).WithContext(rctx))
+			switch {
+			case err == nil && entry == nil:
+				send(ctx, out, event{kind: evSessionGone, gen: gen})
+				cancel()
+				return
+			case err == nil:
+				lastRenew = sent
+				send(ctx, out, event{kind: evSessionRenewed, gen: gen, sent: sent})
+			case ctx.Err() == nil:
+				e.log.Debug("ha: session renewal failed", "err", err)
+			}
+		}
+		cancel()
+	}
+}
+
+func isCheckUnknown(err error) bool {
+	var se api.StatusError
+	if errors.As(err, &se) {
+		return se.Code == 404 || (se.Code == 500 && strings.Contains(se.Body, "does not have associated TTL"))
+	}
+	return strings.Contains(err.Error(), "does not have associated TTL") || strings.Contains(err.Error(), "Unknown check")
+}
+
+// contend tries to take the lock and, once held, watches it with
+// consistent blocking queries. It reports the holder as it changes.
+func (e *Elector) contend(ctx context.Context, gen int, session string, out chan<- event) {
+	o := e.o
+	kv := o.Client.KV()
+	var index uint64
+	holder, held, first := "", false, true
+	for ctx.Err() == nil {
+		wait := o.SessionTTL / 2
+		rctx, cancel := context.WithTimeout(ctx, wait+o.CheckTTL)
+		pair, meta, err := kv.Get(o.Key, (&api.QueryOptions{RequireConsistent: true, WaitIndex: index, WaitTime: wait}).WithContext(rctx))
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				e.log.Debug("ha: lock query failed", "key", o.Key, "err", err)
+				pause(ctx, o.CheckTTL/4)
+			}
+			continue
+		}
+		if meta.LastIndex < index {
+			index = 0 // the index went backwards (a new Consul): start over
+		} else {
+			index = meta.LastIndex
+		}
+		if index == 0 {
+			index = 1
+		}
+		cur := ""
+		if pair != nil && pair.Session != "" {
+			var v lockValue
+			if json.Unmarshal(pair.Value, &v) == nil {
+				cur = v.ID
+			}
+		}
+		ours := pair != nil && pair.Session == session
+		if ours {
+			send(ctx, out, event{kind: evAcquired, gen: gen, index: pair.LockIndex})
+		} else if held || first {
+			send(ctx, out, event{kind: evLost, gen: gen})
+		}
+		held, first = ours, false
+		if cur != holder {
+			holder = cur
+			send(ctx, out, event{kind: evLeader, gen: gen, leader: cur})
+		}
+		if pair != nil && pair.Session != "" {
+			continue // held (by us or another): wait for a change
+		}
+		// Free: try to take it; during a lock-delay Consul refuses, so
+		// retry briefly until the delay ends or somebody else wins.
+		for ctx.Err() == nil {
+			actx, cancel := context.WithTimeout(ctx, o.CheckTTL)
+			ok, _, err := kv.Acquire(&api.KVPair{Key: o.Key, Value: e.value, Session: session}, (&api.WriteOptions{}).WithContext(actx))
+			cancel()
+			if err == nil && ok {
+				index = 0 // read the LockIndex back at once
+				break
+			}
+			if err != nil && ctx.Err() == nil {
+				e.log.Debug("ha: lock acquire failed", "key", o.Key, "err", err)
+			}
+			cur, _, err := kv.Get(o.Key, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+			if err == nil && cur != nil && cur.Session != "" {
+				break // somebody won: go back to watching
+			}
+			pause(ctx, min(o.LockDelay/4, 100*time.Millisecond))
+		}
+	}
+}
+
+// send delivers ev unless ctx ends first.
+func send(ctx context.Context, out chan<- event, ev event) {
+	select {
+	case out <- ev:
+	case <-ctx.Done():
+	}
+}
+
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// destroy ends a session that is no longer used, best effort.
+func (e *Elector) destroy(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := e.o.Client.Session().Destroy(id, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		e.log.Debug("ha: destroy session", "session", id, "err", err)
+	}
+}
+
+// shutdown releases what Run holds in Consul, each step bounded.
+func (e *Elector) shutdown(session string, wasLeader bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	w := (&api.WriteOptions{}).WithContext(ctx)
+	if session != "" {
+		if wasLeader {
+			if _, _, err := e.o.Client.KV().Release(&api.KVPair{Key: e.o.Key, Session: session}, w); err != nil {
+				e.log.Warn("ha: release lock", "key", e.o.Key, "err", err)
+			}
+		}
+		if _, err := e.o.Client.Session().Destroy(session, w); err != nil {
+			e.log.Warn("ha: destroy session", "err", err)
+		}
+	}
+	if err := e.o.Client.Agent().CheckDeregisterOpts(e.checkID, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		e.log.Debug("ha: deregister check", "check", e.checkID, "err", err)
+	}
+}
