@@ -135,6 +135,12 @@ type member struct {
 }
 
 func startMember(t *testing.T, agent *consultest.Agent, id, key string, tweak func(*ElectorOptions)) *member {
+	return startMemberHA(t, agent, id, key, tweak, nil)
+}
+
+// startMemberHA is startMember with the elector wrapped in an HA built by
+// wrap (nil: a bare Elector).
+func startMemberHA(t *testing.T, agent *consultest.Agent, id, key string, tweak func(*ElectorOptions), wrap func(ElectorOptions) *HA) *member {
 	t.Helper()
 	m := &member{id: id, cut: newCutter(t, agent.HTTPAddr), done: make(chan struct{}), ch: make(chan transition, 64)}
 	o := ElectorOptions{
@@ -153,14 +159,20 @@ func startMember(t *testing.T, agent *consultest.Agent, id, key string, tweak fu
 	if tweak != nil {
 		tweak(&o)
 	}
-	el, err := NewElector(o)
-	if err != nil {
-		t.Fatal(err)
+	var run func(context.Context) error
+	if wrap != nil {
+		h := wrap(o)
+		m.el, run = h.el, h.Run
+	} else {
+		el, err := NewElector(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.el, run = el, el.Run
 	}
-	m.el = el
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
-	go func() { defer close(m.done); el.Run(ctx) }()
+	go func() { defer close(m.done); run(ctx) }()
 	t.Cleanup(m.stop)
 	return m
 }
