@@ -293,6 +293,7 @@ func (e *Elector) Run(ctx context.Context) error {
 			if lease.Tick(o.Now()) {
 				e.log.Error("ha role change: no confirmation from consul in time, fencing", "to", RoleFenced,
 					"deadline", lease.Deadline(), "fencing_token", lease.Token())
+				leader = "" // unknown until Consul answers again
 				publish()
 			} else if lease.Role() == RoleLeader {
 				fence.Reset(lease.Deadline().Sub(o.Now()))
