@@ -97,6 +97,7 @@ func applyDefaults(c *Config) {
 	for i := range c.Routes {
 		orDefault(&c.Routes[i].PathPrefix, "/")
 	}
+	clusterDefaults(c)
 }
 
 type validator struct {
@@ -155,6 +156,7 @@ func (v *validator) validate(c *Config) {
 		v.errf(at("log", "format"), "log.format %q: want text or json", c.Log.Format)
 	}
 
+	v.cluster(c)
 	if len(c.Upstreams) == 0 {
 		v.errf(at("upstreams"), "at least one upstream is required")
 	}
