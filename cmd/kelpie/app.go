@@ -39,6 +39,7 @@ type app struct {
 	consul  *discovery.Consul // nil when no upstream uses Consul
 	metrics *metrics.Metrics
 	admin   *admin.Server
+	cl      *clusterPart // nil without a cluster: block
 
 	mu        sync.Mutex // serializes reloads and shutdown
 	cfg       *config.Config
@@ -108,7 +109,13 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 		cancel()
 		return nil, err
 	}
+	if a.cl, err = newClusterPart(cfg, a.poolList, a.metrics, log); err != nil {
+		cancel()
+		return nil, err
+	}
 	a.admin = admin.New(admin.Options{
+		Fleet:     a.cl.fleet(),
+		HA:        a.cl.haStatusFunc(),
 		Token:     token,
 		Upstreams: a.poolList,
 		Ready:     a.ready,
@@ -270,6 +277,9 @@ func (a *app) start(proxyAddr, adminAddr string) error {
 			}
 		}()
 	}
+	if a.cl != nil {
+		a.cl.start(a.ctx, &a.wg, a.proxyLn.Addr(), a.adminLn.Addr())
+	}
 	a.adminSrv = &http.Server{Handler: a.admin, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	a.wg.Add(2)
 	go func() {
@@ -292,7 +302,7 @@ func (a *app) start(proxyAddr, adminAddr string) error {
 // ready is /readyz: config loaded, not shutting down, and every upstream has
 // an eligible backend or has synced with discovery.
 func (a *app) ready() bool {
-	if a.stopping.Load() {
+	if a.stopping.Load() || a.cl != nil && !a.cl.ready() {
 		return false
 	}
 	a.mu.Lock()
@@ -352,6 +362,10 @@ func (a *app) reload() error {
 		}
 	}
 	cfg.Listen, cfg.Admin.Listen, cfg.Consul = old.Listen, old.Admin.Listen, old.Consul
+	if !sameCluster(old, cfg) {
+		a.log.Warn("config change needs a restart; keeping the old value", "key", "cluster/ha")
+	}
+	cfg.Cluster, cfg.HA = old.Cluster, old.HA
 	if err := a.apply(cfg); err != nil {
 		a.metrics.ConfigReloads.WithLabelValues(metrics.ReloadFailure).Inc()
 		a.log.Error("config reload failed; keeping the running config", "file", a.path, "err", err)
@@ -359,6 +373,9 @@ func (a *app) reload() error {
 	}
 	if a.level != nil {
 		a.level.Set(logLevel(cfg.Log.Level))
+	}
+	if a.cl != nil {
+		a.cl.drainer.Apply() // new upstreams get their fleet drains
 	}
 	a.metrics.ConfigReloads.WithLabelValues(metrics.ReloadSuccess).Inc()
 	a.log.Info("config reloaded", "file", a.path, "upstreams", len(cfg.Upstreams), "routes", len(cfg.Routes))
@@ -377,6 +394,9 @@ func (a *app) shutdown() error {
 	delay, grace := a.cfg.Shutdown.ReadinessDelay, a.cfg.Shutdown.Grace
 	a.mu.Unlock()
 	a.log.Info("shutting down", "readiness_delay", delay, "grace", grace)
+	if a.cl != nil {
+		a.cl.stepDown()
+	}
 	if delay > 0 {
 		time.Sleep(delay)
 	}
