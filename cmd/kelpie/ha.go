@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"reflect"
 	"sync"
 	"time"
@@ -226,4 +227,14 @@ func (f fleetDrains) Lookup(upstream, address string) (admin.DrainInfo, bool) {
 // sameCluster reports whether a and b have the same cluster and ha blocks.
 func sameCluster(a, b *config.Config) bool {
 	return reflect.DeepEqual(a.Cluster, b.Cluster) && reflect.DeepEqual(a.HA, b.HA)
+}
+
+// whoAmI is the default author of a drain: user@host.
+func whoAmI() string {
+	u := os.Getenv("USER")
+	if u == "" {
+		u = "unknown"
+	}
+	h, _ := os.Hostname()
+	return u + "@" + h
 }

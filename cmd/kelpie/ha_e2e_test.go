@@ -1,0 +1,201 @@
+package main
+
+// End-to-end cluster tests: several whole kelpies in this process, one real
+// Consul agent, fleet drains through the CLI and the admin API, and an HA
+// pair handing over at shutdown.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/kelpie-lb/kelpie/admin"
+	"github.com/kelpie-lb/kelpie/cluster"
+	"github.com/kelpie-lb/kelpie/discovery/consultest"
+)
+
+func needConsulAgent(t *testing.T) *consultest.Agent {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a Consul agent (tools/consul/build.sh); skipped in -short mode")
+	}
+	return consultest.Start(t)
+}
+
+func clusterYAML(agent *consultest.Agent, id, extra string, backends ...string) string {
+	return fmt.Sprintf(`
+consul: {address: %q}
+cluster: {name: edge, register: true, id: %s}
+%s
+upstreams:
+  - name: web
+    backends:
+%s`, agent.HTTPAddr, id, extra, yamlBackends(backends...))
+}
+
+// drainOf returns the admin state and drain scope of addr in web.
+func (ta *testApp) drainOf(t *testing.T, addr string) (string, string) {
+	t.Helper()
+	for _, u := range ta.Upstreams(t).Upstreams {
+		for _, b := range u.Backends {
+			if u.Name == "web" && b.Address == addr {
+				if b.Drain == nil {
+					return b.Admin, ""
+				}
+				return b.Admin, b.Drain.Scope + ":" + b.Drain.Reason
+			}
+		}
+	}
+	t.Fatalf("no backend %s", addr)
+	return "", ""
+}
+
+func TestFleetDrainAcrossKelpies(t *testing.T) {
+	agent := needConsulAgent(t)
+	b1, b2 := startBackend(t, named("b1")), startBackend(t, named("b2"))
+	apps := []*testApp{
+		startApp(t, clusterYAML(agent, "kelpie-a", "", b1.Addr, b2.Addr)),
+		startApp(t, clusterYAML(agent, "kelpie-b", "", b1.Addr, b2.Addr)),
+		startApp(t, clusterYAML(agent, "kelpie-c", "", b1.Addr, b2.Addr)),
+	}
+
+	// All three registered, tagged with the cluster name, and passing
+	// their /readyz check.
+	eventually(t, 15*time.Second, "three kelpies registered and passing", func() bool {
+		entries, _, err := agent.Client.Health().Service(cluster.ServiceName, "edge", true, nil)
+		return err == nil && len(entries) == 3
+	})
+
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	if code := runDrain([]string{"-admin", apps[0].AdminURL, "-fleet", "-reason", "kernel upgrade", "web", b1.Addr}, &out, &errOut); code != 0 {
+		t.Fatalf("kelpie drain -fleet: exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "scope=fleet") || !strings.Contains(out.String(), `reason="kernel upgrade"`) {
+		t.Errorf("drain output: %q", out.String())
+	}
+	for i, ta := range apps {
+		eventually(t, 2*time.Second, fmt.Sprintf("kelpie %d drained %s", i, b1.Addr), func() bool {
+			adm, scope := ta.drainOf(t, b1.Addr)
+			return adm != "ready" && scope == "fleet:kernel upgrade"
+		})
+		t.Logf("kelpie %d: drained after %v", i, time.Since(start))
+	}
+	for i := 0; i < 6; i++ {
+		if code, body := apps[1].Get(t, "/"); code != 200 || body != "b2" {
+			t.Fatalf("request %d through a drained fleet: %d %q", i, code, body)
+		}
+	}
+	table := &bytes.Buffer{}
+	if code := runBackends([]string{"-admin", apps[2].AdminURL}, table, &errOut); code != 0 || !strings.Contains(table.String(), "drained(fleet)") {
+		t.Errorf("kelpie backends: exit %d\n%s", code, table)
+	}
+
+	// A local ready cannot undo a fleet drain; ready -fleet does, everywhere.
+	errOut.Reset()
+	if code := runReady([]string{"-admin", apps[2].AdminURL, "web", b1.Addr}, &out, &errOut); code == 0 || !strings.Contains(errOut.String(), "fleet") {
+		t.Errorf("local ready of a fleet drain: exit %d: %s", code, errOut.String())
+	}
+	if code := runReady([]string{"-admin", apps[2].AdminURL, "-fleet", "web", b1.Addr}, &out, &errOut); code != 0 {
+		t.Fatalf("kelpie ready -fleet: exit %d: %s", code, errOut.String())
+	}
+	for i, ta := range apps {
+		eventually(t, 2*time.Second, fmt.Sprintf("kelpie %d readied %s", i, b1.Addr), func() bool {
+			adm, _ := ta.drainOf(t, b1.Addr)
+			return adm == "ready"
+		})
+	}
+
+	// Clean shutdown deregisters.
+	if err := apps[0].shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	entries, _, err := agent.Client.Health().Service(cluster.ServiceName, "edge", false, nil)
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("after one shutdown: %d instances, %v", len(entries), err)
+	}
+}
+
+func haOf(t *testing.T, ta *testApp) cluster.HAStatus {
+	t.Helper()
+	var st cluster.HAStatus
+	if _, err := (&admin.Client{BaseURL: ta.AdminURL}).HA(t.Context(), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func metricLine(t *testing.T, ta *testApp, prefix string) string {
+	t.Helper()
+	resp, err := http.Get(ta.AdminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
+}
+
+func TestHAPairHandsOverAtShutdown(t *testing.T) {
+	agent := needConsulAgent(t)
+	b1 := startBackend(t, named("b1"))
+	a := startApp(t, clusterYAML(agent, "kelpie-a", "ha: {enabled: true}", b1.Addr))
+	b := startApp(t, clusterYAML(agent, "kelpie-b", "ha: {enabled: true}", b1.Addr))
+
+	var leader, standby *testApp
+	eventually(t, 10*time.Second, "one leader", func() bool {
+		sa, sb := haOf(t, a), haOf(t, b)
+		switch {
+		case sa.Role == cluster.RoleLeader && sb.Role == cluster.RoleStandby && sb.Leader == "kelpie-a":
+			leader, standby = a, b
+		case sb.Role == cluster.RoleLeader && sa.Role == cluster.RoleStandby && sa.Leader == "kelpie-b":
+			leader, standby = b, a
+		}
+		return leader != nil
+	})
+	st := haOf(t, leader)
+	raw, _ := json.Marshal(st)
+	for _, k := range []string{`"role"`, `"leader"`, `"fencing_token"`, `"since"`, `"vip"`} {
+		if !bytes.Contains(raw, []byte(k)) {
+			t.Errorf("GET /api/v1/ha lacks %s: %s", k, raw)
+		}
+	}
+	if st.FencingToken == 0 {
+		t.Errorf("leader without a fencing token: %s", raw)
+	}
+	if l := metricLine(t, leader, "kelpie_ha_leader "); l != "kelpie_ha_leader 1" {
+		t.Errorf("leader metric %q", l)
+	}
+	if l := metricLine(t, standby, "kelpie_ha_leader "); l != "kelpie_ha_leader 0" {
+		t.Errorf("standby metric %q", l)
+	}
+	if l := metricLine(t, leader, `kelpie_ha_transitions_total{to="leader"}`); !strings.HasSuffix(l, " 1") {
+		t.Errorf("transitions metric %q", l)
+	}
+
+	// The leader steps down first thing at shutdown.
+	start := time.Now()
+	if err := leader.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Second, "standby leads", func() bool { return haOf(t, standby).Role == cluster.RoleLeader })
+	t.Logf("handover at shutdown: %v", time.Since(start))
+	if got := haOf(t, standby).FencingToken; got <= st.FencingToken {
+		t.Errorf("fencing token %d after %d", got, st.FencingToken)
+	}
+	pair, _, err := agent.Client.KV().Get("kelpie/edge/leader", &api.QueryOptions{RequireConsistent: true})
+	if err != nil || pair == nil || !strings.Contains(string(pair.Value), haOf(t, standby).ID) {
+		t.Errorf("lock key: %+v %v", pair, err)
+	}
+}
