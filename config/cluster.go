@@ -1,11 +1,13 @@
 package config
 
 import (
-	"net"
+	"errors"
 	"net/netip"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/kelpie-lb/kelpie/cluster"
 )
 
 // Cluster makes this instance part of a named fleet in Consul.
@@ -67,10 +69,10 @@ func clusterDefaults(c *Config) {
 	}
 	h := c.HA
 	orDefault(&h.LockKey, "kelpie/"+c.Cluster.Name+"/leader")
-	orDefault(&h.SessionTTL, 10*time.Second)
-	orDefault(&h.LockDelay, time.Second)
-	orDefault(&h.CheckTTL, 1500*time.Millisecond)
-	orDefault(&h.OnConsulLoss, "fence")
+	orDefault(&h.SessionTTL, cluster.DefaultSessionTTL)
+	orDefault(&h.LockDelay, cluster.DefaultLockDelay)
+	orDefault(&h.CheckTTL, cluster.DefaultCheckTTL)
+	orDefault(&h.OnConsulLoss, cluster.OnConsulLossFence)
 	if h.Priority == nil {
 		h.Priority = ptr(100)
 	}
@@ -112,7 +114,7 @@ func (v *validator) cluster(c *Config) {
 		v.errf(at("ha", "check_ttl"), "ha.check_ttl %s: must be at least 200ms and under session_ttl", h.CheckTTL)
 	}
 	switch h.OnConsulLoss {
-	case "fence", "keep":
+	case cluster.OnConsulLossFence, cluster.OnConsulLossKeep:
 	default:
 		v.errf(at("ha", "on_consul_loss"), "ha.on_consul_loss %q: want fence or keep", h.OnConsulLoss)
 	}
@@ -136,20 +138,11 @@ func (v *validator) vip(vip *VIPConfig) {
 		v.errf(at("ha", "vip"), "ha.vip.interface is required")
 		return
 	}
-	ifc, err := net.InterfaceByName(vip.Interface)
-	if err != nil {
+	if err := cluster.CheckVIP(addr, vip.Interface); errors.Is(err, cluster.ErrVIPNotInSubnet) {
+		v.errf(at("ha", "vip", "address"), "ha.vip.address %s is outside every subnet of %s", addr, vip.Interface)
+	} else if err != nil {
 		v.errf(at("ha", "vip", "interface"), "ha.vip.interface %q: no such interface on this machine", vip.Interface)
-		return
 	}
-	addrs, _ := ifc.Addrs()
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			if p, err := netip.ParsePrefix(n.String()); err == nil && p.Bits() < p.Addr().BitLen() && p.Masked().Contains(addr) {
-				return
-			}
-		}
-	}
-	v.errf(at("ha", "vip", "address"), "ha.vip.address %s is outside every subnet of %s", addr, vip.Interface)
 }
 
 // hasKey reports whether mapping n has key.
