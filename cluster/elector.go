@@ -241,8 +241,9 @@ func (e *Elector) Run(ctx context.Context) error {
 			session = id
 			var sctx context.Context
 			sctx, stop = context.WithCancel(ctx)
-			wg.Add(2)
-			go func(gen int) { defer wg.Done(); e.beat(sctx, gen, id, events) }(gen)
+			wg.Add(3)
+			go func(gen int) { defer wg.Done(); e.beat(sctx, gen, events) }(gen)
+			go func(gen int) { defer wg.Done(); e.renew(sctx, gen, id, events) }(gen)
 			go func(gen int) { defer wg.Done(); e.contend(sctx, gen, id, events) }(gen)
 
 		case ev := <-events:
@@ -349,50 +350,62 @@ func (e *Elector) newSession(ctx context.Context) (string, time.Time, error) {
 
 func (e *Elector) sessionName() string { return "kelpie-ha " + e.o.ID }
 
-// beat passes the check every CheckTTL/4 and renews the session every
-// SessionTTL/4, reporting each confirmation with its send time.
-func (e *Elector) beat(ctx context.Context, gen int, session string, out chan<- event) {
+// beat passes the check every CheckTTL/4, reporting each confirmation
+// with its send time. Renewals run on their own loop (renew): a renewal
+// stuck while Consul has no leader must not delay the agent-local passes.
+func (e *Elector) beat(ctx context.Context, gen int, out chan<- event) {
 	o := e.o
-	every := o.CheckTTL / 4
-	tick := time.NewTicker(every)
+	tick := time.NewTicker(o.CheckTTL / 4)
 	defer tick.Stop()
-	lastRenew := o.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		rctx, cancel := context.WithTimeout(ctx, o.CheckTTL)
+		rctx, cancel := context.WithTimeout(ctx, o.CheckTTL/2)
 		sent := o.Now()
 		err := o.Client.Agent().UpdateTTLOpts(e.checkID, "", api.HealthPassing, (&api.QueryOptions{}).WithContext(rctx))
-		if err == nil {
-			send(ctx, out, event{kind: evCheckPassed, gen: gen, sent: sent})
-		} else if ctx.Err() == nil {
-			e.log.Debug("ha: check pass failed", "check", e.checkID, "err", err)
-			if isCheckUnknown(err) {
-				// The agent lost the check (restarted): the session went with it.
-				send(ctx, out, event{kind: evSessionGone, gen: gen})
-				cancel()
-				return
-			}
-		}
-		if o.Now().Sub(lastRenew) >= o.SessionTTL/4 {
-			sent := o.Now()
-			entry, _, err := o.Client.Session().Renew(session, (&api.WriteOptions{}).WithContext(rctx))
-			switch {
-			case err == nil && entry == nil:
-				send(ctx, out, event{kind: evSessionGone, gen: gen})
-				cancel()
-				return
-			case err == nil:
-				lastRenew = sent
-				send(ctx, out, event{kind: evSessionRenewed, gen: gen, sent: sent})
-			case ctx.Err() == nil:
-				e.log.Debug("ha: session renewal failed", "err", err)
-			}
-		}
 		cancel()
+		switch {
+		case err == nil:
+			send(ctx, out, event{kind: evCheckPassed, gen: gen, sent: sent})
+		case ctx.Err() != nil:
+		case isCheckUnknown(err):
+			// The agent lost the check (restarted): the session went with it.
+			send(ctx, out, event{kind: evSessionGone, gen: gen})
+			return
+		default:
+			e.log.Debug("ha: check pass failed", "check", e.checkID, "err", err)
+		}
+	}
+}
+
+// renew renews the session every SessionTTL/4, reporting each confirmation
+// with its send time, or that Consul no longer knows the session.
+func (e *Elector) renew(ctx context.Context, gen int, session string, out chan<- event) {
+	o := e.o
+	tick := time.NewTicker(o.SessionTTL / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, o.SessionTTL/4)
+		sent := o.Now()
+		entry, _, err := o.Client.Session().Renew(session, (&api.WriteOptions{}).WithContext(rctx))
+		cancel()
+		switch {
+		case err == nil && entry == nil:
+			send(ctx, out, event{kind: evSessionGone, gen: gen})
+			return
+		case err == nil:
+			send(ctx, out, event{kind: evSessionRenewed, gen: gen, sent: sent})
+		case ctx.Err() == nil:
+			e.log.Debug("ha: session renewal failed", "err", err)
+		}
 	}
 }
 

@@ -185,12 +185,18 @@ func (m *member) stop() {
 // waitRole waits up to d for the member to reach role and returns when.
 func (m *member) waitRole(t *testing.T, role Role, d time.Duration) time.Time {
 	t.Helper()
+	return m.waitRoleAfter(t, role, time.Time{}, d)
+}
+
+// waitRoleAfter waits up to d for the member to enter role after from.
+func (m *member) waitRoleAfter(t *testing.T, role Role, from time.Time, d time.Duration) time.Time {
+	t.Helper()
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	for {
 		m.mu.Lock()
 		for _, tr := range m.history {
-			if tr.st.Role == role && m.el.Status().Role == role {
+			if tr.st.Role == role && tr.at.After(from) && m.el.Status().Role == role {
 				m.mu.Unlock()
 				return tr.at
 			}
