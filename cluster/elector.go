@@ -53,6 +53,13 @@ type ElectorOptions struct {
 	// Margin is how long before the lease could end the leader fences
 	// itself. Zero means CheckTTL/4.
 	Margin time.Duration
+	// Priority and Preempt: an instance with Preempt set takes the lock
+	// from a leader of lower Priority (the leader steps down, and no
+	// instance of lower priority takes the lock while it is alive), as
+	// keepalived's preemption does. Without Preempt (the default) a
+	// recovered instance stays standby: failback is manual.
+	Priority int
+	Preempt  bool
 	// OnChange is called with the new status on every change of role or
 	// leader, in order, from Run's goroutine; it must return quickly (it is
 	// where a virtual IP is added or removed). Nil ignores changes.
@@ -86,6 +93,9 @@ type Elector struct {
 	checkID string
 	value   []byte
 	status  atomic.Pointer[Status]
+	// yield is set while a live member would preempt this one; contend
+	// does not take the lock then.
+	yield atomic.Bool
 }
 
 // NewElector checks opts and applies defaults.
@@ -123,7 +133,7 @@ func NewElector(o ElectorOptions) (*Elector, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	value, _ := json.Marshal(lockValue{ID: o.ID})
+	value, _ := json.Marshal(lockValue{ID: o.ID, Priority: o.Priority, Preempt: o.Preempt})
 	e := &Elector{o: o, log: o.Logger, checkID: "kelpie-ha:" + o.ID, value: value}
 	e.status.Store(&Status{Role: RoleStandby, Since: o.Now()})
 	return e, nil
@@ -131,8 +141,14 @@ func NewElector(o ElectorOptions) (*Elector, error) {
 
 // lockValue is what the leader writes into the lock key.
 type lockValue struct {
-	ID string `json:"id"`
+	ID       string `json:"id"`
+	Priority int    `json:"priority"`
+	Preempt  bool   `json:"preempt,omitempty"`
 }
+
+// candidates is the KV prefix where every member announces itself, held by
+// its session, so that leaders can see a preempting member.
+func (e *Elector) candidates() string { return e.o.Key + "-candidates/" }
 
 // Status returns the current status.
 func (e *Elector) Status() Status { return *e.status.Load() }
@@ -159,6 +175,7 @@ const (
 	evAcquired    // the lock is ours (fresh acquire, or seen held by us)
 	evLost        // the lock is not ours
 	evLeader      // the lock's holder as seen by a blocking query
+	evYield       // a live member with preempt and a higher priority exists
 )
 
 // Run takes part in the election until ctx ends, then steps down: it drops
@@ -241,7 +258,9 @@ func (e *Elector) Run(ctx context.Context) error {
 			session = id
 			var sctx context.Context
 			sctx, stop = context.WithCancel(ctx)
-			wg.Add(3)
+			e.yield.Store(false)
+			wg.Add(4)
+			go func(gen int) { defer wg.Done(); e.watchCandidates(sctx, gen, id, events) }(gen)
 			go func(gen int) { defer wg.Done(); e.beat(sctx, gen, events) }(gen)
 			go func(gen int) { defer wg.Done(); e.renew(sctx, gen, id, events) }(gen)
 			go func(gen int) { defer wg.Done(); e.contend(sctx, gen, id, events) }(gen)
@@ -259,6 +278,9 @@ func (e *Elector) Run(ctx context.Context) error {
 				dropSession("consul invalidated the session")
 				retry.Reset(0)
 			case evAcquired:
+				if e.yield.Load() && lease.Role() != RoleLeader {
+					continue // read before the step-down's release; the preferred member takes it
+				}
 				was := lease.Role()
 				if !lease.Acquired(o.Now(), ev.index) {
 					// Too late to lead on this session's confirmations: start over.
@@ -285,6 +307,15 @@ func (e *Elector) Run(ctx context.Context) error {
 			case evLeader:
 				leader = ev.leader
 				publish()
+			case evYield:
+				if lease.Role() == RoleLeader {
+					e.log.Info("ha role change: a preferred member is back; stepping down", "to", RoleStandby)
+					lease.Lost(o.Now())
+					fence.Stop()
+					leader = ""
+					publish() // the VIP goes before the lock does
+					e.release(session)
+				}
 			}
 			if lease.Role() == RoleLeader {
 				fence.Reset(lease.Deadline().Sub(o.Now()))
@@ -468,6 +499,9 @@ func (e *Elector) contend(ctx context.Context, gen int, session string, out chan
 		// Free: try to take it; during a lock-delay Consul refuses, so
 		// retry briefly until the delay ends or somebody else wins.
 		for ctx.Err() == nil {
+			if e.yield.Load() {
+				break // a preferred member takes it
+			}
 			actx, cancel := context.WithTimeout(ctx, o.CheckTTL)
 			ok, _, err := kv.Acquire(&api.KVPair{Key: o.Key, Value: e.value, Session: session}, (&api.WriteOptions{}).WithContext(actx))
 			cancel()
@@ -484,6 +518,56 @@ func (e *Elector) contend(ctx context.Context, gen int, session string, out chan
 			}
 			pause(ctx, min(o.LockDelay/4, 100*time.Millisecond))
 		}
+	}
+}
+
+// watchCandidates announces this member under the candidates prefix, held
+// by its session, and watches the others: it reports evYield when a live
+// member with Preempt and a higher priority appears.
+func (e *Elector) watchCandidates(ctx context.Context, gen int, session string, out chan<- event) {
+	o := e.o
+	kv := o.Client.KV()
+	key := e.candidates() + o.ID
+	for ctx.Err() == nil {
+		actx, cancel := context.WithTimeout(ctx, o.CheckTTL)
+		ok, _, err := kv.Acquire(&api.KVPair{Key: key, Value: e.value, Session: session}, (&api.WriteOptions{}).WithContext(actx))
+		cancel()
+		if err == nil && ok {
+			break
+		}
+		pause(ctx, o.CheckTTL/4)
+	}
+	var index uint64
+	for ctx.Err() == nil {
+		pairs, meta, err := kv.List(e.candidates(), (&api.QueryOptions{WaitIndex: index, WaitTime: o.SessionTTL / 2}).WithContext(ctx))
+		if err != nil {
+			pause(ctx, o.CheckTTL/4)
+			continue
+		}
+		index = max(meta.LastIndex, 1)
+		yield := false
+		for _, p := range pairs {
+			var v lockValue
+			if p.Session == "" || p.Session == session || json.Unmarshal(p.Value, &v) != nil {
+				continue
+			}
+			if v.Preempt && v.Priority > o.Priority {
+				yield = true
+			}
+		}
+		if e.yield.Swap(yield) != yield && yield {
+			send(ctx, out, event{kind: evYield, gen: gen})
+		}
+	}
+}
+
+// release gives the lock up, bounded by a few seconds; a failure leaves
+// the lock to the session's end.
+func (e *Elector) release(session string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, _, err := e.o.Client.KV().Release(&api.KVPair{Key: e.o.Key, Session: session}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		e.log.Warn("ha: release lock", "key", e.o.Key, "err", err)
 	}
 }
 
@@ -520,9 +604,10 @@ func (e *Elector) shutdown(session string, wasLeader bool) {
 	w := (&api.WriteOptions{}).WithContext(ctx)
 	if session != "" {
 		if wasLeader {
-			if _, _, err := e.o.Client.KV().Release(&api.KVPair{Key: e.o.Key, Session: session}, w); err != nil {
-				e.log.Warn("ha: release lock", "key", e.o.Key, "err", err)
-			}
+			e.release(session)
+		}
+		if _, err := e.o.Client.KV().Delete(e.candidates()+e.o.ID, w); err != nil {
+			e.log.Debug("ha: delete candidate key", "err", err)
 		}
 		if _, err := e.o.Client.Session().Destroy(session, w); err != nil {
 			e.log.Warn("ha: destroy session", "err", err)

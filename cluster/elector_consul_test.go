@@ -118,3 +118,42 @@ func TestElectorLeaderCutOff(t *testing.T) {
 	}
 	noOverlap(t, a, b)
 }
+
+func TestElectorPreempt(t *testing.T) {
+	agent := needConsul(t)
+	a := startMember(t, agent, "kelpie-a", "kelpie/test/leader", func(o *ElectorOptions) { o.Priority = 100 })
+	a.waitRole(t, RoleLeader, 10*time.Second)
+	b := startMember(t, agent, "kelpie-b", "kelpie/test/leader", func(o *ElectorOptions) { o.Priority = 150 })
+	// Without preempt a higher priority waits its turn.
+	deadline := time.Now().Add(10 * time.Second)
+	for b.el.Status().Leader != "kelpie-a" {
+		if time.Now().After(deadline) {
+			t.Fatalf("b never saw a lead: %+v", b.el.Status())
+		}
+		time.Sleep(20 * time.Millisecond) // no event for what b sees
+	}
+	time.Sleep(time.Second) // nothing may happen: give it the chance
+	if a.el.Status().Role != RoleLeader || b.el.Status().Role != RoleStandby {
+		t.Fatalf("without preempt: a %+v, b %+v", a.el.Status(), b.el.Status())
+	}
+
+	started := time.Now()
+	c := startMember(t, agent, "kelpie-c", "kelpie/test/leader", func(o *ElectorOptions) { o.Priority = 200; o.Preempt = true })
+	took := c.waitRole(t, RoleLeader, 10*time.Second).Sub(started)
+	t.Logf("preempting member led %v after it started", took)
+	if a.el.Status().Role != RoleStandby {
+		t.Errorf("a after preemption: %+v", a.el.Status())
+	}
+	noOverlap(t, a, b, c)
+
+	// c leaves: a lower-priority member leads again.
+	c.stop()
+	deadline = time.Now().Add(5 * time.Second)
+	for a.el.Status().Role != RoleLeader && b.el.Status().Role != RoleLeader {
+		if time.Now().After(deadline) {
+			t.Fatalf("nobody leads after c left: %+v %+v", a.el.Status(), b.el.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	noOverlap(t, a, b, c)
+}

@@ -21,6 +21,9 @@ const (
 	OnConsulLossKeep = "keep"
 )
 
+// DefaultPriority is ha.priority's default.
+const DefaultPriority = 100
+
 // DefaultGARPs is how many gratuitous ARPs a new leader sends, 100ms apart
 // (keepalived's vrrp_garp_master_repeat is 5).
 const DefaultGARPs = 5

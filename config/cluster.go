@@ -74,7 +74,7 @@ func clusterDefaults(c *Config) {
 	orDefault(&h.CheckTTL, cluster.DefaultCheckTTL)
 	orDefault(&h.OnConsulLoss, cluster.OnConsulLossFence)
 	if h.Priority == nil {
-		h.Priority = ptr(100)
+		h.Priority = ptr(cluster.DefaultPriority)
 	}
 }
 

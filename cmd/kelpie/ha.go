@@ -73,6 +73,7 @@ func newClusterPart(cfg *config.Config, pools func() []*balancer.Pool, m *metric
 			Elector: cluster.ElectorOptions{
 				Client: client, Key: h.LockKey, ID: c.id,
 				SessionTTL: h.SessionTTL, LockDelay: h.LockDelay, CheckTTL: h.CheckTTL,
+				Priority: *h.Priority, Preempt: h.Preempt,
 				OnChange: c.roleChanged, Logger: c.log,
 			},
 			OnConsulLoss: h.OnConsulLoss,
