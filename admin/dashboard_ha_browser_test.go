@@ -12,9 +12,6 @@ import (
 // leader, a fleet drain shows its scope and reason, and Ready on it lifts
 // the fleet drain (not a local ready, which the API would refuse).
 func TestDashboardShowsHAAndFleetDrains(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs Chromium; skipped in -short mode")
-	}
 	p := newPool(t, "web", "127.0.0.1:9001", "127.0.0.1:9002")
 	fleet := &fakeFleet{pool: p, m: map[string]DrainInfo{}}
 	fleet.Drain(t.Context(), "web", "127.0.0.1:9002", DrainInfo{Scope: ScopeFleet, By: "alice@ops", Reason: "kernel upgrade", At: time.Now()})

@@ -96,6 +96,9 @@ type Elector struct {
 	// yield is set while a live member would preempt this one; contend
 	// does not take the lock then.
 	yield atomic.Bool
+	// kick wakes contend's blocking query when yield clears, so the lock a
+	// preferred member left is taken at once.
+	kick chan struct{}
 }
 
 // NewElector checks opts and applies defaults.
@@ -134,7 +137,7 @@ func NewElector(o ElectorOptions) (*Elector, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	value, _ := json.Marshal(lockValue{ID: o.ID, Priority: o.Priority, Preempt: o.Preempt})
-	e := &Elector{o: o, log: o.Logger, checkID: "kelpie-ha:" + o.ID, value: value}
+	e := &Elector{o: o, log: o.Logger, checkID: "kelpie-ha:" + o.ID, value: value, kick: make(chan struct{}, 1)}
 	e.status.Store(&Status{Role: RoleStandby, Since: o.Now()})
 	return e, nil
 }
@@ -457,9 +460,25 @@ func (e *Elector) contend(ctx context.Context, gen int, session string, out chan
 	holder, held, first := "", false, true
 	for ctx.Err() == nil {
 		wait := o.SessionTTL / 2
+		if e.yield.Load() {
+			wait = o.CheckTTL // in case a kick is missed: look again soon
+		}
 		rctx, cancel := context.WithTimeout(ctx, wait+o.CheckTTL)
+		var kicked atomic.Bool
+		go func() {
+			select {
+			case <-e.kick:
+				kicked.Store(true)
+				cancel()
+			case <-rctx.Done():
+			}
+		}()
 		pair, meta, err := kv.Get(o.Key, (&api.QueryOptions{RequireConsistent: true, WaitIndex: index, WaitTime: wait}).WithContext(rctx))
 		cancel()
+		if err != nil && kicked.Load() && ctx.Err() == nil {
+			index = 0 // read the key now, without waiting for a change
+			continue
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				e.log.Debug("ha: lock query failed", "key", o.Key, "err", err)
@@ -555,8 +574,14 @@ func (e *Elector) watchCandidates(ctx context.Context, gen int, session string, 
 				yield = true
 			}
 		}
-		if e.yield.Swap(yield) != yield && yield {
+		switch was := e.yield.Swap(yield); {
+		case yield && !was:
 			send(ctx, out, event{kind: evYield, gen: gen})
+		case !yield && was:
+			select {
+			case e.kick <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
@@ -603,11 +628,13 @@ func (e *Elector) shutdown(session string, wasLeader bool) {
 	defer cancel()
 	w := (&api.WriteOptions{}).WithContext(ctx)
 	if session != "" {
-		if wasLeader {
-			e.release(session)
-		}
+		// The candidate key first: a member yielding to this one must see it
+		// gone before it sees the lock free.
 		if _, err := e.o.Client.KV().Delete(e.candidates()+e.o.ID, w); err != nil {
 			e.log.Debug("ha: delete candidate key", "err", err)
+		}
+		if wasLeader {
+			e.release(session)
 		}
 		if _, err := e.o.Client.Session().Destroy(session, w); err != nil {
 			e.log.Warn("ha: destroy session", "err", err)

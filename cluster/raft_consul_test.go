@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kelpie-lb/kelpie/discovery/consultest"
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 // consulProc is one consul agent process of a multi-server cluster on
@@ -43,25 +43,6 @@ func (p *consulProc) signal(t *testing.T, sig syscall.Signal) {
 	}
 }
 
-func loopbackPort(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
 // raftCluster starts three Consul servers (Raft, raft_multiplier 1) and
 // one client agent, all on loopback, killed by PID when the test ends.
 // kelpie talks to the client agent, as on a real node.
@@ -70,7 +51,7 @@ func raftCluster(t *testing.T) (servers []*consulProc, client *consulProc) {
 	bin := consultest.Binary(t)
 	dir := t.TempDir()
 	start := func(name string, server bool, join []int) *consulProc {
-		httpPort, serf, wan, rpc := loopbackPort(t), loopbackPort(t), loopbackPort(t), loopbackPort(t)
+		httpPort, serf, wan, rpc := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
 		p := &consulProc{name: name, http: "127.0.0.1:" + strconv.Itoa(httpPort), serf: serf, exited: make(chan struct{}),
 			log: filepath.Join(dir, name+".log")}
 		args := []string{"agent", "-node", name, "-data-dir", filepath.Join(dir, name),
@@ -148,12 +129,15 @@ func raftLeader(t *testing.T, servers []*consulProc) *consulProc {
 
 func TestHAConsulServerLeaderKilled(t *testing.T) {
 	if testing.Short() {
-		t.Skip("needs the consul binary for a 3-server cluster; skipped in -short mode")
+		t.Skip("skipped under -short: a 3-server Consul cluster takes tens of seconds")
 	}
 	servers, client := raftCluster(t)
 	agent := &consultest.Agent{HTTPAddr: client.http}
-	a := startMember(t, agent, "kelpie-a", "kelpie/test/leader", nil)
-	b := startMember(t, agent, "kelpie-b", "kelpie/test/leader", nil)
+	// A 3s check TTL: this test is about Consul's leader, not about a CPU
+	// starved test machine delaying the heartbeats (that fences, safely).
+	slack := func(o *ElectorOptions) { o.CheckTTL = 3 * time.Second }
+	a := startMember(t, agent, "kelpie-a", "kelpie/test/leader", slack)
+	b := startMember(t, agent, "kelpie-b", "kelpie/test/leader", slack)
 	leader, _ := leaderOf(t, a, b)
 	before := leader.el.Status()
 
@@ -195,7 +179,7 @@ func TestHAConsulServerLeaderKilled(t *testing.T) {
 // resumes with the same fencing token.
 func TestHAConsulQuorumLost(t *testing.T) {
 	if testing.Short() {
-		t.Skip("needs the consul binary for a 3-server cluster; skipped in -short mode")
+		t.Skip("skipped under -short: a 3-server Consul cluster takes tens of seconds")
 	}
 	servers, client := raftCluster(t)
 	agent := &consultest.Agent{HTTPAddr: client.http}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 var netnsSeq atomic.Int32
@@ -22,8 +24,11 @@ var netnsSeq atomic.Int32
 // and returns its name.
 func netns(t *testing.T) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs root to create a network namespace; skipped in -short mode")
+	if os.Geteuid() != 0 {
+		testkit.Missing(t, "root (CAP_SYS_ADMIN and CAP_NET_ADMIN) for a network namespace", "run the tests as root, or in a container with --privileged")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		testkit.Missing(t, "ip(8) to build the test network namespace", "apt-get install -y iproute2")
 	}
 	name := fmt.Sprintf("kelpie-ha-%d-%d", os.Getpid(), netnsSeq.Add(1))
 	ip := func(args ...string) {

@@ -22,9 +22,6 @@ import (
 
 func needConsulAgent(t *testing.T) *consultest.Agent {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a Consul agent (tools/consul/build.sh); skipped in -short mode")
-	}
 	return consultest.Start(t)
 }
 
