@@ -6,10 +6,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +22,7 @@ import (
 	"github.com/kelpie-lb/kelpie/admin"
 	"github.com/kelpie-lb/kelpie/cluster"
 	"github.com/kelpie-lb/kelpie/discovery/consultest"
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 func needConsulAgent(t *testing.T) *consultest.Agent {
@@ -194,5 +199,87 @@ func TestHAPairHandsOverAtShutdown(t *testing.T) {
 	pair, _, err := agent.Client.KV().Get("kelpie/edge/leader", &api.QueryOptions{RequireConsistent: true})
 	if err != nil || pair == nil || !strings.Contains(string(pair.Value), haOf(t, standby).ID) {
 		t.Errorf("lock key: %+v %v", pair, err)
+	}
+}
+
+// TestHALeaderProcessKilled runs two real kelpie processes and kills the
+// leader with SIGKILL: no step-down, no release, its session must die with
+// its heartbeat check. The standby must lead within 3s.
+func TestHALeaderProcessKilled(t *testing.T) {
+	agent := needConsulAgent(t)
+	bin, err := buildKelpie()
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := startBackend(t, named("one"))
+	type proc struct {
+		cmd    *exec.Cmd
+		admin  string
+		exited chan struct{}
+		logs   *testkit.LogBuffer
+	}
+	start := func(id string) *proc {
+		listen, adminAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
+		path := filepath.Join(t.TempDir(), "kelpie.yaml")
+		yaml := fmt.Sprintf("listen: %q\nadmin: {listen: %q}\n", listen, adminAddr) +
+			clusterYAML(agent, id, "ha: {enabled: true}", be.Addr)
+		if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p := &proc{cmd: exec.Command(bin, "run", "-config", path), admin: "http://" + adminAddr, exited: make(chan struct{}), logs: &testkit.LogBuffer{}}
+		p.cmd.Stdout, p.cmd.Stderr = io.Discard, p.logs
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { p.cmd.Wait(); close(p.exited) }()
+		t.Cleanup(func() {
+			p.cmd.Process.Kill()
+			<-p.exited
+			if t.Failed() {
+				t.Logf("%s log:\n%s", id, p.logs.String())
+			}
+		})
+		return p
+	}
+	role := func(p *proc) cluster.Role {
+		var st cluster.HAStatus
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := (&admin.Client{BaseURL: p.admin}).HA(ctx, &st); err != nil {
+			return ""
+		}
+		return st.Role
+	}
+	a, b := start("kelpie-a"), start("kelpie-b")
+	var leader, standby *proc
+	eventually(t, 15*time.Second, "one leader", func() bool {
+		ra, rb := role(a), role(b)
+		switch {
+		case ra == cluster.RoleLeader && rb == cluster.RoleStandby:
+			leader, standby = a, b
+		case rb == cluster.RoleLeader && ra == cluster.RoleStandby:
+			leader, standby = b, a
+		}
+		return leader != nil
+	})
+	killed := time.Now()
+	if err := leader.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-leader.exited
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for range tick.C {
+		if role(standby) == cluster.RoleLeader {
+			break
+		}
+		if time.Since(killed) > 10*time.Second {
+			t.Fatalf("standby not leading 10s after the leader was killed")
+		}
+	}
+	took := time.Since(killed)
+	t.Logf("leader killed (SIGKILL): standby leads after %v", took)
+	if took > 3*time.Second {
+		t.Errorf("takeover took %v, want within 3s", took)
 	}
 }
