@@ -130,3 +130,38 @@ func TestHAVIPMovesAndIsNeverHeldTwice(t *testing.T) {
 	}
 	_ = standby
 }
+
+// TestHAKeepOnConsulLoss: with on_consul_loss keep, a leader that loses
+// Consul (the agent paused) is fenced but keeps the VIP, only going unready;
+// with fence (the default) it drops the VIP.
+func TestHAKeepOnConsulLoss(t *testing.T) {
+	for _, mode := range []string{OnConsulLossKeep, OnConsulLossFence} {
+		t.Run(mode, func(t *testing.T) {
+			agent := needConsul(t)
+			vip := VIP{Addr: netip.MustParseAddr("10.77.0.100"), Interface: "v0"}
+			ns := newNSThread(t, netns(t))
+			var h *HA
+			m := startMemberHA(t, agent, "kelpie-a", "kelpie/test/leader", nil, func(o ElectorOptions) *HA {
+				var err error
+				if h, err = NewHA(HAOptions{Elector: o, VIP: &vip, Do: ns.Do, OnConsulLoss: mode}); err != nil {
+					t.Fatal(err)
+				}
+				return h
+			})
+			m.waitRole(t, RoleLeader, 10*time.Second)
+			paused := time.Now()
+			agent.Pause()
+			defer agent.Resume()
+			fenced := m.waitRole(t, RoleFenced, 10*time.Second)
+			var held bool
+			ns.Do(func() { held, _ = vip.Holds() })
+			t.Logf("%s: consul paused at 0, fenced after %v, VIP held: %v, ready: %v", mode, fenced.Sub(paused), held, h.Ready())
+			if h.Ready() {
+				t.Error("a fenced leader reports ready")
+			}
+			if want := mode == OnConsulLossKeep; held != want {
+				t.Errorf("VIP held %v, want %v", held, want)
+			}
+		})
+	}
+}
