@@ -53,6 +53,10 @@ type HA struct {
 	// time: fence (drop the VIP, go unready; default) or keep (keep the VIP
 	// and serving, go unready).
 	OnConsulLoss string `yaml:"on_consul_loss"`
+	// FencingHeader, if set, is a request header carrying the leader's
+	// fencing token to backends, e.g. X-Kelpie-Fencing-Token. A client-sent
+	// header of that name is removed. Default: none.
+	FencingHeader string `yaml:"fencing_header"`
 }
 
 // VIPConfig is the virtual IP of an HA group.
@@ -117,6 +121,9 @@ func (v *validator) cluster(c *Config) {
 	case cluster.OnConsulLossFence, cluster.OnConsulLossKeep:
 	default:
 		v.errf(at("ha", "on_consul_loss"), "ha.on_consul_loss %q: want fence or keep", h.OnConsulLoss)
+	}
+	if h.FencingHeader != "" && !validName(h.FencingHeader) {
+		v.errf(at("ha", "fencing_header"), "ha.fencing_header %q: use letters, digits and '-' only", h.FencingHeader)
 	}
 	if vip := h.VIP; vip != nil {
 		v.vip(vip)

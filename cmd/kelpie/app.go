@@ -79,7 +79,9 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 		return nil, err
 	}
 	a.accessLog = closer
-	p, err := proxy.New(proxyOptions(cfg, log, access), nil)
+	po := proxyOptions(cfg, log, access)
+	po.FencingHeader, po.FencingToken = fencing(cfg, a)
+	p, err := proxy.New(po, nil)
 	if err != nil {
 		a.close()
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -35,6 +36,9 @@ type clusterPart struct {
 	haStop context.CancelFunc
 	haDone chan struct{}
 	once   sync.Once
+	// token is the fencing token while leading, else 0 (for the proxy's
+	// fencing header).
+	token atomic.Uint64
 	// role is the last role counted in the transitions metric; only
 	// roleChanged touches it, and the elector calls that from one goroutine.
 	role cluster.Role
@@ -100,6 +104,11 @@ func (c *clusterPart) roleChanged(st cluster.Status) {
 		c.m.FencingToken.Set(float64(st.FencingToken))
 	}
 	c.m.Leader.Set(leader)
+	if st.Role == cluster.RoleLeader {
+		c.token.Store(st.FencingToken)
+	} else {
+		c.token.Store(0)
+	}
 	if st.Role != c.role {
 		c.m.Transitions.WithLabelValues(string(st.Role)).Inc()
 		c.role = st.Role
@@ -169,6 +178,20 @@ func (c *clusterPart) countDrains(ctx context.Context) {
 			return
 		case <-ch:
 		}
+	}
+}
+
+// fencing returns the proxy's fencing header options for cfg: the header
+// carries the token of the cluster part a resolves when serving starts.
+func fencing(cfg *config.Config, a *app) (string, func() uint64) {
+	if cfg.HA == nil || !cfg.HA.Enabled || cfg.HA.FencingHeader == "" {
+		return "", nil
+	}
+	return cfg.HA.FencingHeader, func() uint64 {
+		if a.cl == nil {
+			return 0
+		}
+		return a.cl.token.Load()
 	}
 }
 

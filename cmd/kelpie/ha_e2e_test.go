@@ -23,6 +23,7 @@ import (
 	"github.com/kelpie-lb/kelpie/cluster"
 	"github.com/kelpie-lb/kelpie/discovery/consultest"
 	"github.com/kelpie-lb/kelpie/internal/testkit"
+	"github.com/valyala/fasthttp"
 )
 
 func needConsulAgent(t *testing.T) *consultest.Agent {
@@ -282,4 +283,48 @@ func TestHALeaderProcessKilled(t *testing.T) {
 	if took > 3*time.Second {
 		t.Errorf("takeover took %v, want within 3s", took)
 	}
+}
+
+// TestHAFencingHeader: the leader sends its fencing token to backends; a
+// client cannot forge one.
+func TestHAFencingHeader(t *testing.T) {
+	agent := needConsulAgent(t)
+	be := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.WriteString("token=" + strings.Join(headerValues(&ctx.Request.Header, "X-Kelpie-Fencing-Token"), ","))
+	})
+	a := startApp(t, clusterYAML(agent, "kelpie-a", "ha: {enabled: true, fencing_header: X-Kelpie-Fencing-Token}", be.Addr))
+	eventually(t, 10*time.Second, "leader", func() bool { return haOf(t, a).Role == cluster.RoleLeader })
+	b := startApp(t, clusterYAML(agent, "kelpie-b", "ha: {enabled: true, fencing_header: X-Kelpie-Fencing-Token}", be.Addr))
+	eventually(t, 10*time.Second, "standby", func() bool { return haOf(t, b).Leader == "kelpie-a" })
+	tok := haOf(t, a).FencingToken
+
+	forged := func(ta *testApp) string {
+		req := fasthttp.AcquireRequest()
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI("http://" + ta.ProxyAddr + "/")
+		req.Header.Add("X-Kelpie-Fencing-Token", "999999")
+		req.Header.Add("x-kelpie-fencing-token", "999998")
+		if err := fasthttp.DoTimeout(req, resp, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return string(resp.Body())
+	}
+	if got, want := forged(a), fmt.Sprintf("token=%d", tok); got != want {
+		t.Errorf("through the leader the backend saw %q, want %q", got, want)
+	}
+	if got := forged(b); got != "token=" {
+		t.Errorf("through the standby the backend saw %q, want no token", got)
+	}
+}
+
+func headerValues(h *fasthttp.RequestHeader, name string) []string {
+	var out []string
+	for k, v := range h.All() {
+		if strings.EqualFold(string(k), name) {
+			out = append(out, string(v))
+		}
+	}
+	return out
 }
