@@ -148,3 +148,23 @@ func TestHAEndpoint(t *testing.T) {
 		t.Fatalf("%v %v %s", v, err, raw)
 	}
 }
+
+// TestStateFileLeavesOutFleetDrains: Consul keeps fleet drains; a copy in
+// the local state file would drain the backend again after a restart even
+// when the fleet drain was lifted meanwhile.
+func TestStateFileLeavesOutFleetDrains(t *testing.T) {
+	p := newPool(t, "web", "127.0.0.1:9001", "127.0.0.1:9002")
+	fleet := &fakeFleet{pool: p, m: map[string]DrainInfo{}}
+	path := t.TempDir() + "/state.json"
+	srv := serve(t, Options{Fleet: fleet, StatePath: path}, p)
+	base := srv.URL + "/api/v1/upstreams/web/backends/"
+	decodeBackend(t, call(t, "POST", base+"127.0.0.1:9002/drain?scope=fleet", "", ""))
+	decodeBackend(t, call(t, "POST", base+"127.0.0.1:9001/drain", "", ""))
+	st, err := LoadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.Drained["web"]; len(got) != 1 || got[0] != "127.0.0.1:9001" {
+		t.Fatalf("state file drains %v, want only the local one", got)
+	}
+}

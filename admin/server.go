@@ -283,7 +283,11 @@ func (s *Server) saveState() {
 	}
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
-	if err := SaveState(s.opts.StatePath, s.pools()); err != nil {
+	var fleet func(upstream, address string) bool
+	if s.opts.Fleet != nil {
+		fleet = func(upstream, address string) bool { _, ok := s.opts.Fleet.Lookup(upstream, address); return ok }
+	}
+	if err := saveState(s.opts.StatePath, s.pools(), fleet); err != nil {
 		s.log.Error("admin state not saved", "path", s.opts.StatePath, "err", err)
 	}
 }
