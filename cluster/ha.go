@@ -74,7 +74,8 @@ type HA struct {
 	mu     sync.Mutex
 	held   bool
 	vipErr error
-	garpMu sync.Mutex // one announcement burst at a time
+	garpMu sync.Mutex     // one announcement burst at a time
+	garps  sync.WaitGroup // announcement bursts; Run waits for them
 	leader atomic.Bool
 	ready  atomic.Bool
 }
@@ -130,7 +131,11 @@ func NewHA(o HAOptions) (*HA, error) {
 
 // Run runs the election until ctx ends; on the way out the VIP is removed
 // before the lock is released.
-func (h *HA) Run(ctx context.Context) error { return h.el.Run(ctx) }
+func (h *HA) Run(ctx context.Context) error {
+	err := h.el.Run(ctx)
+	h.garps.Wait() // each burst ends by itself once leadership is gone
+	return err
+}
 
 // Ready is false while fenced: a fenced instance must not be picked by
 // anything that checks readiness.
@@ -180,6 +185,7 @@ func (h *HA) apply(st Status) {
 		if h.vipErr == nil {
 			h.held = true
 			h.log.Info("vip added", "vip", v.String(), "fencing_token", st.FencingToken)
+			h.garps.Add(1)
 			go h.announce(st.FencingToken)
 		}
 	case !leading && h.held && !keep:
@@ -197,6 +203,7 @@ func (h *HA) apply(st Status) {
 // announce sends the gratuitous ARPs of one leadership, stopping as soon as
 // the leadership ends.
 func (h *HA) announce(token uint64) {
+	defer h.garps.Done()
 	h.garpMu.Lock()
 	defer h.garpMu.Unlock()
 	for i := range h.o.GARPs {
