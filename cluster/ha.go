@@ -110,7 +110,7 @@ func NewHA(o HAOptions) (*HA, error) {
 			}
 		})
 		if err != nil {
-			return nil, fmt.Errorf("ha: %w", err)
+			return nil, fmt.Errorf("ha: taking the VIP off the interface at start (a new instance is a standby): %w", err)
 		}
 	}
 	outer := o.Elector.OnChange

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -327,4 +328,35 @@ func headerValues(h *fasthttp.RequestHeader, name string) []string {
 		}
 	}
 	return out
+}
+
+// TestHAWithoutNetAdmin: a VIP without CAP_NET_ADMIN is one clear error at
+// start, exit 1. The capability is dropped with setpriv(1) from the
+// bounding set, so the exec'd kelpie has none.
+func TestHAWithoutNetAdmin(t *testing.T) {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil || os.Geteuid() != 0 {
+		testkit.Missing(t, "root and setpriv(1) to start kelpie without CAP_NET_ADMIN", "run as root; apt-get install -y util-linux")
+	}
+	bin, err := buildKelpie()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kelpie.yaml")
+	yaml := fmt.Sprintf("listen: %q\nadmin: {listen: %q}\nconsul: {address: %q}\ncluster: {name: edge}\n"+
+		"ha: {enabled: true, vip: {address: 127.0.0.9, interface: lo}}\nupstreams: [{name: web, backends: [{address: \"127.0.0.1:9\"}]}]\n",
+		testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t))
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, setpriv, "--bounding-set=-net_admin", "--inh-caps=-net_admin", bin, "run", "-config", path).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("want exit 1, got %v:\n%s", err, out)
+	}
+	if n := strings.Count(string(out), "CAP_NET_ADMIN"); n != 1 {
+		t.Fatalf("want one error naming CAP_NET_ADMIN, got %d:\n%s", n, out)
+	}
 }
