@@ -59,10 +59,11 @@ func (m *fleetMember) waitDrained(t *testing.T, addr string, want bool, d time.D
 
 func TestFleetDrainReachesEveryInstanceAndSurvivesRestarts(t *testing.T) {
 	agent := needConsul(t)
+	relay := newCutter(t, agent.HTTPAddr) // the watchers reach Consul through it
 	fleet := []*fleetMember{
-		startFleetMember(t, agent, agent.HTTPAddr),
-		startFleetMember(t, agent, agent.HTTPAddr),
-		startFleetMember(t, agent, agent.HTTPAddr),
+		startFleetMember(t, agent, relay.Addr()),
+		startFleetMember(t, agent, relay.Addr()),
+		startFleetMember(t, agent, relay.Addr()),
 	}
 	// Let every watch reach its blocking wait first.
 	for _, m := range fleet {
@@ -91,19 +92,23 @@ func TestFleetDrainReachesEveryInstanceAndSurvivesRestarts(t *testing.T) {
 	// the drain up on its first sync.
 	for i := range fleet {
 		fleet[i].stop()
-		fleet[i] = startFleetMember(t, agent, agent.HTTPAddr)
+		fleet[i] = startFleetMember(t, agent, relay.Addr())
 		fleet[i].waitDrained(t, "127.0.0.1:9001", true, 5*time.Second)
 	}
 
-	// A Consul outage changes nothing.
+	// A Consul outage changes nothing: first a hung agent (queries hang),
+	// then an unreachable one (queries fail and are retried).
 	agent.Pause()
-	time.Sleep(1500 * time.Millisecond) // an outage has to last; nothing to wait on
+	time.Sleep(time.Second) // an outage has to last; nothing to wait on
+	relay.Cut()
+	time.Sleep(1500 * time.Millisecond) // several failed retries
 	for i, m := range fleet {
 		if !m.drained("127.0.0.1:9001") || m.drained("127.0.0.1:9002") {
 			t.Errorf("instance %d changed its drains during the outage", i)
 		}
 	}
 	agent.Resume()
+	relay.Heal()
 
 	// ready -fleet lifts it everywhere.
 	start = time.Now()
