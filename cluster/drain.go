@@ -231,8 +231,12 @@ func (d *Drainer) Run(ctx context.Context) error {
 	var index uint64
 	backoff := 250 * time.Millisecond
 	for ctx.Err() == nil {
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: d.o.WaitTime, AllowStale: true}).WithContext(ctx)
+		// Bounded: Consul answers within WaitTime plus up to WaitTime/16 of
+		// jitter; a hung agent must not hold the watch forever.
+		qctx, cancel := context.WithTimeout(ctx, d.o.WaitTime+d.o.WaitTime/16+5*time.Second)
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: d.o.WaitTime, AllowStale: true}).WithContext(qctx)
 		pairs, meta, err := d.o.Client.KV().List(d.o.Prefix, q)
+		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
 				d.log.Warn("fleet drain watch failed; drains unchanged", "prefix", d.o.Prefix, "err", err, "retry", backoff)
