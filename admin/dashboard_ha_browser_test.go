@@ -34,7 +34,7 @@ func TestDashboardShowsHAAndFleetDrains(t *testing.T) {
 		t.Fatalf("leader line %q, %v", leader, err)
 	}
 	if err := chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(row+` button[data-action="ready"]`)),
+		click(row+` button[data-action="ready"]`),
 		waitText(row+" .admin-state", "ready"),
 	); err != nil {
 		t.Fatalf("click Ready: %v", err)
