@@ -95,8 +95,9 @@ type Elector struct {
 	// yield is set while a live member would preempt this one; contend
 	// does not take the lock then.
 	yield atomic.Bool
-	// kick wakes contend's blocking query when yield clears, so the lock a
-	// preferred member left is taken at once.
+	// kick wakes contend's blocking query for an immediate read: when yield
+	// clears (the lock a preferred member left is taken at once) and when a
+	// fenced leader's session is renewed again (it resumes at once).
 	kick chan struct{}
 }
 
@@ -276,6 +277,14 @@ func (e *Elector) Run(ctx context.Context) error {
 				lease.CheckPassed(ev.sent)
 			case evSessionRenewed:
 				lease.SessionRenewed(ev.sent)
+				if lease.Role() == RoleFenced {
+					// Consul answers again: look at the lock now rather than
+					// at the end of contend's blocking query.
+					select {
+					case e.kick <- struct{}{}:
+					default:
+					}
+				}
 			case evSessionGone:
 				dropSession("consul invalidated the session")
 				retry.Reset(0)
