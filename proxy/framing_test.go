@@ -440,3 +440,26 @@ func TestHeaderNamesKeepTheirSpelling(t *testing.T) {
 		}
 	}
 }
+
+// TestFencingHeaderForgedInAnySpelling: a client's copy of the fencing
+// header is removed however it spells the name (names are not normalised),
+// and the backend sees kelpie's token only.
+func TestFencingHeaderForgedInAnySpelling(t *testing.T) {
+	be := startWire(t)
+	pool := newPool(t, balancer.RoundRobin, be.addr)
+	px := startProxy(t, Options{FencingHeader: "X-Fence", FencingToken: func() uint64 { return 7 }},
+		Route{PathPrefix: "/", Upstream: &Upstream{Pool: pool}})
+	r := &framingRig{px: px, be: be, pool: pool}
+	if resp, _ := r.send(t, "GET / HTTP/1.1\r\nHost: a\r\nx-fence: 999\r\nX-FENCE: 998\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	var fences []string
+	for _, l := range head(be.bytes())[1:] {
+		if name, _, _ := strings.Cut(l, ":"); strings.EqualFold(name, "X-Fence") {
+			fences = append(fences, l)
+		}
+	}
+	if !slices.Equal(fences, []string{"X-Fence: 7"}) {
+		t.Errorf("backend got fencing lines %q, want only kelpie's", fences)
+	}
+}

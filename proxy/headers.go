@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/netip"
+	"strconv"
 
 	"github.com/valyala/fasthttp"
 )
@@ -112,6 +113,8 @@ func (p *Proxy) rewriteRequest(req *fasthttp.Request, peer netip.Addr, tls bool)
 			}
 		case equalFold(name, hdrRequestID):
 			idSeen, hasID = true, validRequestID(value)
+		case p.isFencing(name): // only kelpie may claim a token
+			del = true
 		case dropName(name):
 			del = true
 		}
@@ -122,9 +125,12 @@ func (p *Proxy) rewriteRequest(req *fasthttp.Request, peer netip.Addr, tls bool)
 		for _, name := range removed {
 			delFold(h, []byte(name))
 		}
+		if p.opts.FencingHeader != "" {
+			delFold(h, []byte(p.opts.FencingHeader))
+		}
 	} else if del || idSeen && !hasID {
 		forLines(raw, func(name, _ []byte) {
-			if removedIndex(name) >= 0 || dropName(name) || !hasID && equalFold(name, hdrRequestID) || foldIn(name, toks) {
+			if removedIndex(name) >= 0 || dropName(name) || !hasID && equalFold(name, hdrRequestID) || foldIn(name, toks) || p.isFencing(name) {
 				delFold(h, name)
 			}
 		})
@@ -151,6 +157,17 @@ func (p *Proxy) rewriteRequest(req *fasthttp.Request, peer netip.Addr, tls bool)
 		var id [33]byte
 		h.SetBytesV(hdrRequestID, p.newRequestID(id[:0]))
 	}
+	if p.opts.FencingHeader != "" && p.opts.FencingToken != nil {
+		if tok := p.opts.FencingToken(); tok != 0 {
+			var buf [20]byte
+			h.SetBytesV(p.opts.FencingHeader, strconv.AppendUint(buf[:0], tok, 10))
+		}
+	}
+}
+
+// isFencing reports whether name is the fencing header (Options.FencingHeader).
+func (p *Proxy) isFencing(name []byte) bool {
+	return p.opts.FencingHeader != "" && equalFold(name, p.opts.FencingHeader)
 }
 
 // headerDeleter is a request or response header.
