@@ -5,7 +5,7 @@ GO ?= go
 # exceeded" when it expires mid-execution (golang/go#75804, unfixed in Go 1.26).
 FUZZTIME ?= 20000x
 
-.PHONY: test deps vet unit allocs fuzz bench build demo
+.PHONY: test deps vet unit allocs fuzz bench build demo image
 
 test: deps vet unit allocs fuzz
 
@@ -31,6 +31,10 @@ fuzz:
 
 build:
 	$(GO) build -o bin/kelpie ./cmd/kelpie
+
+# kelpie:<version> and kelpie:latest, FROM scratch, from a static binary.
+image:
+	@tools/image.sh
 
 demo:
 	$(GO) run ./cmd/kelpie demo

@@ -4,6 +4,7 @@
 //	kelpie check -config FILE    validate a config file
 //	kelpie demo                  zero-setup tour on localhost
 //	kelpie backends|drain|ready  admin API clients
+//	kelpie probe URL             health check for images without a shell
 //	kelpie version
 package main
 
@@ -22,6 +23,7 @@ usage:
   kelpie backends [-admin URL] [-token T] [-json]
   kelpie drain [-admin URL] [-token T] [-json] UPSTREAM ADDRESS
   kelpie ready [-admin URL] [-token T] [-json] UPSTREAM ADDRESS
+  kelpie probe [-timeout 2s] URL          exit 0 if URL answers 2xx in time (image HEALTHCHECK)
   kelpie version
 `
 
@@ -49,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runDrain(rest, stdout, stderr)
 	case "ready":
 		return runReady(rest, stdout, stderr)
+	case "probe":
+		return runProbe(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "kelpie", version())
 		return 0
