@@ -1,0 +1,252 @@
+// Package containertest drives a Docker Engine from Go tests through the
+// docker CLI (os/exec; no client library): images built from binaries built
+// on this machine, private networks, containers, and cleanup by ID.
+//
+// Every resource a test creates has a unique name and is removed by ID in
+// t.Cleanup, also when the test fails. In -short mode the tests that need
+// an engine skip and say why; without an engine they skip too, except with
+// CI=true, where a missing engine fails them.
+package containertest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// cmdTimeout bounds one docker command; none of them should take long
+// except an image build.
+const cmdTimeout = 3 * time.Minute
+
+// RequireEngine skips t in -short mode or when no Docker Engine answers,
+// and fails it instead under CI=true.
+func RequireEngine(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("container test: needs a Docker Engine and minutes; skipped in -short mode")
+	}
+	if err := engineErr(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("container test: CI=true but no Docker Engine: %v", err)
+		}
+		t.Skipf("container test: no Docker Engine (%v); CI=true makes this a failure", err)
+	}
+}
+
+var engineErr = sync.OnceValue(func() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "version", "--format", "{{.Server.Version}}").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("docker version: %w: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
+})
+
+// Docker runs the docker CLI with args and returns its trimmed stdout.
+func Docker(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("docker %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return strings.TrimSpace(stdout.String()), nil
+}
+
+// MustDocker is Docker that fails t on error.
+func MustDocker(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := Docker(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// UniqueName returns prefix plus random hex: container, network and image
+// names that never collide with another test run's.
+func UniqueName(prefix string) string {
+	b := make([]byte, 5)
+	rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// Root is the repository's top directory.
+func Root(t testing.TB) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	root, err := filepath.Abs(filepath.Join(filepath.Dir(file), "..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// Images are the images a suite runs, built once per test binary under
+// unique names and removed by ID when the tests end (see Cleanup).
+type Images struct {
+	Kelpie, Backend, Consul string
+}
+
+var (
+	imagesOnce sync.Once
+	images     Images
+	imagesErr  error
+	imageIDs   []string
+)
+
+// BuildImages builds kelpie's image (tools/image.sh) and the backend and
+// Consul images (tools/example-images.sh) once, under unique names.
+func BuildImages(t testing.TB) Images {
+	t.Helper()
+	imagesOnce.Do(func() {
+		root := Root(t)
+		tag := UniqueName("kelpie-test")
+		images = Images{Kelpie: tag + "-kelpie:test", Backend: tag + "-backend:test", Consul: tag + "-consul:test"}
+		run := func(script string, env ...string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, filepath.Join(root, "tools", script))
+			cmd.Env = append(os.Environ(), env...)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("tools/%s: %w\n%s", script, err, out)
+			}
+			return nil
+		}
+		imagesErr = run("image.sh", "KELPIE_IMAGE="+images.Kelpie)
+		for _, name := range []string{images.Kelpie} {
+			if id, err := Docker("image", "inspect", "--format", "{{.Id}}", name); err == nil {
+				imageIDs = append(imageIDs, id)
+			}
+		}
+		if imagesErr != nil {
+			return
+		}
+		imagesErr = run("example-images.sh", "BACKEND_IMAGE="+images.Backend, "CONSUL_IMAGE="+images.Consul)
+		for _, name := range []string{images.Backend, images.Consul} {
+			if id, err := Docker("image", "inspect", "--format", "{{.Id}}", name); err == nil {
+				imageIDs = append(imageIDs, id)
+			}
+		}
+	})
+	if imagesErr != nil {
+		t.Fatal(imagesErr)
+	}
+	return images
+}
+
+// RemoveImages removes the images BuildImages built; call it from TestMain
+// after the tests, failed or not.
+func RemoveImages() {
+	for _, id := range imageIDs {
+		Docker("image", "rm", "-f", id)
+	}
+	imageIDs = nil
+}
+
+// Network creates a private bridge network with a unique name and removes
+// it by ID when t ends. It returns the name.
+func Network(t testing.TB) string {
+	t.Helper()
+	name := UniqueName("kelpie-test-net")
+	id := MustDocker(t, "network", "create", "--driver", "bridge", name)
+	t.Cleanup(func() {
+		if _, err := Docker("network", "rm", id); err != nil {
+			t.Errorf("remove network %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+// Container is one running container a test started.
+type Container struct {
+	ID, Name string
+}
+
+// Run starts a detached container from args (docker run's options, image
+// and command, without --name and -d) under a unique name with prefix,
+// and removes it (forcibly, by ID) when t ends; on failure its logs go to
+// the test log first.
+func Run(t testing.TB, prefix string, args ...string) *Container {
+	t.Helper()
+	name := UniqueName(prefix)
+	id, err := Docker(append([]string{"run", "-d", "--name", name}, args...)...)
+	if id != "" || err == nil {
+		t.Cleanup(func() {
+			if t.Failed() {
+				if logs, err := logsOf(id); err == nil {
+					t.Logf("logs of %s:\n%s", name, logs)
+				}
+			}
+			if _, err := Docker("rm", "-f", "-v", id); err != nil {
+				t.Errorf("remove container %s: %v", name, err)
+			}
+		})
+	}
+	if err != nil {
+		// docker run may have created the container before failing to start it.
+		if cid, ierr := Docker("container", "inspect", "--format", "{{.Id}}", name); ierr == nil {
+			Docker("rm", "-f", "-v", cid)
+		}
+		t.Fatal(err)
+	}
+	return &Container{ID: id, Name: name}
+}
+
+func logsOf(id string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "logs", "--tail", "200", id).CombinedOutput()
+	return string(out), err
+}
+
+// Inspect returns a Go-template field of the container, e.g.
+// "{{.State.Status}}".
+func (c *Container) Inspect(t testing.TB, format string) string {
+	t.Helper()
+	return MustDocker(t, "container", "inspect", "--format", format, c.ID)
+}
+
+// IP returns the container's address on network.
+func (c *Container) IP(t testing.TB, network string) string {
+	t.Helper()
+	return c.Inspect(t, fmt.Sprintf("{{(index .NetworkSettings.Networks %q).IPAddress}}", network))
+}
+
+// HostPort returns the 127.0.0.1:PORT that the container's port (e.g.
+// "8080/tcp") is published on.
+func (c *Container) HostPort(t testing.TB, port string) string {
+	t.Helper()
+	out := MustDocker(t, "port", c.ID, port)
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "127.0.0.1:") {
+			return strings.TrimSpace(line)
+		}
+	}
+	t.Fatalf("container %s: port %s not published on 127.0.0.1: %q", c.Name, port, out)
+	return ""
+}
+
+// Logs returns the container's recent output.
+func (c *Container) Logs(t testing.TB) string {
+	t.Helper()
+	out, err := logsOf(c.ID)
+	if err != nil {
+		t.Fatalf("logs of %s: %v", c.Name, err)
+	}
+	return out
+}
