@@ -96,62 +96,69 @@ func Root(t testing.TB) string {
 }
 
 // Images are the images a suite runs, built once per test binary under
-// unique names and removed by ID when the tests end (see Cleanup).
+// unique names and removed by ID when the tests end (see RemoveImages).
 type Images struct {
-	Kelpie, Backend, Consul string
+	Kelpie, Backend string
 }
 
 var (
-	imagesOnce sync.Once
-	images     Images
-	imagesErr  error
-	imageIDs   []string
+	imagesMu  sync.Mutex
+	built     = map[string]string{} // what -> image name
+	buildErrs = map[string]error{}
+	imageIDs  []string
+	runTag    = UniqueName("kelpie-test")
 )
 
-// BuildImages builds kelpie's image (tools/image.sh) and the backend and
-// Consul images (tools/example-images.sh) once, under unique names.
+// BuildImages builds kelpie's image (tools/image.sh) and the test
+// backend's (tools/example-images.sh) once, under unique names.
 func BuildImages(t testing.TB) Images {
 	t.Helper()
-	imagesOnce.Do(func() {
-		root := Root(t)
-		tag := UniqueName("kelpie-test")
-		images = Images{Kelpie: tag + "-kelpie:test", Backend: tag + "-backend:test", Consul: tag + "-consul:test"}
-		run := func(script string, env ...string) error {
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, filepath.Join(root, "tools", script))
-			cmd.Env = append(os.Environ(), env...)
-			out, err := cmd.CombinedOutput()
-			if err != nil {
-				return fmt.Errorf("tools/%s: %w\n%s", script, err, out)
-			}
-			return nil
-		}
-		imagesErr = run("image.sh", "KELPIE_IMAGE="+images.Kelpie)
-		for _, name := range []string{images.Kelpie} {
-			if id, err := Docker("image", "inspect", "--format", "{{.Id}}", name); err == nil {
-				imageIDs = append(imageIDs, id)
-			}
-		}
-		if imagesErr != nil {
-			return
-		}
-		imagesErr = run("example-images.sh", "BACKEND_IMAGE="+images.Backend, "CONSUL_IMAGE="+images.Consul)
-		for _, name := range []string{images.Backend, images.Consul} {
-			if id, err := Docker("image", "inspect", "--format", "{{.Id}}", name); err == nil {
-				imageIDs = append(imageIDs, id)
-			}
-		}
-	})
-	if imagesErr != nil {
-		t.Fatal(imagesErr)
-	}
-	return images
+	return Images{Kelpie: buildImage(t, "kelpie"), Backend: buildImage(t, "backend")}
 }
 
-// RemoveImages removes the images BuildImages built; call it from TestMain
+// ConsulImage builds the Consul agent's image once (the first static
+// Consul build takes minutes; tools/consul caches it).
+func ConsulImage(t testing.TB) string {
+	t.Helper()
+	return buildImage(t, "consul")
+}
+
+func buildImage(t testing.TB, what string) string {
+	t.Helper()
+	imagesMu.Lock()
+	defer imagesMu.Unlock()
+	if name, ok := built[what]; ok {
+		if err := buildErrs[what]; err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	name := runTag + "-" + what + ":test"
+	script, args, env := "example-images.sh", []string{what}, []string{"BACKEND_IMAGE=" + name, "CONSUL_IMAGE=" + name}
+	if what == "kelpie" {
+		script, args, env = "image.sh", nil, []string{"KELPIE_IMAGE=" + name}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(Root(t), "tools", script), args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if id, ierr := Docker("image", "inspect", "--format", "{{.Id}}", name); ierr == nil {
+		imageIDs = append(imageIDs, id)
+	}
+	built[what] = name
+	if err != nil {
+		buildErrs[what] = fmt.Errorf("tools/%s %s: %w\n%s", script, what, err, out)
+		t.Fatal(buildErrs[what])
+	}
+	return name
+}
+
+// RemoveImages removes the images built so far; call it from TestMain
 // after the tests, failed or not.
 func RemoveImages() {
+	imagesMu.Lock()
+	defer imagesMu.Unlock()
 	for _, id := range imageIDs {
 		Docker("image", "rm", "-f", id)
 	}
