@@ -54,9 +54,10 @@ type env struct {
 
 // envOptions shape an env.
 type envOptions struct {
-	backends int    // default 3
-	upstream string // the upstream's YAML body after "- name: web\n"; default: static b1..bN by name
-	extra    string // extra top-level YAML (consul: ...)
+	backends int           // default 3
+	upstream string        // the upstream's YAML body after "- name: web\n"; default: static b1..bN by name
+	extra    string        // extra top-level YAML (consul: ...)
+	response time.Duration // timeouts.response; default responseTO
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -68,6 +69,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	for i := 1; i <= o.backends; i++ {
 		alias := fmt.Sprintf("b%d", i)
 		e.backends[alias] = e.startBackend(alias)
+	}
+	if o.response == 0 {
+		o.response = responseTO
 	}
 	if o.upstream == "" {
 		var sb strings.Builder
@@ -93,7 +97,7 @@ shutdown:
     retries: {attempts: 2}
     timeouts: {connect: %s, response: %s}
     slow_start: 0s
-`, o.extra, o.upstream, probeInterval, probeTimeout, probeRise, probeFall, connectTO, responseTO)
+`, o.extra, o.upstream, probeInterval, probeTimeout, probeRise, probeFall, connectTO, o.response)
 	if err := os.WriteFile(filepath.Join(e.confDir, "kelpie.yaml"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

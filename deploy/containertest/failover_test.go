@@ -171,8 +171,8 @@ func TestContainerRollingRestart(t *testing.T) {
 // requests in flight: /readyz turns 503 at once, every request finishes,
 // and the container exits 0.
 func TestContainerKelpieStopped(t *testing.T) {
-	e := newEnv(t, envOptions{})
 	const n, delay = 20, 3 * time.Second
+	e := newEnv(t, envOptions{response: 2 * delay})
 	c := &fasthttp.HostClient{Addr: e.proxy, MaxConns: n, MaxIdemponentCallAttempts: 1, ReadTimeout: 30 * time.Second}
 	var wg sync.WaitGroup
 	codes := make(chan string, n)
