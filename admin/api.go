@@ -92,7 +92,8 @@ func describePool(p *balancer.Pool) Upstream {
 }
 
 func describeBackend(b *balancer.Backend, eligible bool) Backend {
-	down := b.Down()
+	st := b.State()
+	down := st.Down()
 	reasons := []string{}
 	if down != 0 {
 		reasons = strings.Split(down.String(), "+")
@@ -102,9 +103,9 @@ func describeBackend(b *balancer.Backend, eligible bool) Backend {
 		Weight:   b.Weight(),
 		Backup:   b.Backup(),
 		Source:   b.Sources().String(),
-		Health:   b.Health().String(),
-		Ejected:  down&balancer.ReasonEjected != 0,
-		Breaker:  b.Breaker().String(),
+		Health:   st.Health.String(),
+		Ejected:  st.Ejected,
+		Breaker:  st.Breaker.String(),
 		Admin:    b.Admin().String(),
 		Eligible: eligible,
 		InFlight: b.InFlight(),

@@ -73,11 +73,11 @@ func simulateTraffic(t *testing.T, rates map[*balancer.Backend]int) {
 			for b, perSecond := range rates {
 				for range perSecond / 20 {
 					if b.Acquire() {
-						code, res := 200, balancer.ResultOK
+						res := balancer.ResultOK
 						if n%37 == 0 {
-							code, res = 502, balancer.ResultReset
+							res = balancer.ResultReset
 						}
-						b.Release(code, res)
+						b.Release(res)
 					}
 				}
 			}
@@ -101,11 +101,9 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Some variety for the eye and the screenshot.
 	sick := api.Lookup("127.0.1.13:8080")
-	api.SetHealth(sick, false, "probe: 503")
-	api.Mark(sick, balancer.ReasonBreakerOpen, true, "test")
-	sick.SetBreakerState(balancer.BreakerOpen)
+	api.Update(sick, "probe: 503", func(s *balancer.State) { s.Health, s.Breaker = balancer.HealthUnhealthy, balancer.BreakerOpen })
 	for _, b := range web.Snapshot().Members {
-		web.SetHealth(b, true, "test")
+		web.Update(b, "test", func(s *balancer.State) { s.Health = balancer.HealthHealthy })
 	}
 	simulateTraffic(t, map[*balancer.Backend]int{
 		web.Lookup("127.0.0.1:9001"): 120, web.Lookup("127.0.0.1:9002"): 140, web.Lookup("127.0.0.1:9003"): 100,
@@ -120,7 +118,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	release := func() {
 		if !released {
 			released = true
-			victim.Release(200, balancer.ResultOK)
+			victim.Release(balancer.ResultOK)
 		}
 	}
 	defer release()

@@ -20,8 +20,7 @@ func TestListUpstreamsShape(t *testing.T) {
 	srv := serve(t, Options{}, web, api)
 
 	b2 := web.Lookup("127.0.0.1:9002")
-	web.SetHealth(b2, false, "test")
-	b2.SetBreakerState(balancer.BreakerHalfOpen)
+	web.Update(b2, "test", func(s *balancer.State) { s.Health, s.Breaker = balancer.HealthUnhealthy, balancer.BreakerHalfOpen })
 
 	r := call(t, "GET", srv.URL+"/api/v1/upstreams", "", "")
 	if r.code != 200 || r.header.Get("Content-Type") != "application/json" {
@@ -218,7 +217,7 @@ func TestDrainIdempotentAndReady(t *testing.T) {
 	if b.Acquire() {
 		t.Fatal("Acquire admitted a new request after drain")
 	}
-	b.Release(200, balancer.ResultOK)
+	b.Release(balancer.ResultOK)
 	if got := findIn(t, upstreams(t, srv.URL), "web", "127.0.0.1:9001"); got.Admin != "drained" || got.InFlight != 0 {
 		t.Fatalf("after the last request: %+v, want drained", got)
 	}

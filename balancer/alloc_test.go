@@ -56,12 +56,28 @@ func TestDataPathAllocs(t *testing.T) {
 			panic(err)
 		}
 		done(ResultOK)
-		b.Release(200, ResultOK)
+		b.Release(ResultOK)
 	})
 	if allocs != 0 {
 		t.Errorf("Acquire+Admit+Release: %v allocs/op, want 0", allocs)
 	}
-	if allocs := testing.AllocsPerRun(2000, func() { p.Stats().Latency.Observe(1234) }); allocs != 0 {
-		t.Errorf("Histogram.Observe: %v allocs/op, want 0", allocs)
+}
+
+// TestSetWeightSkipsMerge: an admin weight change touches one backend and
+// rebuilds the snapshot; it does not rerun the membership merge, whose map
+// of every listed member costs allocations in proportion to the pool.
+func TestSetWeightSkipsMerge(t *testing.T) {
+	const n = 300
+	p := newTestPool(t, Options{Algorithm: LeastConn}, equal(n))
+	w := 1
+	allocs := testing.AllocsPerRun(50, func() {
+		w = 3 - w // 1, 2, 1, ...
+		if _, err := p.SetWeight(addr(7), w); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs >= n/2 {
+		t.Errorf("SetWeight on a pool of %d: %v allocs, want a snapshot rebuild's few (a membership merge makes one per member)", n, allocs)
 	}
+	t.Logf("SetWeight on %d members: %v allocs", n, allocs)
 }

@@ -5,8 +5,10 @@
 //
 // Control-plane writers (discovery, health, admin) change a Pool through its
 // methods; each change rebuilds a Snapshot under the pool's writer mutex and
-// swaps it in. The data path only loads the snapshot and picks: no lock, no
-// allocation.
+// swaps it in. A backend's rotation state (health, breaker, ejection, drain,
+// removal) is one immutable State value, replaced only by the pool's writer
+// through Pool.Update. The data path only loads the snapshot and picks: no
+// lock, no allocation.
 package balancer
 
 import (
@@ -18,8 +20,8 @@ import (
 // reason set is eligible (subject to the backup and panic rules of its pool).
 type Reason uint32
 
-// The reasons, one bit each. Several may be set at once; each is set and
-// cleared by exactly one owner.
+// The reasons, one bit each. Several may be set at once. They are derived
+// from a backend's State (see State.Down), never stored on their own.
 const (
 	ReasonUnhealthy   Reason = 1 << iota // active probes failed `fall` times in a row (health)
 	ReasonEjected                        // passive outlier detection ejected it (health)
@@ -68,7 +70,8 @@ func (h Health) String() string {
 	return "unknown"
 }
 
-// BreakerState mirrors a backend's circuit breaker for display.
+// BreakerState is a backend's circuit breaker state as the health layer last
+// published it. An open breaker keeps the backend out of rotation.
 type BreakerState uint32
 
 // Breaker states, as gobreaker names them.
@@ -122,6 +125,47 @@ type Guard interface {
 	Admit() (done func(Result), err error)
 }
 
+// State is a backend's rotation state: one immutable value per change,
+// published by the pool's writer (Pool.Update) and read by anyone with
+// Backend.State. Each field has one owner: Health the active prober,
+// Breaker and Ejected the health layer, Drained the operator (admin API),
+// Critical discovery, Removed the pool's membership. The reasons a backend
+// is out of rotation (Down) are computed from it.
+type State struct {
+	Health   Health       // what active probing last concluded
+	Breaker  BreakerState // the circuit breaker, as last published
+	Ejected  bool         // passive outlier detection ejected it
+	Drained  bool         // an operator drained it
+	Critical bool         // discovery reports it failing or in maintenance
+	Removed  bool         // no source lists it any more
+
+	eligibleSince int64 // unix nanos it last became eligible, for slow start; 0 = from the start
+}
+
+// Down reports the reasons s keeps a backend out of rotation (0 when none).
+func (s State) Down() Reason {
+	var r Reason
+	if s.Health == HealthUnhealthy {
+		r |= ReasonUnhealthy
+	}
+	if s.Ejected {
+		r |= ReasonEjected
+	}
+	if s.Breaker == BreakerOpen {
+		r |= ReasonBreakerOpen
+	}
+	if s.Drained {
+		r |= ReasonDrain
+	}
+	if s.Critical {
+		r |= ReasonCritical
+	}
+	if s.Removed {
+		r |= ReasonRemoved
+	}
+	return r
+}
+
 // Backend is one member of an upstream, identified by its address. It lives
 // as long as its address stays in the pool, across snapshot rebuilds, so its
 // counters, circuit breaker and connection pool survive membership and
@@ -130,51 +174,43 @@ type Backend struct {
 	addr string
 	hash uint64 // fixed per address: the rendezvous-hashing seed
 
-	down     atomic.Uint32 // Reason bits
-	health   atomic.Uint32 // Health
-	breaker  atomic.Uint32 // BreakerState
-	weight   atomic.Int32  // effective configured weight (override or source)
-	override atomic.Int32  // admin weight override; 0 = none
+	// Written by the pool's writer only (under Pool.mu).
+	state    atomic.Pointer[State]
+	weight   atomic.Int32 // effective configured weight: override, else listed
+	listed   atomic.Int32 // the weight its sources give
+	override atomic.Int32 // admin weight override; 0 = none
 	backup   atomic.Bool
 	sources  atomic.Uint32 // bit per Source listing it
 
+	// Written by the data path.
 	inFlight atomic.Int64
 	requests atomic.Uint64
 	failures atomic.Uint64
-	codes    [600]atomic.Uint64 // responses by status code (kelpie's own 502/504 included)
 
 	transitions [numReasons][2]atomic.Uint64 // [reason][0=set,1=cleared]
 
-	eligibleSince atomic.Int64 // unix nanos the backend last became eligible; 0 = from the start
-
-	guard     atomic.Pointer[guardBox]
+	guard     Guard // set once, before the backend is published; nil = admit all
 	transport atomic.Pointer[anyBox]
 }
 
-type guardBox struct{ g Guard }
 type anyBox struct{ v any }
 
-func newBackend(addr string) *Backend {
+func newBackend(addr string, st State) *Backend {
 	b := &Backend{addr: addr, hash: hashString(addr)}
+	b.state.Store(&st)
 	b.weight.Store(1)
+	b.listed.Store(1)
 	return b
 }
 
 // Address is the backend's "host:port".
 func (b *Backend) Address() string { return b.addr }
 
+// State returns the backend's current rotation state (a copy).
+func (b *Backend) State() State { return *b.state.Load() }
+
 // Down reports the reasons the backend is out of rotation (0 when none).
-func (b *Backend) Down() Reason { return Reason(b.down.Load()) }
-
-// Health reports what active probing last concluded.
-func (b *Backend) Health() Health { return Health(b.health.Load()) }
-
-// Breaker reports the breaker state last published by the health layer.
-func (b *Backend) Breaker() BreakerState { return BreakerState(b.breaker.Load()) }
-
-// SetBreakerState records the breaker state for display. Eligibility follows
-// ReasonBreakerOpen, set through Pool.Mark.
-func (b *Backend) SetBreakerState(s BreakerState) { b.breaker.Store(uint32(s)) }
+func (b *Backend) Down() Reason { return b.state.Load().Down() }
 
 // Weight is the configured weight (the admin override when one is set).
 func (b *Backend) Weight() int { return int(b.weight.Load()) }
@@ -195,16 +231,6 @@ func (b *Backend) Requests() uint64 { return b.requests.Load() }
 // Failures is the number of attempts that ended in a gateway error.
 func (b *Backend) Failures() uint64 { return b.failures.Load() }
 
-// Codes calls fn for each status code this backend's attempts have produced,
-// with its count.
-func (b *Backend) Codes(fn func(code int, n uint64)) {
-	for c := range b.codes {
-		if n := b.codes[c].Load(); n > 0 {
-			fn(c, n)
-		}
-	}
-}
-
 // Transitions calls fn for each reason with how often it was set (on=true)
 // and cleared (on=false).
 func (b *Backend) Transitions(fn func(r Reason, on bool, n uint64)) {
@@ -220,22 +246,20 @@ func (b *Backend) Transitions(fn func(r Reason, on bool, n uint64)) {
 
 // Acquire counts a new request in flight. It returns false, counting
 // nothing, when the backend was drained or removed after it was picked: the
-// caller must pick again. Together with Pool.Mark publishing before the admin
-// API replies, this guarantees a drained backend receives no request that
-// began after the drain.
+// caller must pick again. Together with Pool.Drain publishing before the
+// admin API replies, this guarantees a drained backend receives no request
+// that began after the drain.
 func (b *Backend) Acquire() bool {
 	b.inFlight.Add(1)
-	if Reason(b.down.Load())&(ReasonDrain|ReasonRemoved) != 0 {
+	if st := b.state.Load(); st.Drained || st.Removed {
 		b.inFlight.Add(-1)
 		return false
 	}
 	return true
 }
 
-// Release ends a request counted by Acquire and records its result. status
-// is the HTTP status the attempt produced (kelpie's own 502/504 for errors),
-// or 0 when none.
-func (b *Backend) Release(status int, r Result) {
+// Release ends a request counted by Acquire and records its result.
+func (b *Backend) Release(r Result) {
 	b.inFlight.Add(-1)
 	if r == ResultLocal {
 		return
@@ -244,29 +268,18 @@ func (b *Backend) Release(status int, r Result) {
 	if r.GatewayError() {
 		b.failures.Add(1)
 	}
-	if status > 0 && status < len(b.codes) {
-		b.codes[status].Add(1)
-	}
 }
 
-// SetGuard installs the backend's guard (breaker and passive detector).
-func (b *Backend) SetGuard(g Guard) { b.guard.Store(&guardBox{g}) }
-
-// Guard returns the installed guard, or nil.
-func (b *Backend) Guard() Guard {
-	if gb := b.guard.Load(); gb != nil {
-		return gb.g
-	}
-	return nil
-}
+// Guard returns the guard Options.NewGuard made for the backend, or nil.
+func (b *Backend) Guard() Guard { return b.guard }
 
 func noopDone(Result) {}
 
 // Admit asks the backend's guard to let one attempt through. Without a guard
 // it always admits, with a done func that does nothing.
 func (b *Backend) Admit() (done func(Result), err error) {
-	if gb := b.guard.Load(); gb != nil {
-		return gb.g.Admit()
+	if b.guard != nil {
+		return b.guard.Admit()
 	}
 	return noopDone, nil
 }
@@ -315,7 +328,7 @@ func (s AdminState) String() string {
 
 // Admin reports the backend's admin state.
 func (b *Backend) Admin() AdminState {
-	if b.Down()&ReasonDrain == 0 {
+	if !b.state.Load().Drained {
 		return AdminReady
 	}
 	if b.InFlight() > 0 {

@@ -63,12 +63,11 @@ func TestConcurrentPicks(t *testing.T) {
 					}
 					switch i % 3 {
 					case 0:
-						p.SetHealth(b, i%2 == 0, "probe")
+						setHealth(p, b, i%2 == 0)
 					case 1:
-						p.Mark(b, ReasonEjected, i%4 == 1, "passive")
+						mark(p, b, ReasonEjected, i%4 == 1)
 					case 2:
-						b.SetBreakerState(BreakerState(i % 3))
-						p.Mark(b, ReasonBreakerOpen, i%5 == 0, "breaker")
+						p.Update(b, "breaker", func(s *State) { s.Breaker = BreakerState(i % 3) })
 					}
 					_ = p.Snapshot().EligibleCount()
 					_ = b.Admin()
@@ -97,7 +96,7 @@ func TestConcurrentPicks(t *testing.T) {
 							}
 							done, err := b.Admit()
 							if err != nil {
-								b.Release(0, ResultLocal)
+								b.Release(ResultLocal)
 								continue
 							}
 							acquired.Add(1)
@@ -106,7 +105,7 @@ func TestConcurrentPicks(t *testing.T) {
 								res = ResultGatewayStatus
 							}
 							done(res)
-							b.Release(200, res)
+							b.Release(res)
 							break
 						}
 						if n == 0 {

@@ -114,3 +114,35 @@ func (c *clock) Advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
 }
+
+// mark sets (on) or clears reason r on b through Pool.Update, as the
+// reason's owner does.
+func mark(p *Pool, b *Backend, r Reason, on bool) bool {
+	return p.Update(b, "test", func(s *State) {
+		switch r {
+		case ReasonUnhealthy:
+			s.Health = HealthHealthy
+			if on {
+				s.Health = HealthUnhealthy
+			}
+		case ReasonEjected:
+			s.Ejected = on
+		case ReasonBreakerOpen:
+			s.Breaker = BreakerClosed
+			if on {
+				s.Breaker = BreakerOpen
+			}
+		case ReasonDrain:
+			s.Drained = on
+		case ReasonCritical:
+			s.Critical = on
+		default:
+			panic("mark: " + r.String())
+		}
+	})
+}
+
+// setHealth records an active-probe verdict on b, as health does.
+func setHealth(p *Pool, b *Backend, healthy bool) bool {
+	return mark(p, b, ReasonUnhealthy, !healthy)
+}

@@ -34,9 +34,9 @@ func TestIPHashStable(t *testing.T) {
 		// the flipped backend.
 		p.SetMembers(SourceStatic, weighted(ws...))
 		b2 := backend(t, p, addr(2))
-		p.SetHealth(b2, false, "test")
+		setHealth(p, b2, false)
 		during := assignment(p, 2000)
-		p.SetHealth(b2, true, "test")
+		setHealth(p, b2, true)
 		after := assignment(p, 2000)
 		for i := range first {
 			if first[i] != addr(2) && during[i] != first[i] {

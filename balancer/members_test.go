@@ -32,11 +32,11 @@ func TestDrain(t *testing.T) {
 			if s := b.Admin(); s != AdminDraining {
 				t.Fatalf("admin %v with 2 in flight, want draining", s)
 			}
-			b.Release(200, ResultOK)
+			b.Release(ResultOK)
 			if s := b.Admin(); s != AdminDraining {
 				t.Fatalf("admin %v with 1 in flight, want draining", s)
 			}
-			b.Release(200, ResultOK)
+			b.Release(ResultOK)
 			if s := b.Admin(); s != AdminDrained {
 				t.Fatalf("admin %v when idle, want drained", s)
 			}
@@ -52,7 +52,7 @@ func TestDrain(t *testing.T) {
 			if b.Admin() != AdminReady || !b.Acquire() {
 				t.Fatal("not ready after Undrain")
 			}
-			b.Release(0, ResultLocal)
+			b.Release(ResultLocal)
 			if got := countPicks(p, 3000)[addr(1)]; got == 0 {
 				t.Fatal("undrained backend never picked")
 			}
@@ -71,7 +71,7 @@ func TestSetMembersKeepsBackends(t *testing.T) {
 	p := newTestPool(t, Options{}, equal(3))
 	b0, b1, b2 := backend(t, p, addr(0)), backend(t, p, addr(1)), backend(t, p, addr(2))
 	b0.Acquire()
-	b0.Release(200, ResultOK)
+	b0.Release(ResultOK)
 	b1.Acquire() // in flight across its removal
 	p.Drain(addr(2))
 	changed := p.Changed()
@@ -101,7 +101,7 @@ func TestSetMembersKeepsBackends(t *testing.T) {
 	if b1.InFlight() != 1 {
 		t.Fatalf("removed backend in flight %d, want its 1 request still counted", b1.InFlight())
 	}
-	b1.Release(200, ResultOK)
+	b1.Release(ResultOK)
 	for _, algo := range algorithms {
 		p.Reconfigure(Options{Algorithm: algo})
 		if got := countPicks(p, 100); got[addr(0)] != 100 {
@@ -208,7 +208,7 @@ func TestLookupAndAdmit(t *testing.T) {
 	if _, err := backend(t, p, addr(0)).Admit(); !errors.Is(err, errRefused) {
 		t.Fatalf("Admit with a refusing guard = %v", err)
 	}
-	plain := newBackend(addr(9))
+	plain := newBackend(addr(9), State{})
 	done, err := plain.Admit()
 	if err != nil || done == nil {
 		t.Fatalf("Admit without guard = %v", err)
@@ -223,23 +223,15 @@ type refuseGuard struct{}
 func (refuseGuard) Admit() (func(Result), error) { return nil, errRefused }
 
 // TestReleaseCounts: only gateway errors count as failures; local outcomes
-// count as nothing; codes are tallied.
+// count as nothing.
 func TestReleaseCounts(t *testing.T) {
-	b := newBackend(addr(0))
-	for _, r := range []struct {
-		status int
-		res    Result
-	}{{200, ResultOK}, {404, ResultOK}, {502, ResultGatewayStatus}, {502, ResultConnectFailed}, {504, ResultTimeout}, {0, ResultReset}, {499, ResultLocal}} {
+	b := newBackend(addr(0), State{})
+	for _, r := range []Result{ResultOK, ResultOK, ResultGatewayStatus, ResultConnectFailed, ResultTimeout, ResultReset, ResultLocal} {
 		b.Acquire()
-		b.Release(r.status, r.res)
+		b.Release(r)
 	}
 	if b.Requests() != 6 || b.Failures() != 4 || b.InFlight() != 0 {
 		t.Fatalf("requests %d failures %d in flight %d, want 6, 4, 0", b.Requests(), b.Failures(), b.InFlight())
-	}
-	codes := map[int]uint64{}
-	b.Codes(func(c int, n uint64) { codes[c] = n })
-	if len(codes) != 4 || codes[502] != 2 || codes[200] != 1 || codes[404] != 1 || codes[504] != 1 {
-		t.Fatalf("codes %v", codes)
 	}
 }
 
@@ -248,11 +240,11 @@ func TestReleaseCounts(t *testing.T) {
 func TestTransitions(t *testing.T) {
 	p := newTestPool(t, Options{}, equal(2))
 	b := backend(t, p, addr(0))
-	if !p.Mark(b, ReasonEjected, true, "x") || p.Mark(b, ReasonEjected, true, "x") {
+	if !mark(p, b, ReasonEjected, true) || mark(p, b, ReasonEjected, true) {
 		t.Fatal("Mark did not report exactly one change")
 	}
-	p.Mark(b, ReasonUnhealthy, true, "x")
-	p.Mark(b, ReasonEjected, false, "x")
+	mark(p, b, ReasonUnhealthy, true)
+	mark(p, b, ReasonEjected, false)
 	if b.Down() != ReasonUnhealthy || b.Down().String() != "unhealthy" {
 		t.Fatalf("down %v", b.Down())
 	}
@@ -269,5 +261,52 @@ func TestTransitions(t *testing.T) {
 	}
 	if s := (ReasonDrain | ReasonCritical).String(); s != "drain+critical" {
 		t.Fatalf("reason string %q", s)
+	}
+}
+
+// TestStateUpdate: a backend's state changes only through Pool.Update (and
+// membership); the reasons are derived from it; the pool's own fields
+// (Removed) cannot be written by a caller; a drain held while the backend
+// is away returns with it, and only one place holds it at a time.
+func TestStateUpdate(t *testing.T) {
+	p := newTestPool(t, Options{}, equal(2))
+	b := backend(t, p, addr(0))
+	st := b.State()
+	st.Drained = true // a copy: changing it changes nothing
+	if b.Down() != 0 || b.State().Drained {
+		t.Fatal("mutating a State copy changed the backend")
+	}
+	if !p.Update(b, "x", func(s *State) { s.Health, s.Breaker = HealthUnhealthy, BreakerOpen }) {
+		t.Fatal("Update setting two reasons reported no change")
+	}
+	if b.Down() != ReasonUnhealthy|ReasonBreakerOpen || p.Snapshot().EligibleCount() != 1 {
+		t.Fatalf("down %s, eligible %d", b.Down(), p.Snapshot().EligibleCount())
+	}
+	if p.Update(b, "x", func(s *State) { s.Breaker = BreakerOpen; s.Removed = true }) {
+		t.Fatal("a no-op Update (and an attempt to set Removed) reported a change")
+	}
+	if b.State().Removed {
+		t.Fatal("Update wrote Removed, which only membership owns")
+	}
+	if p.Update(b, "x", func(s *State) { s.Breaker = BreakerHalfOpen }) != true || b.State().Breaker != BreakerHalfOpen {
+		t.Fatal("open -> half-open did not clear breaker_open")
+	}
+	if _, err := p.Drain(addr(0)); err != nil {
+		t.Fatal(err)
+	}
+	p.SetMembers(SourceStatic, equal(2)[1:]) // addr(0) leaves, drained
+	if !b.State().Removed || !b.State().Drained {
+		t.Fatalf("left backend state %+v", b.State())
+	}
+	if d := p.Drained(); len(d) != 1 || d[0] != addr(0) {
+		t.Fatalf("Drained() while away = %v", d)
+	}
+	p.SetMembers(SourceStatic, equal(2))
+	back := backend(t, p, addr(0))
+	if back == b || !back.State().Drained || back.State().Removed || back.State().Health != HealthUnknown {
+		t.Fatalf("returned backend state %+v (same object %v)", back.State(), back == b)
+	}
+	if d := p.Drained(); len(d) != 1 {
+		t.Fatalf("Drained() after return = %v: the drain is held twice", d)
 	}
 }

@@ -83,14 +83,13 @@ type Pool struct {
 	log      *slog.Logger
 	members  map[string]*Backend
 	lists    map[Source][]Member
-	drained  map[string]bool // survives a backend's removal and return
+	away     map[string]bool // drained addresses that are not members now: drained when they return
 	started  bool            // first membership applied: later joins slow-start
 	changed  chan struct{}
 	ramp     *time.Timer
 	closed   bool
 	snap     atomic.Pointer[Snapshot]
 	rrCursor atomic.Uint64 // round robin position, shared across snapshots
-	stats    Stats
 }
 
 // NewPool returns an empty pool.
@@ -98,7 +97,7 @@ func NewPool(opts Options) *Pool {
 	p := &Pool{
 		members: map[string]*Backend{},
 		lists:   map[Source][]Member{},
-		drained: map[string]bool{},
+		away:    map[string]bool{},
 		changed: make(chan struct{}),
 	}
 	p.setOptions(opts)
@@ -123,9 +122,6 @@ func (p *Pool) Name() string { return p.snap.Load().name }
 
 // Algorithm is the pool's picking algorithm.
 func (p *Pool) Algorithm() Algorithm { return p.snap.Load().algo }
-
-// Stats returns the pool's request statistics, written by the data path.
-func (p *Pool) Stats() *Stats { return &p.stats }
 
 // Snapshot returns the current snapshot. Never nil.
 func (p *Pool) Snapshot() *Snapshot { return p.snap.Load() }
@@ -205,15 +201,17 @@ func (p *Pool) merge() (joined, left bool) {
 	for addr, e := range want {
 		b := p.members[addr]
 		if b == nil {
-			b = newBackend(addr)
-			if p.drained[addr] {
-				b.down.Store(uint32(ReasonDrain))
+			var st State
+			if p.away[addr] {
+				st.Drained = true
+				delete(p.away, addr) // the backend's state holds it from now on
 			}
 			if p.started && p.opts.SlowStart > 0 {
-				b.eligibleSince.Store(now.UnixNano())
+				st.eligibleSince = now.UnixNano()
 			}
+			b = newBackend(addr, st)
 			if p.opts.NewGuard != nil {
-				b.SetGuard(p.opts.NewGuard(b))
+				b.guard = p.opts.NewGuard(b) // before anyone else sees b
 			}
 			p.members[addr] = b
 			joined = true
@@ -223,18 +221,20 @@ func (p *Pool) merge() (joined, left bool) {
 		if w <= 0 {
 			w = 1
 		}
-		w = min(w, MaxWeight) // a source's weight is any int: never wrap to 0 or below
-		if o := b.override.Load(); o > 0 {
-			w = int(o)
-		}
-		b.weight.Store(int32(w))
+		b.listed.Store(int32(min(w, MaxWeight))) // a source's weight is any int: never wrap to 0 or below
+		b.weight.Store(effectiveWeight(b))
 		b.backup.Store(e.m.Backup)
 		b.sources.Store(uint32(e.srcs))
 	}
 	for addr, b := range p.members {
 		if want[addr] == nil {
 			delete(p.members, addr)
-			b.down.Or(uint32(ReasonRemoved))
+			st := *b.state.Load()
+			if st.Drained {
+				p.away[addr] = true // drained again if it returns
+			}
+			st.Removed = true
+			b.state.Store(&st)
 			b.closeIdle()
 			left = true
 			p.log.Info("backend left", "backend", addr, "in_flight", b.InFlight())
@@ -243,74 +243,66 @@ func (p *Pool) merge() (joined, left bool) {
 	return joined, left
 }
 
-// Mark sets (on) or clears reason r on b and republishes the snapshot when
-// that changes anything. detail says why, for the log. It reports whether
-// the reason changed. Marking a backend that has left the pool only updates
-// its bits.
-func (p *Pool) Mark(b *Backend, r Reason, on bool, detail string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.mark(b, r, on, detail)
+// effectiveWeight is b's admin override when set, else its listed weight.
+func effectiveWeight(b *Backend) int32 {
+	if o := b.override.Load(); o > 0 {
+		return o
+	}
+	return b.listed.Load()
 }
 
-func (p *Pool) mark(b *Backend, r Reason, on bool, detail string) bool {
-	var old uint32
-	if on {
-		old = b.down.Or(uint32(r))
-	} else {
-		old = b.down.And(^uint32(r))
+// Update changes b's rotation state: change edits a copy of the current
+// State, which then replaces it. Update is the only way a State changes
+// (besides the pool's own membership changes), so each field has one writer
+// at a time: the pool's mutex orders them. It counts the reasons that were
+// set and cleared, logs them with detail, and rebuilds the snapshot when b
+// is a member and its reasons changed. It reports whether the reasons
+// changed. Updating a backend that has left the pool only changes its state.
+// change runs with the pool's writer lock held: it must not call the pool.
+func (p *Pool) Update(b *Backend, detail string, change func(*State)) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.update(b, detail, change)
+}
+
+func (p *Pool) update(b *Backend, detail string, change func(*State)) bool {
+	old := *b.state.Load()
+	st := old
+	change(&st)
+	st.Removed, st.eligibleSince = old.Removed, old.eligibleSince // the pool's own
+	was, now := old.Down(), st.Down()
+	if was != 0 && now == 0 && p.opts.SlowStart > 0 {
+		st.eligibleSince = p.opts.Now().UnixNano()
 	}
-	if (old&uint32(r) != 0) == on {
+	if st == old {
 		return false
 	}
-	idx := 0
-	if !on {
-		idx = 1
+	b.state.Store(&st)
+	if was == now {
+		return false
 	}
+	set, cleared := now&^was, was&^now
 	for i := range numReasons {
-		if r&(1<<i) != 0 {
-			b.transitions[i][idx].Add(1)
+		if set&(1<<i) != 0 {
+			b.transitions[i][0].Add(1)
+		}
+		if cleared&(1<<i) != 0 {
+			b.transitions[i][1].Add(1)
 		}
 	}
-	now := b.down.Load()
 	switch {
-	case old == 0 && now != 0:
-		p.log.Warn("backend leaves rotation", "backend", b.addr, "reason", r.String(), "detail", detail)
-	case old != 0 && now == 0:
-		if p.opts.SlowStart > 0 {
-			b.eligibleSince.Store(p.opts.Now().UnixNano())
-		}
-		p.log.Info("backend rejoins rotation", "backend", b.addr, "cleared", r.String(), "detail", detail)
+	case was == 0:
+		p.log.Warn("backend leaves rotation", "backend", b.addr, "reason", set.String(), "detail", detail)
+	case now == 0:
+		p.log.Info("backend rejoins rotation", "backend", b.addr, "cleared", cleared.String(), "detail", detail)
 	default:
-		p.log.Info("backend state", "backend", b.addr, "reason", r.String(), "on", on,
-			"down", Reason(now).String(), "detail", detail)
+		p.log.Info("backend state", "backend", b.addr, "set", set.String(), "cleared", cleared.String(),
+			"down", now.String(), "detail", detail)
 	}
 	if p.members[b.addr] == b {
 		p.rebuild()
 	}
 	return true
-}
-
-// SetHealth records an active-probe verdict: healthy clears
-// ReasonUnhealthy, unhealthy sets it.
-func (p *Pool) SetHealth(b *Backend, healthy bool, detail string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	h := HealthUnhealthy
-	if healthy {
-		h = HealthHealthy
-	}
-	b.health.Store(uint32(h))
-	return p.mark(b, ReasonUnhealthy, !healthy, detail)
-}
-
-// ResetHealth forgets the active-probe verdict on b (back to unknown) and
-// clears ReasonUnhealthy: for when active probing is switched off.
-func (p *Pool) ResetHealth(b *Backend, detail string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	b.health.Store(uint32(HealthUnknown))
-	return p.mark(b, ReasonUnhealthy, false, detail)
 }
 
 // Drain takes the backend at addr out of rotation for new requests; its
@@ -329,16 +321,13 @@ func (p *Pool) setDrain(addr string, on bool) (*Backend, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	b := p.members[addr]
-	if !on && p.drained[addr] {
-		delete(p.drained, addr) // also when absent, so it does not return drained
-	}
 	if b == nil {
+		if !on {
+			delete(p.away, addr) // so it does not return drained
+		}
 		return nil, fmt.Errorf("upstream %s: backend %s: %w", p.opts.Name, addr, ErrUnknownBackend)
 	}
-	if on {
-		p.drained[addr] = true
-	}
-	p.mark(b, ReasonDrain, on, "admin")
+	p.update(b, "admin", func(s *State) { s.Drained = on })
 	return b, nil
 }
 
@@ -347,9 +336,14 @@ func (p *Pool) setDrain(addr string, on bool) (*Backend, error) {
 func (p *Pool) Drained() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]string, 0, len(p.drained))
-	for a := range p.drained {
+	out := make([]string, 0, len(p.away))
+	for a := range p.away {
 		out = append(out, a)
+	}
+	for a, b := range p.members {
+		if b.state.Load().Drained {
+			out = append(out, a)
+		}
 	}
 	slices.Sort(out)
 	return out
@@ -361,15 +355,17 @@ func (p *Pool) RestoreDrained(addrs []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, a := range addrs {
-		p.drained[a] = true
 		if b := p.members[a]; b != nil {
-			p.mark(b, ReasonDrain, true, "restored")
+			p.update(b, "restored", func(s *State) { s.Drained = true })
+		} else {
+			p.away[a] = true
 		}
 	}
 }
 
 // SetWeight overrides the backend's weight until the override is cleared
-// with weight 0. It applies at once and survives membership refreshes.
+// with weight 0. It applies at once and survives membership refreshes. Only
+// this backend's weight changes: membership is not recomputed.
 func (p *Pool) SetWeight(addr string, weight int) (*Backend, error) {
 	if weight < 0 || weight > MaxWeight {
 		return nil, fmt.Errorf("weight %d: must be between 0 and %d", weight, MaxWeight)
@@ -381,7 +377,7 @@ func (p *Pool) SetWeight(addr string, weight int) (*Backend, error) {
 		return nil, fmt.Errorf("upstream %s: backend %s: %w", p.opts.Name, addr, ErrUnknownBackend)
 	}
 	b.override.Store(int32(weight))
-	p.merge()
+	b.weight.Store(effectiveWeight(b))
 	p.log.Info("backend weight set", "backend", addr, "weight", b.Weight())
 	p.rebuild()
 	return b, nil

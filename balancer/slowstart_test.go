@@ -41,11 +41,11 @@ func TestSlowStartRamp(t *testing.T) {
 	}
 
 	// Recovery after an outage ramps again, from 10% of the weight.
-	p.SetHealth(b, false, "probe")
+	setHealth(p, b, false)
 	if w := p.Snapshot().EffectiveWeight(b); w != 0 {
 		t.Fatalf("unhealthy backend effective weight %d, want 0", w)
 	}
-	p.SetHealth(b, true, "probe")
+	setHealth(p, b, true)
 	if w := p.Snapshot().EffectiveWeight(b); w != 3 {
 		t.Fatalf("recovered backend weight %d, want 3 (10%% of 30)", w)
 	}

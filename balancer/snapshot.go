@@ -122,7 +122,7 @@ func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
 	weights := make([]uint32, len(set))
 	for i, b := range set {
 		w := uint64(b.Weight()) * rampScale
-		if since := b.eligibleSince.Load(); since != 0 && p.opts.SlowStart > 0 {
+		if since := b.state.Load().eligibleSince; since != 0 && p.opts.SlowStart > 0 {
 			if el := now.Sub(time.Unix(0, since)); el < p.opts.SlowStart {
 				frac := max(float64(el)/float64(p.opts.SlowStart), 0.1)
 				w = max(uint64(float64(w)*frac), 1)

@@ -25,13 +25,13 @@ func TestBackups(t *testing.T) {
 
 			// One primary left, below the panic threshold's share: still no
 			// backup (backups come in only when no primary is eligible).
-			p.SetHealth(p0, false, "probe")
+			setHealth(p, p0, false)
 			got = countPicks(p, n)
 			if got[addr(2)]+got[addr(3)] != 0 {
 				t.Fatalf("backups picked with one primary up: %v", got)
 			}
 
-			p.Mark(p1, ReasonEjected, true, "passive")
+			mark(p, p1, ReasonEjected, true)
 			if tier := p.Snapshot().Tier; tier != TierBackup {
 				t.Fatalf("tier %v with every primary down, want backup", tier)
 			}
@@ -43,16 +43,16 @@ func TestBackups(t *testing.T) {
 				checkShares(t, got, n, map[string]float64{addr(2): 1, addr(3): 3}, 0.03)
 			}
 
-			p.Mark(p1, ReasonEjected, false, "re-admitted") // failback
+			mark(p, p1, ReasonEjected, false) // failback
 			got = countPicks(p, n)
 			if got[addr(1)] != n {
 				t.Fatalf("after failback: %v, want all on %s", got, addr(1))
 			}
 
 			// Backups that are down themselves leave the pool with nothing.
-			p.SetHealth(p1, false, "probe")
-			p.SetHealth(backend(t, p, addr(2)), false, "probe")
-			p.Mark(backend(t, p, addr(3)), ReasonBreakerOpen, true, "breaker")
+			setHealth(p, p1, false)
+			setHealth(p, backend(t, p, addr(2)), false)
+			mark(p, backend(t, p, addr(3)), ReasonBreakerOpen, true)
 			if b := p.Pick(1, nil); b != nil || p.Snapshot().Tier != TierNone {
 				t.Fatalf("picked %v (tier %v), want nil with nothing eligible", b.Address(), p.Snapshot().Tier)
 			}
@@ -99,13 +99,13 @@ func TestPanicThreshold(t *testing.T) {
 			}
 			p := newTestPool(t, Options{PanicThreshold: tt.threshold}, ms)
 			if tt.backup == "down" {
-				p.SetHealth(backend(t, p, backupAddr), false, "probe")
+				setHealth(p, backend(t, p, backupAddr), false)
 			}
 			p.Drain(addr(0))
-			p.Mark(backend(t, p, addr(1)), ReasonBreakerOpen, true, "breaker")
-			p.Mark(backend(t, p, addr(2)), ReasonCritical, true, "consul")
+			mark(p, backend(t, p, addr(1)), ReasonBreakerOpen, true)
+			mark(p, backend(t, p, addr(2)), ReasonCritical, true)
 			for i := range tt.unhealthy {
-				p.SetHealth(backend(t, p, addr(3+i)), false, "probe")
+				setHealth(p, backend(t, p, addr(3+i)), false)
 			}
 			// 9 non-drained primaries; 7-unhealthy eligible.
 			s := p.Snapshot()

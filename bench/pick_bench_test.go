@@ -14,8 +14,14 @@ var (
 	poolSizes  = []int{3, 10, 100, 300}
 )
 
-// pickPool builds a pool of n backends; weighted gives them weights 1..3.
+// pickPool builds a pool of n backends without guards; weighted gives them
+// weights 1..3.
 func pickPool(b *testing.B, algo balancer.Algorithm, n int, weighted bool) *balancer.Pool {
+	return guardedPool(b, algo, n, weighted, nil)
+}
+
+// guardedPool is pickPool with each backend's guard made by newGuard.
+func guardedPool(b *testing.B, algo balancer.Algorithm, n int, weighted bool, newGuard func(*balancer.Backend) balancer.Guard) *balancer.Pool {
 	b.Helper()
 	ms := make([]balancer.Member, n)
 	for i := range ms {
@@ -24,7 +30,7 @@ func pickPool(b *testing.B, algo balancer.Algorithm, n int, weighted bool) *bala
 			ms[i].Weight = 1 + i%3
 		}
 	}
-	p := balancer.NewPool(balancer.Options{Name: "bench", Algorithm: algo})
+	p := balancer.NewPool(balancer.Options{Name: "bench", Algorithm: algo, NewGuard: newGuard})
 	p.SetMembers(balancer.SourceStatic, ms)
 	b.Cleanup(p.Close)
 	return p
@@ -102,26 +108,47 @@ func BenchmarkPickRetry(b *testing.B) {
 }
 
 // BenchmarkAttempt is the whole per-attempt balancer cost on the data
-// path: Pick, Acquire, Admit (no guard), done and Release, in parallel.
+// path: Pick, Acquire, Admit, done and Release, in parallel. guard=none has
+// no guard; guard=default is the default config's health guard (circuit
+// breaker on, passive detection after 5 gateway errors).
 func BenchmarkAttempt(b *testing.B) {
-	runPicks(b, false, func(b *testing.B, p *balancer.Pool) {
-		var seed atomic.Uint64
-		b.RunParallel(func(pb *testing.PB) {
-			i := int(seed.Add(97))
-			for pb.Next() {
-				be := p.Pick(keys[i&(len(keys)-1)], nil)
-				if !be.Acquire() {
-					b.Fatal("acquire failed")
-				}
-				done, err := be.Admit()
-				if err != nil {
-					b.Fatal(err)
-				}
-				done(balancer.ResultOK)
-				be.Release(200, balancer.ResultOK)
-				i++
+	for _, g := range []string{"none", "default"} {
+		b.Run("guard="+g, func(b *testing.B) {
+			for _, algo := range algorithms {
+				b.Run(algo.String(), func(b *testing.B) {
+					for _, n := range poolSizes {
+						b.Run(fmt.Sprint(n), func(b *testing.B) {
+							var newGuard func(*balancer.Backend) balancer.Guard
+							if g == "default" {
+								newGuard = defaultChecker().NewGuard
+							}
+							attempts(b, guardedPool(b, algo, n, false, newGuard))
+						})
+					}
+				})
 			}
 		})
+	}
+}
+
+func attempts(b *testing.B, p *balancer.Pool) {
+	b.ReportAllocs()
+	var seed atomic.Uint64
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(seed.Add(97))
+		for pb.Next() {
+			be := p.Pick(keys[i&(len(keys)-1)], nil)
+			if !be.Acquire() {
+				b.Fatal("acquire failed")
+			}
+			done, err := be.Admit()
+			if err != nil {
+				b.Fatal(err)
+			}
+			done(balancer.ResultOK)
+			be.Release(balancer.ResultOK)
+			i++
+		}
 	})
 }
 

@@ -6,10 +6,19 @@ import (
 	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/health"
 	"github.com/kelpie-lb/kelpie/proxy"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 )
+
+// defaultChecker is the health layer as the default config sets it up:
+// passive ejection after 5 gateway errors and the circuit breaker on
+// (config/validate.go), so benchmarks and allocation guards pay for the
+// guard every attempt goes through.
+func defaultChecker() *health.Checker {
+	return health.New(health.Options{Passive: health.PassiveOptions{ConsecutiveFailures: 5}})
+}
 
 // inmemProxy is a proxy and a backend joined by in-memory listeners, and a
 // client for the proxy: no syscalls, so the numbers are kelpie's own cost
@@ -26,7 +35,7 @@ func newInmemProxy(tb testing.TB) *inmemProxy {
 	be := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.WriteString("hello") }}
 	go be.Serve(beLn) //nolint:errcheck
 
-	pool := balancer.NewPool(balancer.Options{Name: "bench"})
+	pool := balancer.NewPool(balancer.Options{Name: "bench", NewGuard: defaultChecker().NewGuard})
 	pool.SetMembers(balancer.SourceStatic, []balancer.Member{{Address: "backend:80"}})
 	up := &proxy.Upstream{Pool: pool, Dial: func(string, time.Duration) (net.Conn, error) { return beLn.Dial() }}
 	p, err := proxy.New(proxy.Options{}, []proxy.Route{{Upstream: up}})

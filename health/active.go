@@ -8,10 +8,12 @@ import (
 	"github.com/kelpie-lb/kelpie/balancer"
 )
 
-// probeTask is the probe loop of one backend. Its state outlives the loop
+// probeTask is the probe loop of one backend. Its streak outlives the loop
 // across a Reconfigure (the old loop has exited before the new one starts).
+// The verdict itself lives in the backend's State.Health alone, which this
+// loop is the only writer of while probing is on.
 type probeTask struct {
-	state  probeState
+	streak int // consecutive results against the verdict (probeState.Streak)
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -26,7 +28,7 @@ func (t *probeTask) stop() {
 
 // reconcileProbes starts a probe loop for each member without one and stops
 // those of backends that left. With active probing off, it stops them all
-// and clears ReasonUnhealthy.
+// and resets every backend's health to unknown.
 func (c *Checker) reconcileProbes(ctx context.Context, pool Pool, tasks map[*balancer.Backend]*probeTask) {
 	members := pool.Snapshot().Members
 	a := c.opts.Load().Active
@@ -36,8 +38,8 @@ func (c *Checker) reconcileProbes(ctx context.Context, pool Pool, tasks map[*bal
 			delete(tasks, b)
 		}
 		for _, b := range members {
-			if b.Health() != balancer.HealthUnknown || b.Down()&balancer.ReasonUnhealthy != 0 {
-				pool.ResetHealth(b, "active probing disabled")
+			if b.State().Health != balancer.HealthUnknown {
+				pool.Update(b, "active probing disabled", func(s *balancer.State) { s.Health = balancer.HealthUnknown })
 			}
 		}
 		return
@@ -89,7 +91,7 @@ func (c *Checker) probeLoop(ctx context.Context, pool Pool, b *balancer.Backend,
 		}
 		c.apply(pool, b, t, err, a)
 		every := a.Interval
-		if t.state.Health == balancer.HealthUnhealthy {
+		if b.State().Health == balancer.HealthUnhealthy {
 			every = a.UnhealthyInterval
 		}
 		timer.Reset(c.jitter(every, a.Jitter, -1))
@@ -98,9 +100,9 @@ func (c *Checker) probeLoop(ctx context.Context, pool Pool, b *balancer.Backend,
 
 // apply folds one probe result into t's state and publishes a change.
 func (c *Checker) apply(pool Pool, b *balancer.Backend, t *probeTask, err error, a *ActiveOptions) {
-	prev := t.state.Health
-	next, changed := step(t.state, err == nil, a.Rise, a.Fall)
-	t.state = next
+	prev := b.State().Health
+	next, changed := step(probeState{Health: prev, Streak: t.streak}, err == nil, a.Rise, a.Fall)
+	t.streak = next.Streak
 	if !changed {
 		return
 	}
@@ -114,7 +116,7 @@ func (c *Checker) apply(pool Pool, b *balancer.Backend, t *probeTask, err error,
 	default:
 		detail = fmt.Sprintf("%s: %v", plural(a.Fall, "probe failed", "consecutive probes failed"), err)
 	}
-	if !pool.SetHealth(b, healthy, detail) {
+	if !pool.Update(b, detail, func(s *balancer.State) { s.Health = next.Health }) {
 		// No reason changed (unknown -> healthy): the pool logged nothing.
 		c.log().Info("backend health", "backend", b.Address(), "health", next.Health.String(), "detail", detail)
 	}

@@ -20,7 +20,7 @@ func TestActiveRiseFall(t *testing.T) {
 		if n := f.count("a:1"); n != 1 {
 			t.Fatalf("probes at start: %d, want 1 (probe immediately)", n)
 		}
-		if h := r.b("a:1").Health(); h != balancer.HealthHealthy {
+		if h := r.b("a:1").State().Health; h != balancer.HealthHealthy {
 			t.Fatalf("after a passing first probe: %s", h)
 		}
 		f.set("a:1", true)
@@ -42,7 +42,7 @@ func TestActiveRiseFall(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 		synctest.Wait()
-		if !r.eligible("a:1") || r.b("a:1").Health() != balancer.HealthHealthy {
+		if !r.eligible("a:1") || r.b("a:1").State().Health != balancer.HealthHealthy {
 			t.Fatal("not back after rise=2 passes")
 		}
 		if !r.eligible("b:1") {
@@ -89,8 +89,8 @@ func TestActiveFirstProbeFailureAndJoin(t *testing.T) {
 		synctest.Wait()
 		// Unknown gets the benefit of the doubt: fall failures, like healthy.
 		for i := 1; i <= 3; i++ {
-			if r.eligible("dead:1") != (i < 3) || (i < 3 && r.b("dead:1").Health() != balancer.HealthUnknown) {
-				t.Fatalf("after %d failed probes from unknown: eligible=%v health=%s", i, r.eligible("dead:1"), r.b("dead:1").Health())
+			if r.eligible("dead:1") != (i < 3) || (i < 3 && r.b("dead:1").State().Health != balancer.HealthUnknown) {
+				t.Fatalf("after %d failed probes from unknown: eligible=%v health=%s", i, r.eligible("dead:1"), r.b("dead:1").State().Health)
 			}
 			if i < 3 {
 				time.Sleep(time.Second)
@@ -193,8 +193,8 @@ func TestActiveReconfigureKeepsState(t *testing.T) {
 			t.Fatal("turning active probing off left b:1 out")
 		}
 		for _, b := range r.pool.Snapshot().Members {
-			if b.Health() != balancer.HealthUnknown {
-				t.Errorf("%s: health %s with probing off, want unknown", b.Address(), b.Health())
+			if b.State().Health != balancer.HealthUnknown {
+				t.Errorf("%s: health %s with probing off, want unknown", b.Address(), b.State().Health)
 			}
 		}
 		n := f.count("b:1")

@@ -29,8 +29,8 @@ func TestBreakerTransitions(t *testing.T) {
 		}
 		r.result("a:1", balancer.ResultTimeout) // 2 of 4 failed: ratio 0.5
 		synctest.Wait()
-		if r.eligible("a:1") || a.Down() != balancer.ReasonBreakerOpen || a.Breaker() != balancer.BreakerOpen {
-			t.Fatalf("breaker did not open: down=%s breaker=%s", a.Down(), a.Breaker())
+		if r.eligible("a:1") || a.Down() != balancer.ReasonBreakerOpen || a.State().Breaker != balancer.BreakerOpen {
+			t.Fatalf("breaker did not open: down=%s breaker=%s", a.Down(), a.State().Breaker)
 		}
 		if _, err := a.Admit(); !errors.Is(err, ErrBreakerOpen) {
 			t.Fatalf("open breaker admitted: %v", err)
@@ -39,8 +39,8 @@ func TestBreakerTransitions(t *testing.T) {
 		// the checker's sweep does that, with no traffic at all.
 		time.Sleep(5*time.Second + sweepEvery)
 		synctest.Wait()
-		if !r.eligible("a:1") || a.Breaker() != balancer.BreakerHalfOpen {
-			t.Fatalf("not half-open after the timeout: breaker=%s down=%s", a.Breaker(), a.Down())
+		if !r.eligible("a:1") || a.State().Breaker != balancer.BreakerHalfOpen {
+			t.Fatalf("not half-open after the timeout: breaker=%s down=%s", a.State().Breaker, a.Down())
 		}
 		// Half-open admits exactly HalfOpenRequests trials.
 		d1, err1 := a.Admit()
@@ -52,15 +52,15 @@ func TestBreakerTransitions(t *testing.T) {
 		d1(balancer.ResultOK)
 		d2(gw) // a failed trial re-opens
 		synctest.Wait()
-		if r.eligible("a:1") || a.Breaker() != balancer.BreakerOpen {
-			t.Fatalf("a failed trial did not re-open: %s", a.Breaker())
+		if r.eligible("a:1") || a.State().Breaker != balancer.BreakerOpen {
+			t.Fatalf("a failed trial did not re-open: %s", a.State().Breaker)
 		}
 		time.Sleep(5*time.Second + sweepEvery)
 		synctest.Wait()
 		r.results("a:1", balancer.ResultOK, 2)
 		synctest.Wait()
-		if !r.eligible("a:1") || a.Breaker() != balancer.BreakerClosed {
-			t.Fatalf("two good trials did not close it: %s", a.Breaker())
+		if !r.eligible("a:1") || a.State().Breaker != balancer.BreakerClosed {
+			t.Fatalf("two good trials did not close it: %s", a.State().Breaker)
 		}
 		var opened uint64
 		a.Transitions(func(rs balancer.Reason, on bool, n uint64) {
@@ -145,19 +145,66 @@ func TestBreakerDisabledAndReconfigured(t *testing.T) {
 		synctest.Wait()
 		r.results("a:1", gw, 4)
 		synctest.Wait()
-		if a.Breaker() != balancer.BreakerOpen {
+		if a.State().Breaker != balancer.BreakerOpen {
 			t.Fatal("breaker enabled by Reconfigure did not open")
 		}
 		// Same settings: the open breaker is kept.
 		r.c.Reconfigure(breakerOpts())
 		synctest.Wait()
-		if a.Breaker() != balancer.BreakerOpen {
+		if a.State().Breaker != balancer.BreakerOpen {
 			t.Fatal("Reconfigure with unchanged settings reset the breaker")
 		}
 		r.c.Reconfigure(Options{Breaker: BreakerOptions{Disabled: true}})
 		synctest.Wait()
-		if a.Breaker() != balancer.BreakerClosed || !r.eligible("a:1") {
+		if a.State().Breaker != balancer.BreakerClosed || !r.eligible("a:1") {
 			t.Fatal("disabling the breaker left the backend out")
+		}
+	})
+}
+
+// TestBreakerTrialsAndLateResults: half-open admits HalfOpenRequests trials
+// at a time (a finished trial frees its slot; a local outcome counts for
+// nothing), and a result of an attempt admitted while the breaker was still
+// closed, finishing after it opened, is not taken for a trial's.
+func TestBreakerTrialsAndLateResults(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := startRig(t, breakerOpts(), balancer.Options{}, "a:1", "b:1")
+		synctest.Wait()
+		a := r.b("a:1")
+		late, err := a.Admit() // in flight across the trip and the timeout
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.results("a:1", gw, 4)
+		synctest.Wait()
+		if a.State().Breaker != balancer.BreakerOpen {
+			t.Fatalf("breaker %s, want open", a.State().Breaker)
+		}
+		time.Sleep(5*time.Second + sweepEvery)
+		synctest.Wait()
+		if a.State().Breaker != balancer.BreakerHalfOpen {
+			t.Fatalf("breaker %s, want half-open", a.State().Breaker)
+		}
+		d1, err1 := a.Admit()
+		d2, err2 := a.Admit()
+		if _, err := a.Admit(); err1 != nil || err2 != nil || !errors.Is(err, ErrTrialsInFlight) {
+			t.Fatalf("half-open admits: %v %v %v", err1, err2, err)
+		}
+		d1(balancer.ResultLocal) // frees its slot, counts for nothing
+		d3, err := a.Admit()
+		if err != nil {
+			t.Fatalf("a finished trial did not free its slot: %v", err)
+		}
+		late(balancer.ResultOK) // admitted while closed: not a trial
+		d2(balancer.ResultOK)
+		synctest.Wait()
+		if a.State().Breaker != balancer.BreakerHalfOpen {
+			t.Fatalf("breaker %s after one successful trial (and a late result), want still half-open", a.State().Breaker)
+		}
+		d3(balancer.ResultOK)
+		synctest.Wait()
+		if a.State().Breaker != balancer.BreakerClosed || !r.eligible("a:1") {
+			t.Fatalf("breaker %s after two successful trials, want closed", a.State().Breaker)
 		}
 	})
 }

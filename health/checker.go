@@ -4,11 +4,12 @@
 // capped, jittered time) and a circuit breaker per backend
 // (github.com/sony/gobreaker/v2).
 //
-// health is a producer: it never picks backends. It changes a pool only
-// through balancer.Pool's methods (SetHealth, Mark with ReasonEjected or
-// ReasonBreakerOpen) and Backend.SetBreakerState, and it installs a
-// balancer.Guard on each backend through balancer.Options.NewGuard. The
-// pool combines the reasons into one verdict per backend.
+// health is a producer: it never picks backends. It changes a backend's
+// state only through balancer.Pool.Update, writing the fields it owns
+// (State.Health from probes, State.Ejected from passive detection,
+// State.Breaker from the breakers), and it installs a balancer.Guard on each
+// backend through balancer.Options.NewGuard. The pool derives the reasons
+// and the verdict per backend from that one state value.
 package health
 
 import (
@@ -27,9 +28,7 @@ import (
 type Pool interface {
 	Snapshot() *balancer.Snapshot
 	Changed() <-chan struct{}
-	SetHealth(b *balancer.Backend, healthy bool, detail string) bool
-	ResetHealth(b *balancer.Backend, detail string) bool
-	Mark(b *balancer.Backend, r balancer.Reason, on bool, detail string) bool
+	Update(b *balancer.Backend, detail string, change func(*balancer.State)) bool
 }
 
 var _ Pool = (*balancer.Pool)(nil)
@@ -89,7 +88,7 @@ func (c *Checker) poke() {
 // lock held).
 func (c *Checker) NewGuard(b *balancer.Backend) balancer.Guard {
 	g := &guard{c: c, b: b}
-	g.observeFn = g.observe
+	g.observeFn, g.closedFn, g.trialFn = g.observe, g.doneClosed, g.doneTrial
 	if o := c.opts.Load().Breaker; !o.Disabled {
 		g.br.Store(g.newBreaker(o))
 	}
@@ -126,7 +125,7 @@ func (c *Checker) Run(ctx context.Context, pool Pool) error {
 		case <-c.reconf:
 			for b, t := range probes {
 				t.stop() // restarted with the new options, state kept
-				probes[b] = &probeTask{state: t.state}
+				probes[b] = &probeTask{streak: t.streak}
 			}
 			c.reconfigureBreakers(pool)
 			c.sweep(pool)
@@ -147,8 +146,9 @@ func (c *Checker) currentPool() Pool {
 }
 
 // publishBreakers polls every breaker's State(), which is also what moves
-// an open breaker to half-open once its timeout has passed, and mirrors it
-// into the backend: ReasonBreakerOpen set while open, cleared otherwise.
+// an open breaker to half-open once its timeout has passed, and publishes
+// it as the backend's State.Breaker (an open one keeps the backend out of
+// rotation). This loop is State.Breaker's only writer.
 func (c *Checker) publishBreakers(pool Pool) {
 	for _, b := range pool.Snapshot().Members {
 		g := guardOf(b)
@@ -160,28 +160,25 @@ func (c *Checker) publishBreakers(pool Pool) {
 		if br != nil {
 			st = breakerState(br.cb.State())
 		}
-		c.mu.Lock()
-		prev := g.lastBreaker
-		g.lastBreaker = st
-		c.mu.Unlock()
-		b.SetBreakerState(st)
-		open := st == balancer.BreakerOpen
-		if (b.Down()&balancer.ReasonBreakerOpen != 0) == open {
-			if prev == balancer.BreakerHalfOpen && st == balancer.BreakerClosed {
-				c.log().Info("breaker closed: half-open trials succeeded", "backend", b.Address())
-			}
+		prev := b.State().Breaker
+		if st == prev {
 			continue
 		}
 		detail := "breaker half-open: admitting trial requests"
 		switch {
-		case open && prev == balancer.BreakerHalfOpen:
+		case st == balancer.BreakerOpen && prev == balancer.BreakerHalfOpen:
 			detail = "breaker re-opened: a half-open trial failed"
-		case open:
+		case st == balancer.BreakerOpen:
 			detail = br.tripDetail()
+		case st == balancer.BreakerClosed && prev == balancer.BreakerHalfOpen:
+			detail = "breaker closed: half-open trials succeeded"
 		case st == balancer.BreakerClosed:
 			detail = "breaker closed"
 		}
-		pool.Mark(b, balancer.ReasonBreakerOpen, open, detail)
+		if !pool.Update(b, detail, func(s *balancer.State) { s.Breaker = st }) {
+			// No reason changed (half-open <-> closed): the pool logged nothing.
+			c.log().Info("backend breaker", "backend", b.Address(), "breaker", st.String(), "detail", detail)
+		}
 	}
 }
 

@@ -27,39 +27,50 @@ var (
 )
 
 // guard is a backend's balancer.Guard: its circuit breaker and its passive
-// outlier detector. Admit and done run on the data path; the counters are
-// atomics, and only a decision to eject takes the checker's lock.
+// outlier detector. Admit and done run on the data path: with the breaker
+// closed (the steady state) neither allocates and Admit takes no lock; done
+// reports to gobreaker, whose Execute takes its mutex twice, and only a
+// decision to eject takes the checker's lock.
 type guard struct {
 	c *Checker
 	b *balancer.Backend
 
 	fails     atomic.Int32 // consecutive gateway errors
 	probation atomic.Bool  // ejection just ended: the next result decides
-	observeFn func(balancer.Result)
+	trials    atomic.Int32 // half-open trial attempts admitted and not yet done
+
+	// The done funcs Admit hands out, made once so Admit does not allocate.
+	observeFn func(balancer.Result) // breaker disabled
+	closedFn  func(balancer.Result) // admitted while the breaker was closed
+	trialFn   func(balancer.Result) // admitted as a half-open trial
 
 	br atomic.Pointer[breaker] // nil when the breaker is disabled
 
 	// Guarded by c.mu.
-	ejections   int       // n of the current run of ejections (decays)
-	ejectedAt   time.Time // start of the current ejection
-	until       time.Time // end of the current ejection
-	lastChange  time.Time // last ejection or decay step
-	capLogged   bool      // an ejection refused by the caps was logged
-	lastBreaker balancer.BreakerState
+	ejections  int       // n of the current run of ejections (decays)
+	ejectedAt  time.Time // start of the current ejection
+	until      time.Time // end of the current ejection
+	lastChange time.Time // last ejection or decay step
+	capLogged  bool      // an ejection refused by the caps was logged
 }
 
 var _ balancer.Guard = (*guard)(nil)
 
 // breaker is one gobreaker instance with the settings it was built from.
+// gobreaker's state machine is the breaker's only source of truth; closed
+// is its state as gobreaker's own OnStateChange reports it, so that Admit
+// can let an attempt through a closed breaker without gobreaker's lock.
 type breaker struct {
-	cb   *gobreaker.TwoStepCircuitBreaker[struct{}]
-	opts BreakerOptions
-	trip atomic.Pointer[gobreaker.Counts] // the counts that last tripped it
+	cb     *gobreaker.CircuitBreaker[struct{}]
+	opts   BreakerOptions
+	trip   atomic.Pointer[gobreaker.Counts] // the counts that last tripped it
+	closed atomic.Bool                      // written only by OnStateChange
 }
 
 func (g *guard) newBreaker(o BreakerOptions) *breaker {
 	br := &breaker{opts: o}
-	br.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+	br.closed.Store(true) // gobreaker starts closed
+	br.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:         g.b.Address(),
 		MaxRequests:  uint32(o.HalfOpenRequests),
 		Interval:     o.Window,
@@ -75,35 +86,87 @@ func (g *guard) newBreaker(o BreakerOptions) *breaker {
 		},
 		// Runs under the breaker's lock: no logging, no breaker calls, no
 		// blocking. The checker's loop reads State() and publishes it.
-		OnStateChange: func(string, gobreaker.State, gobreaker.State) { g.c.poke() },
-		IsExcluded:    func(err error) bool { return err == errLocal },
+		OnStateChange: func(_ string, _, to gobreaker.State) {
+			br.closed.Store(to == gobreaker.StateClosed)
+			g.c.poke()
+		},
+		IsExcluded: func(err error) bool { return err == errLocal },
 	})
 	return br
 }
 
-// Admit runs the breaker (when enabled) and returns the done func that
-// feeds both the breaker and the passive detector. Without a breaker it
-// does not allocate.
+// Outcomes as gobreaker's Execute takes them: static funcs, so reporting a
+// result allocates nothing.
+var (
+	reportOK      = func() (struct{}, error) { return struct{}{}, nil }
+	reportGateway = func() (struct{}, error) { return struct{}{}, errGateway }
+	reportLocal   = func() (struct{}, error) { return struct{}{}, errLocal }
+)
+
+// report feeds one attempt's result to gobreaker. Execute runs gobreaker's
+// own admission and outcome steps back to back: an open breaker ignores the
+// result, as gobreaker ignores results from before a state change.
+func (br *breaker) report(r balancer.Result) {
+	f := reportOK
+	switch {
+	case r == balancer.ResultLocal:
+		f = reportLocal
+	case r.GatewayError():
+		f = reportGateway
+	}
+	_, _ = br.cb.Execute(f)
+}
+
+// Admit lets an attempt through the breaker (when enabled) and returns the
+// done func that feeds the breaker and the passive detector. It never
+// allocates: the done funcs are made once per guard.
+//
+// A closed breaker (as gobreaker last reported it) admits without a lock.
+// Otherwise Admit asks gobreaker for its state, which is also what moves an
+// open breaker to half-open once its timeout has passed, and admits up to
+// HalfOpenRequests trials at a time while half-open.
 func (g *guard) Admit() (func(balancer.Result), error) {
 	br := g.br.Load()
 	if br == nil {
 		return g.observeFn, nil
 	}
-	bdone, err := br.cb.Allow()
-	if err != nil {
-		return nil, err
+	if br.closed.Load() {
+		return g.closedFn, nil
 	}
-	return func(r balancer.Result) {
-		switch {
-		case r == balancer.ResultLocal:
-			bdone(errLocal)
-		case r.GatewayError():
-			bdone(errGateway)
-		default:
-			bdone(nil)
+	switch br.cb.State() {
+	case gobreaker.StateClosed:
+		return g.closedFn, nil
+	case gobreaker.StateOpen:
+		return nil, ErrBreakerOpen
+	}
+	for {
+		n := g.trials.Load()
+		if int(n) >= br.opts.HalfOpenRequests {
+			return nil, ErrTrialsInFlight
 		}
-		g.observe(r)
-	}, nil
+		if g.trials.CompareAndSwap(n, n+1) {
+			return g.trialFn, nil
+		}
+	}
+}
+
+// doneClosed ends an attempt admitted by a closed breaker. When the breaker
+// has left the closed state since, the result belongs to an older
+// generation and only the passive detector sees it.
+func (g *guard) doneClosed(r balancer.Result) {
+	if br := g.br.Load(); br != nil && br.closed.Load() {
+		br.report(r)
+	}
+	g.observe(r)
+}
+
+// doneTrial ends a half-open trial attempt.
+func (g *guard) doneTrial(r balancer.Result) {
+	g.trials.Add(-1)
+	if br := g.br.Load(); br != nil {
+		br.report(r)
+	}
+	g.observe(r)
 }
 
 // observe is the passive detector: count consecutive gateway errors and

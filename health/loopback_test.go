@@ -56,9 +56,12 @@ type healthEvent struct {
 	at      time.Time
 }
 
-func (p *eventPool) SetHealth(b *balancer.Backend, healthy bool, detail string) bool {
-	changed := p.Pool.SetHealth(b, healthy, detail)
-	p.events <- healthEvent{b.Address(), healthy, time.Now()}
+func (p *eventPool) Update(b *balancer.Backend, detail string, change func(*balancer.State)) bool {
+	before := b.State().Health
+	changed := p.Pool.Update(b, detail, change)
+	if after := b.State().Health; after != before {
+		p.events <- healthEvent{b.Address(), after == balancer.HealthHealthy, time.Now()}
+	}
 	return changed
 }
 

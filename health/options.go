@@ -19,7 +19,7 @@ type Options struct {
 	Breaker BreakerOptions
 	// Logger receives the transitions the pool does not log itself (a first
 	// probe verdict, a breaker closing, an ejection refused by the caps).
-	// nil discards them. Reason changes are logged by balancer.Pool.Mark.
+	// nil discards them. Reason changes are logged by balancer.Pool.Update.
 	Logger *slog.Logger
 }
 
@@ -82,11 +82,15 @@ type PassiveOptions struct {
 }
 
 // BreakerOptions configures the per-backend circuit breaker, a
-// github.com/sony/gobreaker/v2 TwoStepCircuitBreaker. It trips when, over
+// github.com/sony/gobreaker/v2 CircuitBreaker (its state machine decides;
+// kelpie admits through a closed breaker without gobreaker's lock and
+// reports each result through Execute, so an attempt allocates nothing). It
+// trips when, over
 // the rolling Window, at least MinRequests attempts finished and at least
 // FailureRatio of them were gateway errors. Open, it refuses every attempt
 // for OpenTimeout; then half-open, it admits HalfOpenRequests trial
-// attempts: that many successes close it, one failure re-opens it. Refusals
+// attempts at a time: that many successes close it, one failure re-opens
+// it. Refusals
 // are not failures, and ResultLocal outcomes count for nothing.
 type BreakerOptions struct {
 	// Disabled turns the breaker off. The zero value has it on.
@@ -106,7 +110,7 @@ type BreakerOptions struct {
 	// half-open. Default 10s.
 	OpenTimeout time.Duration
 	// HalfOpenRequests is how many trial attempts a half-open breaker
-	// admits, and how many successes close it. Default 3.
+	// admits at a time, and how many successes close it. Default 3.
 	HalfOpenRequests int
 }
 

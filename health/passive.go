@@ -59,8 +59,8 @@ func (c *Checker) eject(g *guard, n int, r balancer.Result) {
 	}
 	g.probation.Store(false)
 	g.fails.Store(0)
-	pool.Mark(b, balancer.ReasonEjected, true,
-		fmt.Sprintf("%s (last: %s); ejection #%d for %s", why, r, g.ejections, d.Round(time.Millisecond)))
+	pool.Update(b, fmt.Sprintf("%s (last: %s); ejection #%d for %s", why, r, g.ejections, d.Round(time.Millisecond)),
+		func(s *balancer.State) { s.Ejected = true })
 }
 
 // sweep ends ejections that are due and lets ejection counts decay: each
@@ -90,7 +90,7 @@ func (c *Checker) sweep(pool Pool) {
 				detail = fmt.Sprintf("ejection #%d over after %s; one more failure re-ejects",
 					g.ejections, now.Sub(g.ejectedAt).Round(time.Millisecond))
 			}
-			pool.Mark(b, balancer.ReasonEjected, false, detail)
+			pool.Update(b, detail, func(s *balancer.State) { s.Ejected = false })
 			continue
 		}
 		if g.fails.Load() == 0 {

@@ -23,8 +23,8 @@ func TestVerdictCombination(t *testing.T) {
 		// healthy + ejected => ineligible
 		r.results("a:1", gw, 3)
 		synctest.Wait()
-		if a.Health() != balancer.HealthHealthy || a.Down() != balancer.ReasonEjected || r.eligible("a:1") {
-			t.Fatalf("healthy+ejected: health=%s down=%s eligible=%v", a.Health(), a.Down(), r.eligible("a:1"))
+		if a.State().Health != balancer.HealthHealthy || a.Down() != balancer.ReasonEjected || r.eligible("a:1") {
+			t.Fatalf("healthy+ejected: health=%s down=%s eligible=%v", a.State().Health, a.Down(), r.eligible("a:1"))
 		}
 		// ejected + unhealthy; the ejection ends but probes still say no.
 		f.set("a:1", true)
@@ -47,7 +47,7 @@ func TestVerdictCombination(t *testing.T) {
 		}
 		time.Sleep(3 * time.Second)
 		synctest.Wait()
-		if r.eligible("b:1") || r.b("b:1").Health() != balancer.HealthHealthy {
+		if r.eligible("b:1") || r.b("b:1").State().Health != balancer.HealthHealthy {
 			t.Fatal("drained backend eligible or not probed")
 		}
 
@@ -62,8 +62,8 @@ func TestVerdictCombination(t *testing.T) {
 		}
 		time.Sleep(6 * time.Second)
 		synctest.Wait()
-		if !r.eligible("c:1") || c.Breaker() != balancer.BreakerHalfOpen {
-			t.Fatalf("c half-open: eligible=%v breaker=%s", r.eligible("c:1"), c.Breaker())
+		if !r.eligible("c:1") || c.State().Breaker != balancer.BreakerHalfOpen {
+			t.Fatalf("c half-open: eligible=%v breaker=%s", r.eligible("c:1"), c.State().Breaker)
 		}
 		admitted := 0
 		var dones []func(balancer.Result)
@@ -80,8 +80,8 @@ func TestVerdictCombination(t *testing.T) {
 			d(balancer.ResultOK)
 		}
 		synctest.Wait()
-		if c.Breaker() != balancer.BreakerClosed {
-			t.Fatalf("breaker %s after good trials", c.Breaker())
+		if c.State().Breaker != balancer.BreakerClosed {
+			t.Fatalf("breaker %s after good trials", c.State().Breaker)
 		}
 	})
 }

@@ -37,8 +37,10 @@ var (
 		"upstream", "backend", "reason")
 )
 
-// poolCollector reads the balancer's atomics at scrape time.
+// poolCollector reads the balancer's and the data path's atomics at scrape
+// time.
 type poolCollector struct {
+	m         *Metrics
 	upstreams func() []*balancer.Pool
 }
 
@@ -59,16 +61,19 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 			continue // duplicate names would make the whole scrape fail
 		}
 		seen[p.Name()] = true
-		collectPool(ch, p)
+		st, ok := c.m.stats.Load(p)
+		if !ok {
+			st = new(UpstreamStats) // nothing counted yet: zeros
+		}
+		collectPool(ch, p, st.(*UpstreamStats))
 	}
 }
 
-func collectPool(ch chan<- prometheus.Metric, p *balancer.Pool) {
+func collectPool(ch chan<- prometheus.Metric, p *balancer.Pool, st *UpstreamStats) {
 	up := p.Name()
-	st := p.Stats()
 	count, sum, cum := st.Latency.Read()
 	buckets := make(map[float64]uint64, len(cum))
-	for i, le := range balancer.LatencyBuckets {
+	for i, le := range LatencyBuckets {
 		buckets[le] = cum[i]
 	}
 	ch <- prometheus.MustNewConstHistogram(durationDesc, count, sum, buckets, up)
@@ -83,13 +88,14 @@ func collectPool(ch chan<- prometheus.Metric, p *balancer.Pool) {
 		ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(b.InFlight()), up, addr)
 		ch <- prometheus.MustNewConstMetric(weightDesc, prometheus.GaugeValue, float64(b.Weight()), up, addr)
 		ch <- prometheus.MustNewConstMetric(failuresDesc, prometheus.CounterValue, float64(b.Failures()), up, addr)
-		b.Codes(func(code int, n uint64) {
+		st.Codes(b, func(code int, n uint64) {
 			ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(n), up, addr, strconv.Itoa(code))
 		})
 		b.Transitions(func(r balancer.Reason, on bool, n uint64) {
 			ch <- prometheus.MustNewConstMetric(transitionsDesc, prometheus.CounterValue, float64(n), up, addr, TransitionReason(r, on))
 		})
 	}
+	st.dropRemoved()
 }
 
 // TransitionReason is the reason label of kelpie_backend_transitions_total:

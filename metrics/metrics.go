@@ -1,8 +1,10 @@
 // Package metrics exports kelpie's Prometheus metrics on a registry of its
-// own (never the global one). Pool and backend figures are not recorded on
-// the data path: the data path already counts into atomics on
-// balancer.Backend and balancer.Stats, and a custom collector reads those at
-// scrape time, so serving traffic costs nothing extra.
+// own (never the global one). Pool and backend figures are not recorded
+// through client_golang on the data path: the data path counts into atomics
+// (balancer.Backend's in-flight, request and failure counters; each
+// upstream's UpstreamStats for latency, retries, 503s and status codes),
+// and a custom collector reads those at scrape time, so serving traffic
+// costs nothing extra.
 //
 // Metrics (all prefixed kelpie_):
 //
@@ -52,6 +54,8 @@ type Metrics struct {
 
 	mu     sync.Mutex
 	consul func() map[string]time.Duration
+
+	stats sync.Map // *balancer.Pool -> *UpstreamStats
 }
 
 // New returns a registry with the Go and process collectors and a collector
@@ -70,11 +74,27 @@ func New(upstreams func() []*balancer.Pool) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.ConfigReloads,
-		&poolCollector{upstreams: upstreams},
+		&poolCollector{m: m, upstreams: upstreams},
 		&consulCollector{m: m},
 	)
 	return m
 }
+
+// Upstream returns the request figures of pool's upstream, for the data
+// path to count into, making them at the first call; the same pool always
+// gets the same UpstreamStats, so they survive config reloads that keep the
+// pool. Call Forget when the pool is dropped. Safe for concurrent use.
+func (m *Metrics) Upstream(pool *balancer.Pool) *UpstreamStats {
+	if s, ok := m.stats.Load(pool); ok {
+		return s.(*UpstreamStats)
+	}
+	s, _ := m.stats.LoadOrStore(pool, new(UpstreamStats))
+	return s.(*UpstreamStats)
+}
+
+// Forget drops the figures of a pool that is no longer used (a reload
+// removed its upstream).
+func (m *Metrics) Forget(pool *balancer.Pool) { m.stats.Delete(pool) }
 
 // Registry returns the registry, for registering more collectors.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }

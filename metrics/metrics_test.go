@@ -25,12 +25,13 @@ func newPool(t *testing.T, name string, addrs ...string) *balancer.Pool {
 	return p
 }
 
-func attempt(t *testing.T, b *balancer.Backend, status int, r balancer.Result) {
+func attempt(t *testing.T, st *UpstreamStats, b *balancer.Backend, status int, r balancer.Result) {
 	t.Helper()
 	if !b.Acquire() {
 		t.Fatal("Acquire refused")
 	}
-	b.Release(status, r)
+	b.Release(r)
+	st.CountCode(b, status)
 }
 
 func scrape(t *testing.T, m *Metrics) string {
@@ -52,24 +53,25 @@ func scrape(t *testing.T, m *Metrics) string {
 func TestMetricsFromPoolState(t *testing.T) {
 	web := newPool(t, "web", "127.0.0.1:9001", "127.0.0.1:9002")
 	b1, b2 := web.Lookup("127.0.0.1:9001"), web.Lookup("127.0.0.1:9002")
+	m := New(func() []*balancer.Pool { return []*balancer.Pool{web} })
+	st := m.Upstream(web)
 	for range 3 {
-		attempt(t, b1, 200, balancer.ResultOK)
+		attempt(t, st, b1, 200, balancer.ResultOK)
 	}
-	attempt(t, b1, 404, balancer.ResultOK)
-	attempt(t, b2, 502, balancer.ResultConnectFailed)
+	attempt(t, st, b1, 404, balancer.ResultOK)
+	attempt(t, st, b2, 502, balancer.ResultConnectFailed)
 	if !b2.Acquire() { // one request still in flight
 		t.Fatal("Acquire refused")
 	}
-	defer b2.Release(200, balancer.ResultOK)
-	web.SetHealth(b2, false, "test")
-	web.SetHealth(b2, true, "test")
-	web.SetHealth(b2, false, "test")
-	web.Stats().Latency.Observe(3 * time.Millisecond)
-	web.Stats().Latency.Observe(2 * time.Second)
-	web.Stats().Retries.Add(2)
-	web.Stats().Unavailable.Add(1)
+	defer b2.Release(balancer.ResultOK)
+	for _, h := range []balancer.Health{balancer.HealthUnhealthy, balancer.HealthHealthy, balancer.HealthUnhealthy} {
+		web.Update(b2, "test", func(s *balancer.State) { s.Health = h })
+	}
+	st.Latency.Observe(3 * time.Millisecond)
+	st.Latency.Observe(2 * time.Second)
+	st.Retries.Add(2)
+	st.Unavailable.Add(1)
 
-	m := New(func() []*balancer.Pool { return []*balancer.Pool{web} })
 	m.ConfigReloads.WithLabelValues(ReloadSuccess).Inc()
 	m.SetConsulStatus(func() map[string]time.Duration { return map[string]time.Duration{"web": 1500 * time.Millisecond} })
 
@@ -108,9 +110,9 @@ func TestMetricsFromPoolState(t *testing.T) {
 // The label sets are those design.md fixes.
 func TestMetricLabels(t *testing.T) {
 	web := newPool(t, "web", "127.0.0.1:9001")
-	attempt(t, web.Lookup("127.0.0.1:9001"), 200, balancer.ResultOK)
-	web.Drain("127.0.0.1:9001")
 	m := New(func() []*balancer.Pool { return []*balancer.Pool{web} })
+	attempt(t, m.Upstream(web), web.Lookup("127.0.0.1:9001"), 200, balancer.ResultOK)
+	web.Drain("127.0.0.1:9001")
 	m.ConfigReloads.WithLabelValues(ReloadFailure).Inc()
 	fams, err := m.Registry().Gather()
 	if err != nil {
@@ -162,5 +164,63 @@ func TestScrapeRobust(t *testing.T) {
 	}
 	if text := scrape(t, New(nil)); !strings.Contains(text, "kelpie_config_reloads_total") {
 		t.Error("metrics without pools lack config reloads")
+	}
+}
+
+// TestCodes: status codes are counted per backend; a backend that left the
+// pool has its counters dropped at the next scrape, or at the next first
+// code of another backend when nobody scrapes.
+func TestCodes(t *testing.T) {
+	web := newPool(t, "web", "127.0.0.1:1", "127.0.0.1:2")
+	m := New(func() []*balancer.Pool { return []*balancer.Pool{web} })
+	st := m.Upstream(web)
+	if m.Upstream(web) != st {
+		t.Fatal("Upstream made a second UpstreamStats for the same pool")
+	}
+	b1, b2 := web.Lookup("127.0.0.1:1"), web.Lookup("127.0.0.1:2")
+	for _, c := range []int{200, 200, 503, 0, 600, -1} {
+		st.CountCode(b1, c)
+	}
+	st.CountCode(b2, 404)
+	got := map[int]uint64{}
+	st.Codes(b1, func(c int, n uint64) { got[c] = n })
+	if len(got) != 2 || got[200] != 2 || got[503] != 1 {
+		t.Fatalf("codes of b1 %v, want 200:2 503:1", got)
+	}
+	web.SetMembers(balancer.SourceStatic, []balancer.Member{{Address: "127.0.0.1:1"}})
+	if text := scrape(t, m); strings.Contains(text, "127.0.0.1:2") {
+		t.Errorf("a backend that left is still scraped:\n%s", text)
+	}
+	n := 0
+	st.Codes(b2, func(int, uint64) { n++ })
+	if n != 0 {
+		t.Error("the counters of a backend that left were kept")
+	}
+
+	st.CountCode(b1, 200)
+	web.SetMembers(balancer.SourceStatic, []balancer.Member{{Address: "127.0.0.1:3"}}) // b1 leaves, no scrape
+	st.CountCode(web.Lookup("127.0.0.1:3"), 200)
+	n = 0
+	st.Codes(b1, func(int, uint64) { n++ })
+	if n != 0 {
+		t.Error("without scrapes, the counters of a backend that left were kept past another backend's first code")
+	}
+}
+
+func TestHistogram(t *testing.T) {
+	var h Histogram
+	for _, d := range []time.Duration{100 * time.Microsecond, 500 * time.Microsecond, 3 * time.Millisecond, 2 * time.Minute} {
+		h.Observe(d)
+	}
+	count, sum, cum := h.Read()
+	if count != 4 {
+		t.Fatalf("count %d", count)
+	}
+	if want := (120*time.Second + 3600*time.Microsecond).Seconds(); sum < want-1e-9 || sum > want+1e-9 {
+		t.Fatalf("sum %v, want %v", sum, want)
+	}
+	// Bounds are inclusive (Prometheus le): 500us falls in the .0005 bucket.
+	if cum[0] != 2 || cum[2] != 2 || cum[3] != 3 || cum[len(cum)-1] != 3 {
+		t.Fatalf("cumulative %v", cum)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/metrics"
 	"github.com/valyala/fasthttp"
 )
 
@@ -114,7 +115,7 @@ type respBody struct {
 	done   func(balancer.Result)
 	result balancer.Result
 	status int
-	stats  *balancer.Stats
+	stats  *metrics.UpstreamStats
 	start  time.Time
 	client net.Conn
 	wIdle  time.Duration
@@ -153,7 +154,7 @@ func (r *respBody) CloseWithError(werr error) error {
 		_ = c.CloseWithError(werr)
 	}
 	r.done(res)
-	r.b.Release(r.status, res)
+	release(r.stats, r.b, r.status, res)
 	r.stats.Latency.Observe(time.Since(r.start))
 	fasthttp.ReleaseResponse(r.resp)
 	*r = respBody{}

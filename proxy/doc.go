@@ -64,7 +64,7 @@
 // Errors have short text/plain bodies ("kelpie: ...\n") and Cache-Control:
 // no-store:
 //
-//	503 + Retry-After  no eligible backend (counted in Pool.Stats().Unavailable),
+//	503 + Retry-After  no eligible backend (counted in Upstream.Stats.Unavailable),
 //	                   or every backend at its connection cap
 //	502                connect failure, connection reset or closed, unparsable response
 //	504                no response within ResponseTimeout
@@ -74,7 +74,7 @@
 // # Retries
 //
 // Upstream.Retries extra attempts are made, each on a backend not yet tried
-// by this request (counted in Pool.Stats().Retries). A connect failure is
+// by this request (counted in Upstream.Stats.Retries). A connect failure is
 // retried for every method (nothing was sent). A reset, a timeout or a
 // 502/503/504 is retried only for idempotent methods (GET, HEAD, OPTIONS,
 // PUT, DELETE, TRACE) and only if no byte of the request body was sent. A

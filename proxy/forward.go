@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/metrics"
 	"github.com/valyala/fasthttp"
 )
 
@@ -53,7 +54,7 @@ const maxTriedOnStack = 8
 // how many retries the request took, for the access log.
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key uint64, start time.Time) (last *balancer.Backend, retries int) {
 	pool := up.Pool
-	stats := pool.Stats()
+	stats := up.Stats
 	req := &ctx.Request
 	idem := idempotent(&req.Header)
 	var triedBuf [maxTriedOnStack]*balancer.Backend
@@ -70,7 +71,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 		}
 		done, err := b.Admit()
 		if err != nil {
-			b.Release(0, balancer.ResultLocal)
+			b.Release(balancer.ResultLocal)
 			tried = append(tried, b)
 			b = pool.Pick(key, tried)
 			continue
@@ -93,7 +94,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 						_ = resp.CloseBodyStream()
 						fasthttp.ReleaseResponse(resp)
 						done(res)
-						b.Release(status, res)
+						release(stats, b, status, res)
 						tried = append(tried, b)
 						b = next
 						continue
@@ -111,7 +112,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 		f := classify(err, resp, idem, rb)
 		fasthttp.ReleaseResponse(resp)
 		done(f.result)
-		b.Release(f.status, f.result)
+		release(stats, b, f.status, f.result)
 		lastF = f
 		lastErr = &lastF
 		if f.stale && staleRetries < maxStaleRetries {
@@ -144,12 +145,21 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 	return last, max(attempts-1, 0) + staleRetries
 }
 
+// release ends an attempt on b: the backend's counters and the upstream's
+// count of status (kelpie's own 502/504 for errors; 0 when none).
+func release(stats *metrics.UpstreamStats, b *balancer.Backend, status int, r balancer.Result) {
+	b.Release(r)
+	if r != balancer.ResultLocal {
+		stats.CountCode(b, status)
+	}
+}
+
 // respond hands a backend's response to the client. A small body is in out
 // already (bufferBody) and the attempt is closed here; a larger one is
 // streamed, copied by fasthttp after the handler returns, and the attempt is
 // closed when that copy ends (respBody.CloseWithError).
 func (p *Proxy) respond(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, b *balancer.Backend,
-	done func(balancer.Result), res balancer.Result, status int, stats *balancer.Stats, start time.Time) {
+	done func(balancer.Result), res balancer.Result, status int, stats *metrics.UpstreamStats, start time.Time) {
 	out := &ctx.Response
 	resp.Header.CopyTo(&out.Header)
 	out.Header.SetNoDefaultContentType(true)
@@ -160,7 +170,7 @@ func (p *Proxy) respond(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, b *ba
 		// keep the backend's framing headers.
 		out.SkipBody = len(out.Body()) == 0
 		done(res)
-		b.Release(status, res)
+		release(stats, b, status, res)
 		stats.Latency.Observe(time.Since(start))
 		fasthttp.ReleaseResponse(resp)
 		return

@@ -107,19 +107,19 @@ func TestErrorMapping(t *testing.T) {
 		drain  bool
 		status int
 		body   string
-		check  func(t *testing.T, pool *balancer.Pool, resp *fasthttp.Response)
+		check  func(t *testing.T, up *Upstream, resp *fasthttp.Response)
 	}{
-		{name: "empty pool", status: 503, body: "kelpie: no backend available\n", check: func(t *testing.T, pool *balancer.Pool, resp *fasthttp.Response) {
+		{name: "empty pool", status: 503, body: "kelpie: no backend available\n", check: func(t *testing.T, up *Upstream, resp *fasthttp.Response) {
 			if string(resp.Header.Peek("Retry-After")) != "1" {
 				t.Errorf("Retry-After = %q, want 1", resp.Header.Peek("Retry-After"))
 			}
-			if pool.Stats().Unavailable.Load() != 1 {
-				t.Errorf("Unavailable = %d, want 1", pool.Stats().Unavailable.Load())
+			if up.Stats.Unavailable.Load() != 1 {
+				t.Errorf("Unavailable = %d, want 1", up.Stats.Unavailable.Load())
 			}
 		}},
 		{name: "all drained", addrs: []string{unavailable.addr}, drain: true, status: 503, body: "kelpie: no backend available\n"},
-		{name: "connect refused", addrs: []string{deadAddr(t)}, status: 502, body: "kelpie: cannot connect to backend\n", check: func(t *testing.T, pool *balancer.Pool, _ *fasthttp.Response) {
-			if f := pool.Snapshot().Members[0].Failures(); f != 1 {
+		{name: "connect refused", addrs: []string{deadAddr(t)}, status: 502, body: "kelpie: cannot connect to backend\n", check: func(t *testing.T, up *Upstream, _ *fasthttp.Response) {
+			if f := up.Pool.Snapshot().Members[0].Failures(); f != 1 {
 				t.Errorf("failures = %d, want 1", f)
 			}
 		}},
@@ -138,7 +138,8 @@ func TestErrorMapping(t *testing.T) {
 					}
 				}
 			}
-			px := proxyTo(t, &Upstream{Pool: pool, ResponseTimeout: 200 * time.Millisecond}, Options{})
+			up := &Upstream{Pool: pool, ResponseTimeout: 200 * time.Millisecond}
+			px := proxyTo(t, up, Options{})
 			start := time.Now()
 			resp := do(t, clientFor(px.addr), "GET", "a", "/")
 			if resp.StatusCode() != tc.status || string(resp.Body()) != tc.body {
@@ -148,7 +149,7 @@ func TestErrorMapping(t *testing.T) {
 				t.Errorf("took %v", d)
 			}
 			if tc.check != nil {
-				tc.check(t, pool, resp)
+				tc.check(t, up, resp)
 			}
 			checkIdle(t, pool)
 		})
@@ -204,7 +205,8 @@ func TestRetryGoesToAnotherBackend(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			pool := firstPicks(t, newPool(t, balancer.RoundRobin, tc.bad, good.addr), tc.bad)
-			px := proxyTo(t, &Upstream{Pool: pool, Retries: 1, ResponseTimeout: 200 * time.Millisecond}, Options{})
+			up := &Upstream{Pool: pool, Retries: 1, ResponseTimeout: 200 * time.Millisecond}
+			px := proxyTo(t, up, Options{})
 			goodBefore := good.reqs.Load()
 			resp := do(t, clientFor(px.addr), tc.method, "a", "/")
 			if resp.StatusCode() != tc.status {
@@ -213,7 +215,7 @@ func TestRetryGoesToAnotherBackend(t *testing.T) {
 			if got := good.reqs.Load() - goodBefore; (got == 1) != tc.retried {
 				t.Errorf("good backend got %d requests, retried=%v", got, tc.retried)
 			}
-			if r := pool.Stats().Retries.Load(); (r == 1) != tc.retried {
+			if r := up.Stats.Retries.Load(); (r == 1) != tc.retried {
 				t.Errorf("Stats.Retries = %d", r)
 			}
 			bad := pool.Lookup(tc.bad)
@@ -276,7 +278,8 @@ func TestRetriesEachBackendOnce(t *testing.T) {
 		addrs = append(addrs, be.addr)
 	}
 	pool := newPool(t, balancer.LeastConn, addrs...)
-	px := proxyTo(t, &Upstream{Pool: pool, Retries: 10}, Options{})
+	up := &Upstream{Pool: pool, Retries: 10}
+	px := proxyTo(t, up, Options{})
 	resp := do(t, clientFor(px.addr), "GET", "a", "/")
 	if resp.StatusCode() != 503 || string(resp.Body()) != "from backend" {
 		t.Fatalf("got %d %q, want the last backend's 503", resp.StatusCode(), resp.Body())
@@ -286,7 +289,7 @@ func TestRetriesEachBackendOnce(t *testing.T) {
 			t.Errorf("backend %s got %d requests, want exactly 1", be.addr, n)
 		}
 	}
-	if r := pool.Stats().Retries.Load(); r != 2 {
+	if r := up.Stats.Retries.Load(); r != 2 {
 		t.Errorf("Retries = %d, want 2", r)
 	}
 }
@@ -326,7 +329,8 @@ func TestStaleKeepAliveRetried(t *testing.T) {
 		}
 	})
 	pool := newPool(t, balancer.RoundRobin, be.addr)
-	px := proxyTo(t, &Upstream{Pool: pool, Retries: 0}, Options{})
+	up := &Upstream{Pool: pool, Retries: 0}
+	px := proxyTo(t, up, Options{})
 	c := clientFor(px.addr)
 	for i := range 5 {
 		for _, m := range []string{"GET", "HEAD", "DELETE"} {
@@ -339,7 +343,7 @@ func TestStaleKeepAliveRetried(t *testing.T) {
 	if f := pool.Snapshot().Members[0].Failures(); f != 0 {
 		t.Errorf("stale connections counted %d failures against the backend", f)
 	}
-	if r := pool.Stats().Retries.Load(); r == 0 {
+	if r := up.Stats.Retries.Load(); r == 0 {
 		t.Errorf("no stale connection was met: the test did not test anything")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/metrics"
 )
 
 // Defaults applied to zero-valued fields of Upstream and Options.
@@ -33,6 +34,10 @@ const (
 type Upstream struct {
 	// Pool is the upstream's backend pool. Required.
 	Pool *balancer.Pool
+	// Stats receives the upstream's request figures (latency, retries,
+	// 503s, status codes per backend); metrics.Metrics.Upstream gives the
+	// ones /metrics reads. nil: New or SetRoutes sets a private one.
+	Stats *metrics.UpstreamStats
 	// ConnectTimeout bounds one TCP connect to a backend. Default 3s.
 	ConnectTimeout time.Duration
 	// ResponseTimeout bounds the wait for the first byte of the response

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/kelpie-lb/kelpie/metrics"
 )
 
 // table is an immutable route table, swapped whole by SetRoutes.
@@ -20,6 +22,9 @@ func buildTable(routes []Route) (*table, error) {
 		r := routes[i] // copy: the caller may reuse its slice
 		if r.Upstream == nil || r.Upstream.Pool == nil {
 			return nil, fmt.Errorf("%w: route %d (host %q, path_prefix %q) has no upstream pool", ErrBadRoute, i, r.Host, r.PathPrefix)
+		}
+		if r.Upstream.Stats == nil {
+			r.Upstream.Stats = new(metrics.UpstreamStats) // before any request reads it
 		}
 		host := strings.ToLower(stripPort(r.Host))
 		key := [2]string{host, r.PathPrefix}

@@ -159,6 +159,7 @@ func (a *app) apply(cfg *config.Config) error {
 			u.pool.Reconfigure(poolOptions(uc, u.checker, a.log))
 		}
 		u.data = upstreamData(uc, u.pool)
+		u.data.Stats = a.metrics.Upstream(u.pool) // the same across reloads: counters continue
 		discovery.Static(u.pool, staticMembers(uc))
 		if err := a.rewatch(u, uc); err != nil {
 			return err
@@ -180,6 +181,7 @@ func (a *app) apply(cfg *config.Config) error {
 			}
 			u.stop()
 			u.pool.Close()
+			a.metrics.Forget(u.pool)
 		}
 	}
 	a.upstreams = next

@@ -465,7 +465,7 @@ upstreams:
 `, yamlBackends(flap.Addr, g1.Addr, g2.Addr)))
 	eventually(t, 5*time.Second, "first probes", func() bool {
 		for _, b := range ta.poolByName("web").Snapshot().Members {
-			if b.Health() != balancer.HealthHealthy {
+			if b.State().Health != balancer.HealthHealthy {
 				return false
 			}
 		}
@@ -555,11 +555,11 @@ upstreams:
 				}}).wait()
 			pool := ta.poolByName("web")
 			b := pool.Lookup(addr)
-			t.Logf("%s; stale retries %d, backend failures %d", run, pool.Stats().Retries.Load(), b.Failures())
+			t.Logf("%s; stale retries %d, backend failures %d", run, ta.metrics.Upstream(pool).Retries.Load(), b.Failures())
 			if run.failed.Load() != 0 {
 				t.Fatalf("idempotent requests failed: %s", run)
 			}
-			if pool.Stats().Retries.Load() == 0 {
+			if ta.metrics.Upstream(pool).Retries.Load() == 0 {
 				t.Fatal("no stale connection was met: the test tested nothing")
 			}
 			if b.Failures() != 0 || b.Down() != 0 {

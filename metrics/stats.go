@@ -1,0 +1,114 @@
+package metrics
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kelpie-lb/kelpie/balancer"
+)
+
+// UpstreamStats are one upstream's request figures: written lock-free and
+// without allocating by the data path (proxy), read at scrape time. Get
+// them with Metrics.Upstream; the zero value is ready to use (unexported:
+// scraped by nobody). Safe for concurrent use; do not copy.
+type UpstreamStats struct {
+	// Latency is the duration of whole client requests (all attempts).
+	Latency Histogram
+	// Retries counts extra attempts, each on another backend.
+	Retries atomic.Uint64
+	// Unavailable counts requests answered 503 because no backend was
+	// eligible.
+	Unavailable atomic.Uint64
+
+	codes sync.Map // *balancer.Backend -> *codeCounts
+}
+
+// maxCode bounds the status codes counted: HTTP's are three digits, 100-599.
+const maxCode = 600
+
+type codeCounts [maxCode]atomic.Uint64
+
+// CountCode records one finished attempt on b that produced HTTP status code
+// (kelpie's own 502/504 for gateway errors); codes outside 1-599 are not
+// counted. It takes no lock and allocates only at a backend's first code,
+// which is also when the counters of backends that left the pool are
+// dropped, so they do not pile up between scrapes.
+func (s *UpstreamStats) CountCode(b *balancer.Backend, code int) {
+	if code <= 0 || code >= maxCode {
+		return
+	}
+	c, ok := s.codes.Load(b)
+	if !ok {
+		s.dropRemoved()
+		c, _ = s.codes.LoadOrStore(b, new(codeCounts))
+	}
+	c.(*codeCounts)[code].Add(1)
+}
+
+// Codes calls fn for each status code counted on b, with its count.
+func (s *UpstreamStats) Codes(b *balancer.Backend, fn func(code int, n uint64)) {
+	c, ok := s.codes.Load(b)
+	if !ok {
+		return
+	}
+	for code := range c.(*codeCounts) {
+		if n := c.(*codeCounts)[code].Load(); n > 0 {
+			fn(code, n)
+		}
+	}
+}
+
+// dropRemoved drops the code counters of backends that left the pool: they
+// are no longer scraped, and an address that returns is a new Backend. An
+// attempt still in flight on one may count it again; the next call drops
+// it again.
+func (s *UpstreamStats) dropRemoved() {
+	s.codes.Range(func(k, _ any) bool {
+		if k.(*balancer.Backend).State().Removed {
+			s.codes.Delete(k)
+		}
+		return true
+	})
+}
+
+// LatencyBuckets are the upper bounds, in seconds, of Histogram's buckets:
+// kelpie_request_duration_seconds' le values.
+var LatencyBuckets = [...]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+
+var bucketNanos = func() (b [len(LatencyBuckets)]int64) {
+	for i, s := range LatencyBuckets {
+		b[i] = int64(s * 1e9)
+	}
+	return b
+}()
+
+// Histogram is a fixed-bucket latency histogram with atomic counters:
+// Observe takes no lock and does not allocate.
+type Histogram struct {
+	counts [len(LatencyBuckets) + 1]atomic.Uint64 // last: above every bound
+	sum    atomic.Int64                           // nanoseconds
+}
+
+// Observe records one duration.
+func (h *Histogram) Observe(d time.Duration) {
+	n := int64(d)
+	i := 0
+	for i < len(bucketNanos) && n > bucketNanos[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sum.Add(n)
+}
+
+// Read returns the total count, the sum in seconds and the cumulative count
+// at each of LatencyBuckets' bounds, in Prometheus' shape.
+func (h *Histogram) Read() (count uint64, sum float64, cumulative [len(LatencyBuckets)]uint64) {
+	var c uint64
+	for i := range LatencyBuckets {
+		c += h.counts[i].Load()
+		cumulative[i] = c
+	}
+	count = c + h.counts[len(LatencyBuckets)].Load()
+	return count, float64(h.sum.Load()) / 1e9, cumulative
+}
