@@ -58,6 +58,7 @@ type envOptions struct {
 	upstream string        // the upstream's YAML body after "- name: web\n"; default: static b1..bN by name
 	extra    string        // extra top-level YAML (consul: ...)
 	response time.Duration // timeouts.response; default responseTO
+	network  string        // an existing network to use; default a new one
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -65,7 +66,10 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.backends == 0 {
 		o.backends = 3
 	}
-	e := &env{t: t, img: BuildImages(t), net: Network(t), backends: map[string]*Container{}, token: UniqueName("token")}
+	if o.network == "" {
+		o.network = Network(t)
+	}
+	e := &env{t: t, img: BuildImages(t), net: o.network, backends: map[string]*Container{}, token: UniqueName("token")}
 	for i := 1; i <= o.backends; i++ {
 		alias := fmt.Sprintf("b%d", i)
 		e.backends[alias] = e.startBackend(alias)
