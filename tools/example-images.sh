@@ -7,8 +7,8 @@
 #   BACKEND_IMAGE=b CONSUL_IMAGE=c tools/example-images.sh
 #   tools/example-images.sh backend     # only one of them (also: consul)
 #
-# The static Consul binary is cached next to tools/consul/build.sh's (the
-# first build takes several minutes).
+# Consul is tools/consul/build.sh's static build (cached; the first build
+# takes several minutes).
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,9 +29,13 @@ for what in "$@"; do
 		echo "$backend_image"
 		;;
 	consul)
-		# CGO_ENABLED=0: the agent must run on scratch, with no libc.
-		version=$(awk '$1 == "github.com/hashicorp/consul" { sub(/^v/, "", $2); print $2; exit }' "$root/tools/consul/go.mod")
-		consul=$(CGO_ENABLED=0 "$root/tools/consul/build.sh" "${XDG_CACHE_HOME:-$HOME/.cache}/kelpie/bin/consul-$version-static")
+		# The agent runs on scratch: it must be static. build.sh builds it
+		# so; a cache from before it did holds a cgo build, so build a
+		# static one next to it.
+		consul=$("$root/tools/consul/build.sh")
+		if ! go version -m "$consul" | grep -q 'CGO_ENABLED=0'; then
+			consul=$("$root/tools/consul/build.sh" "$consul-static")
+		fi
 		cp "$consul" "$ctx/consul/consul"
 		docker build -q -f "$root/deploy/images/consul.Dockerfile" -t "$consul_image" "$ctx/consul" >/dev/null
 		echo "$consul_image"
