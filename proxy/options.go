@@ -61,6 +61,15 @@ type Upstream struct {
 	// IdleConnTimeout closes pooled keep-alive connections idle this long.
 	// Keep it below the backends' own keep-alive timeout. Default 4s.
 	IdleConnTimeout time.Duration
+	// DNSCache is how long a backend named by DNS (host:port with a name,
+	// such as a container or a Kubernetes Service) keeps its looked-up
+	// addresses before a new connection looks the name up again. The
+	// addresses are also forgotten as soon as none of them accepts a
+	// connection, so a name that moved is followed at the next connect.
+	// A name with several addresses stays one backend; its new connections
+	// rotate over them. Default 5s (DefaultDNSCache); negative: look the
+	// name up for every new connection.
+	DNSCache time.Duration
 	// Dial, if set, opens connections to backends instead of TCP (tests and
 	// benchmarks use in-memory listeners). timeout is ConnectTimeout.
 	Dial func(addr string, timeout time.Duration) (net.Conn, error)
@@ -160,10 +169,11 @@ func (o Options) withDefaults() Options {
 type settings struct {
 	connect, response, write, idle time.Duration
 	maxConns                       int
+	dnsCache                       time.Duration
 }
 
 func (u *Upstream) settings() settings {
-	s := settings{u.ConnectTimeout, u.ResponseTimeout, u.WriteTimeout, u.IdleConnTimeout, u.MaxConnsPerBackend}
+	s := settings{u.ConnectTimeout, u.ResponseTimeout, u.WriteTimeout, u.IdleConnTimeout, u.MaxConnsPerBackend, u.DNSCache}
 	if s.connect <= 0 {
 		s.connect = DefaultConnectTimeout
 	}
@@ -178,6 +188,9 @@ func (u *Upstream) settings() settings {
 	}
 	if s.maxConns <= 0 {
 		s.maxConns = DefaultMaxConnsPerBackend
+	}
+	if s.dnsCache == 0 {
+		s.dnsCache = DefaultDNSCache
 	}
 	return s
 }

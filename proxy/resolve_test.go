@@ -104,7 +104,7 @@ func (s *scriptedDNS) resolver(ttl time.Duration, now func() time.Time) *resolve
 
 type fakeClock struct{ t atomic.Int64 }
 
-func (c *fakeClock) now() time.Time           { return time.Unix(0, c.t.Load()) }
+func (c *fakeClock) now() time.Time          { return time.Unix(0, c.t.Load()) }
 func (c *fakeClock) advance(d time.Duration) { c.t.Add(int64(d)) }
 
 func dialOK(t *testing.T, r *resolver, addr string) string {

@@ -67,9 +67,7 @@ func newHostClient(up *Upstream, addr string) *hostClient {
 	set := up.settings()
 	dial := up.Dial
 	if dial == nil {
-		dial = func(addr string, timeout time.Duration) (net.Conn, error) {
-			return net.DialTimeout("tcp", addr, timeout)
-		}
+		dial = newResolver(set.dnsCache).dial // names: resolve.go
 	}
 	hc := &fasthttp.HostClient{
 		Addr: addr,

@@ -57,7 +57,17 @@ func upstreamData(u config.Upstream, p *balancer.Pool) *proxy.Upstream {
 		IdleConnTimeout:    u.Timeouts.Idle,
 		Retries:            *u.Retries.Attempts,
 		MaxConnsPerBackend: u.MaxConnsPerBackend,
+		DNSCache:           dnsCache(*u.DNSCache),
 	}
+}
+
+// dnsCache maps dns_cache (0: no cache) onto proxy.Upstream.DNSCache
+// (0: the default; negative: no cache).
+func dnsCache(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // buildRoutes turns config routes into proxy routes; with no routes, the
