@@ -189,11 +189,8 @@ type Backend struct {
 
 	transitions [numReasons][2]atomic.Uint64 // [reason][0=set,1=cleared]
 
-	guard     Guard // set once, before the backend is published; nil = admit all
-	transport atomic.Pointer[anyBox]
+	guard Guard // set once, before the backend is published; nil = admit all
 }
-
-type anyBox struct{ v any }
 
 func newBackend(addr string, st State) *Backend {
 	b := &Backend{addr: addr, hash: hashString(addr)}
@@ -282,33 +279,6 @@ func (b *Backend) Admit() (done func(Result), err error) {
 		return b.guard.Admit()
 	}
 	return noopDone, nil
-}
-
-// Transport returns the data path's per-backend connection pool, stored by
-// LoadOrStoreTransport, or nil.
-func (b *Backend) Transport() any {
-	if t := b.transport.Load(); t != nil {
-		return t.v
-	}
-	return nil
-}
-
-// LoadOrStoreTransport stores t as the backend's transport unless one is
-// stored already, and returns the stored one. The transport lives as long as
-// the backend; when the backend leaves its pool, a transport with a
-// CloseIdleConnections method has it called.
-func (b *Backend) LoadOrStoreTransport(t any) any {
-	box := &anyBox{t}
-	if b.transport.CompareAndSwap(nil, box) {
-		return t
-	}
-	return b.transport.Load().v
-}
-
-func (b *Backend) closeIdle() {
-	if c, ok := b.Transport().(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
-	}
 }
 
 // AdminState is the operator-facing drain state.

@@ -75,36 +75,3 @@ func TestDrainSurvivesReload(t *testing.T) {
 		t.Fatalf("Drained() = %v", d)
 	}
 }
-
-type closer struct{ closed chan struct{} }
-
-func (c *closer) CloseIdleConnections() { close(c.closed) }
-
-// TestTransportLifecycle: one transport per backend, kept across
-// refreshes, its idle connections closed when the backend leaves.
-func TestTransportLifecycle(t *testing.T) {
-	p := newTestPool(t, Options{}, equal(2))
-	b := backend(t, p, addr(1))
-	c := &closer{closed: make(chan struct{})}
-	if got := b.LoadOrStoreTransport(c); got != c {
-		t.Fatal("first LoadOrStoreTransport did not store")
-	}
-	if got := b.LoadOrStoreTransport(&closer{}); got != c {
-		t.Fatal("second LoadOrStoreTransport replaced the transport")
-	}
-	p.SetMembers(SourceStatic, equal(2))
-	if backend(t, p, addr(1)).Transport() != c {
-		t.Fatal("refresh lost the transport")
-	}
-	select {
-	case <-c.closed:
-		t.Fatal("idle connections closed while still a member")
-	default:
-	}
-	p.SetMembers(SourceStatic, equal(1))
-	select {
-	case <-c.closed:
-	default:
-		t.Fatal("idle connections not closed when the backend left")
-	}
-}

@@ -235,7 +235,6 @@ func (p *Pool) merge() (joined, left bool) {
 			}
 			st.Removed = true
 			b.state.Store(&st)
-			b.closeIdle()
 			left = true
 			p.log.Info("backend left", "backend", addr, "in_flight", b.InFlight())
 		}

@@ -14,21 +14,36 @@ import (
 
 var errBodyTooLarge = errors.New("request body exceeds the limit")
 
+// errBodyIncomplete is a request body the client ended (close, half-close,
+// reset) before its end: short of Content-Length, or before the chunked
+// body's last chunk and final CRLF.
+var errBodyIncomplete = errors.New("request body incomplete")
+
 // reqBody wraps a streamed client request body on its way upstream. It
 // records whether any of it was read (after that the request cannot be
 // retried), enforces MaxBodyBytes on chunked bodies, keeps the client's read
 // deadline rolling so long uploads are bounded per gap rather than in total,
 // and replays the first chunk kelpie read ahead to check chunked framing.
+//
+// It never lets a truncated body look complete. fasthttp's body stream
+// returns io.EOF where the client's connection ended at a chunk boundary or
+// after "0\r\n" without the final CRLF, and at the end of the bytes read when
+// a Content-Length body is cut short; fasthttp's client would then send the
+// backend a complete message (its own last chunk). reqBody turns such an EOF
+// into errBodyIncomplete, so the upstream request is aborted and its
+// connection closed with the message unfinished (RFC 9112 section 8).
 type reqBody struct {
 	src      io.Reader
 	ctx      *fasthttp.RequestCtx
-	limit    int64 // 0 = none
+	conn     *clientConn // the client connection, when kelpie's listener made it
+	cl       int         // the declared Content-Length, or -1 for chunked
+	limit    int64       // 0 = none
 	n        int64
 	idle     time.Duration
 	armed    time.Time
 	touched  bool
 	tooLarge bool
-	err      error // a client-side read error (not EOF)
+	err      error // a client-side read error (not a complete body's EOF)
 	ahead    []byte
 	buf      [4 << 10]byte
 }
@@ -48,11 +63,21 @@ func (r *reqBody) Read(b []byte) (int, error) {
 			_ = r.ctx.SetReadDeadline(now.Add(r.idle))
 		}
 	}
-	n, err := r.src.Read(b)
-	r.n += int64(n)
+	n, err := r.read(b)
 	if r.limit > 0 && r.n > r.limit {
 		r.tooLarge = true
 		return 0, errBodyTooLarge
+	}
+	return n, err
+}
+
+// read reads from the client's body stream, counting, and records a client
+// error or a truncation in r.err.
+func (r *reqBody) read(b []byte) (int, error) {
+	n, err := r.src.Read(b)
+	r.n += int64(n)
+	if err == io.EOF && r.truncated() {
+		err = errBodyIncomplete
 	}
 	if err != nil && err != io.EOF {
 		r.err = err
@@ -60,11 +85,47 @@ func (r *reqBody) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// truncated reports, at the body stream's EOF, whether the client ended the
+// body early. A Content-Length body is short of its length. A chunked body is
+// whole only if fasthttp parsed its last chunk and final CRLF from bytes
+// already received; its parser reaches the connection's end (the client
+// closed or half-closed) only when it needed more bytes of the body.
+func (r *reqBody) truncated() bool {
+	if r.cl >= 0 {
+		return r.n < int64(r.cl)
+	}
+	return r.conn != nil && r.conn.rerr != nil
+}
+
+// failure is the answer to a request whose body broke off on the client's
+// side: 413 past MaxBodyBytes, 408 when the client stalled past the read
+// timeout, 400 otherwise.
+func (r *reqBody) failure() (int, string) {
+	switch {
+	case r.tooLarge:
+		return fasthttp.StatusRequestEntityTooLarge, "request body too large"
+	case timedOut(r.err) || r.conn != nil && timedOut(r.conn.rerr):
+		return fasthttp.StatusRequestTimeout, "request body timed out"
+	case r.conn != nil && r.conn.rerr != nil, errors.Is(r.err, errBodyIncomplete), errors.Is(r.err, io.ErrUnexpectedEOF):
+		return fasthttp.StatusBadRequest, "request body incomplete"
+	}
+	return fasthttp.StatusBadRequest, "invalid chunked body"
+}
+
+// timedOut reports a deadline's expiry. fasthttp wraps some read errors in
+// types that do not unwrap (ErrBrokenChunk), hence the client connection's
+// own error is checked too (reqBody.failure).
+func timedOut(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &t) && t.Timeout()
+}
+
 // prepareBody puts a reqBody in front of a request's body stream. It refuses
 // a Content-Length above MaxBodyBytes (413) and a chunked body whose first
-// chunk is malformed (400), before anything goes upstream. Later framing
-// errors abort the upstream request mid-body: kelpie re-frames bodies, so
-// the backend sees a truncated request, never a smuggled one.
+// chunk is malformed or cut off (400), before anything goes upstream. Later
+// framing errors and truncations abort the upstream request mid-body: kelpie
+// re-frames bodies, so the backend sees an unfinished request, never a
+// smuggled or a falsely complete one.
 func (p *Proxy) prepareBody(ctx *fasthttp.RequestCtx) (*reqBody, int, string) {
 	req := &ctx.Request
 	cl := req.Header.ContentLength()
@@ -75,18 +136,22 @@ func (p *Proxy) prepareBody(ctx *fasthttp.RequestCtx) (*reqBody, int, string) {
 		return nil, fasthttp.StatusRequestEntityTooLarge, "request body too large"
 	}
 	r := reqBodyPool.Get().(*reqBody)
-	r.src, r.ctx, r.limit, r.idle = ctx.RequestBodyStream(), ctx, p.opts.MaxBodyBytes, p.opts.ReadTimeout
+	r.src, r.ctx, r.cl, r.limit, r.idle = ctx.RequestBodyStream(), ctx, cl, p.opts.MaxBodyBytes, p.opts.ReadTimeout
+	r.conn, _ = ctx.Conn().(*clientConn)
 	r.armed = time.Now()
 	if cl == -1 {
-		n, err := io.ReadAtLeast(r.src, r.buf[:], 1)
-		r.n = int64(n)
-		switch {
-		case err != nil && err != io.EOF && err != io.ErrUnexpectedEOF:
+		n := 0
+		var err error
+		for n == 0 && err == nil {
+			n, err = r.read(r.buf[:])
+		}
+		if r.limit > 0 && r.n > r.limit {
+			r.tooLarge = true
+		}
+		if r.err != nil || r.tooLarge {
+			status, msg := r.failure()
 			r.release()
-			return nil, fasthttp.StatusBadRequest, "invalid chunked body"
-		case r.limit > 0 && r.n > r.limit:
-			r.release()
-			return nil, fasthttp.StatusRequestEntityTooLarge, "request body too large"
+			return nil, status, msg
 		}
 		r.ahead = r.buf[:n]
 	}
@@ -98,23 +163,22 @@ func (r *reqBody) release() {
 	if r == nil {
 		return
 	}
-	r.src, r.ctx, r.ahead, r.err = nil, nil, nil, nil
+	r.src, r.ctx, r.conn, r.ahead, r.err = nil, nil, nil, nil, nil
 	r.n, r.touched, r.tooLarge = 0, false, false
 	reqBodyPool.Put(r)
 }
 
-// respBody streams an upstream response body to the client and closes the
-// attempt when fasthttp's server is done with it: a clean end reports the
-// attempt's result, a backend error mid-body reports a reset (the server
-// then closes the client connection, so a truncated body is detectable).
+// respBody streams an upstream response body to the client and finishes the
+// attempt when fasthttp's server is done with it: a clean end with the
+// attempt's outcome, a backend error mid-body as a reset (the server then
+// closes the client connection, so a truncated body is detectable). A
+// client that stops reading or leaves is not the backend's failure.
 type respBody struct {
 	p      *Proxy
+	a      attempt
+	o      outcome
 	resp   *fasthttp.Response
 	src    io.Reader
-	b      *balancer.Backend
-	done   func(balancer.Result)
-	result balancer.Result
-	status int
 	stats  *metrics.UpstreamStats
 	start  time.Time
 	client net.Conn
@@ -146,15 +210,14 @@ func (r *respBody) Read(b []byte) (int, error) {
 // CloseWithError is called by fasthttp once the response is written or
 // abandoned; werr is the client-side write error, if any.
 func (r *respBody) CloseWithError(werr error) error {
-	res := r.result
+	o := r.o
 	if !r.eof && r.rerr != nil {
-		res = balancer.ResultReset
+		o.result, o.err = balancer.ResultReset, r.rerr
 	}
 	if c, ok := r.src.(fasthttp.ReadCloserWithError); ok {
 		_ = c.CloseWithError(werr)
 	}
-	r.done(res)
-	release(r.stats, r.b, r.status, res)
+	r.p.finish(&r.a, o)
 	r.stats.Latency.Observe(time.Since(r.start))
 	fasthttp.ReleaseResponse(r.resp)
 	*r = respBody{}

@@ -86,10 +86,15 @@ func (d *lazyDeadline) write(w io.Writer, b []byte) (int, error) {
 // can (rawio_linux.go). fasthttp moves the write deadline before every
 // response, and kelpie's streamed bodies keep it rolling; lazily, neither
 // touches the socket's timer while the armed deadline is still ahead.
+//
+// It also remembers whether a read has failed or hit the end of the stream
+// (the client closed, half-closed or reset, or a read timed out): reqBody
+// needs that to tell a chunked body that ended from one the client cut off.
 type clientConn struct {
 	net.Conn
 	rw     io.ReadWriter // a *rawIO, or the Conn itself
 	rd, wd lazyDeadline
+	rerr   error // the first read error (io.EOF included); used by the connection's goroutine only
 }
 
 func newClientConn(c net.Conn) *clientConn {
@@ -119,7 +124,13 @@ func (c *clientConn) SetWriteDeadline(t time.Time) error { return c.wd.set(t) }
 
 func (c *clientConn) Write(b []byte) (int, error) { return c.wd.write(c.rw, b) }
 
-func (c *clientConn) Read(b []byte) (int, error) { return c.rd.read(c.rw, b) }
+func (c *clientConn) Read(b []byte) (int, error) {
+	n, err := c.rd.read(c.rw, b)
+	if err != nil && c.rerr == nil {
+		c.rerr = err
+	}
+	return n, err
+}
 
 // listener hands fasthttp's server clientConns.
 type listener struct{ net.Listener }

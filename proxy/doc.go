@@ -52,14 +52,29 @@
 //
 // # Forwarding, timeouts and errors
 //
-// Each backend has one fasthttp.HostClient (stored with
-// balancer.Backend.LoadOrStoreTransport) with fasthttp's own retries off,
-// a LIFO keep-alive pool capped at Upstream.MaxConnsPerBackend, idle
-// connections closed after Upstream.IdleConnTimeout. Every attempt is
-// bracketed by Backend.Acquire/Admit and Release, and reports its
-// balancer.Result to the guard. Upstream.ConnectTimeout bounds the connect;
+// Each backend has one transport (transport.go): a fasthttp.HostClient with
+// fasthttp's own retries off, a LIFO keep-alive pool capped at
+// Upstream.MaxConnsPerBackend, idle connections closed after
+// Upstream.IdleConnTimeout. The Proxy keeps it per *balancer.Backend, so it
+// survives snapshot rebuilds and reloads with the same connection settings;
+// new settings swap it and close the old one's idle connections. Every
+// attempt is admitted by Backend.Acquire and the backend's guard and ended
+// exactly once (attempt.go), which reports its balancer.Result to the guard
+// and the backend's counters. Upstream.ConnectTimeout bounds the connect;
 // Upstream.ResponseTimeout bounds the wait for the first response byte after
 // the request is written, and then each gap in the response.
+//
+// # Blame
+//
+// Only what a backend did counts against it (passive ejection, breaker,
+// failure counters): a refused or timed-out connect, a timeout, a reset, a
+// malformed response, a 502/503/504 it sent. What the client did never
+// does: a request body the client ended early (close, half-close, reset,
+// stall) or that grew past MaxBodyBytes, and a request fasthttp refuses to
+// write (nothing reached the connection) are local, answered 400, 408 or
+// 413 with Connection: close, and not retried. A body the client cut off is
+// never passed on as complete: the upstream request is aborted and its
+// connection closed without a last chunk (RFC 9112 section 8).
 //
 // Errors have short text/plain bodies ("kelpie: ...\n") and Cache-Control:
 // no-store:
@@ -74,19 +89,20 @@
 // # Retries
 //
 // Upstream.Retries extra attempts are made, each on a backend not yet tried
-// by this request (counted in Upstream.Stats.Retries). A connect failure is
-// retried for every method (nothing was sent). A reset, a timeout or a
-// 502/503/504 is retried only for idempotent methods (GET, HEAD, OPTIONS,
-// PUT, DELETE, TRACE) and only if no byte of the request body was sent. A
-// small response body (known length, up to 16 KiB) is read whole before any
-// of the response goes to the client, so one that breaks off or stalls is
-// retried the same way. A response that has started streaming to the
-// client is never retried: a
+// by this request. A connect failure is retried for every method (nothing
+// was sent). A reset, a timeout or a 502/503/504 is retried only for
+// idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) and only if no
+// byte of the request body was sent. A small response body (known length,
+// up to 16 KiB) is read whole before any of the response goes to the
+// client, so one that breaks off or stalls is retried the same way. A
+// response that has started streaming to the client is never retried: a
 // backend failing mid-body closes the client connection, so the truncation
 // is visible. A reused keep-alive connection that the backend had already
-// closed (no response byte) is retried once on a fresh connection to the
-// same backend, for idempotent requests, without using the retry budget and
-// without counting against the backend.
+// closed (no response byte) is retried on a fresh connection to the same
+// backend (up to 3 times), for idempotent requests, without using the retry
+// budget and without counting against the backend. Upstream.Stats.Retries and
+// the access log's retries count the same thing: every attempt after the
+// first, stale-connection retries included.
 //
 // # Streaming
 //

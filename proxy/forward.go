@@ -1,27 +1,14 @@
 package proxy
 
 import (
-	"errors"
 	"io"
-	"os"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/kelpie-lb/kelpie/metrics"
 	"github.com/valyala/fasthttp"
 )
-
-// failure is how one failed attempt is answered and counted.
-type failure struct {
-	result balancer.Result
-	status int    // what the client gets if this is the last attempt
-	msg    string // kelpie's short error body
-	retry  bool   // another backend may be tried
-	stale  bool   // a reused idle connection the backend had closed: retry the same backend on a fresh one
-	client bool   // the client's fault (body too large, body read error): no retry, close
-}
 
 // idempotent methods may be re-sent after a reset, a timeout or a gateway
 // status (RFC 9110 section 9.2.2).
@@ -51,115 +38,105 @@ const maxTriedOnStack = 8
 // forward runs attempts on backends of up until one answers or the retry
 // budget is spent, and writes the response (or kelpie's error) to ctx.
 // It returns the backend of the last attempt (nil when none was made) and
-// how many retries the request took, for the access log.
+// how many retries the request took. That one count feeds both the access
+// log and Upstream.Stats.Retries, so the two agree.
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key uint64, start time.Time) (last *balancer.Backend, retries int) {
-	pool := up.Pool
-	stats := up.Stats
-	req := &ctx.Request
-	idem := idempotent(&req.Header)
+	pool, stats := up.Pool, up.Stats
+	idem := idempotent(&ctx.Request.Header)
 	var triedBuf [maxTriedOnStack]*balancer.Backend
-	tried := triedBuf[:0] // Pool.Pick does not keep it: stays on the stack
-	attempts, staleRetries := 0, 0
-	var lastErr *failure
-	var lastF failure
-	b := pool.Pick(key, tried)
-	for b != nil {
-		if !b.Acquire() {
+	tried := triedBuf[:0]   // Pool.Pick does not keep it: stays on the stack
+	var failed outcome      // the last failed attempt's outcome; zero status while none failed
+	attempts, stale := 0, 0 // stale retries do not use the budget
+	answered, streaming := false, false
+	for b := pool.Pick(key, tried); b != nil; {
+		a, ok := p.begin(up, b)
+		if !ok {
 			tried = append(tried, b)
 			b = pool.Pick(key, tried)
 			continue
-		}
-		done, err := b.Admit()
-		if err != nil {
-			b.Release(balancer.ResultLocal)
-			tried = append(tried, b)
-			b = pool.Pick(key, tried)
-			continue
-		}
-		if attempts > 0 {
-			stats.Retries.Add(1)
 		}
 		attempts++
 		last = b
-		hc := client(up, b)
 		resp := fasthttp.AcquireResponse()
-		err = hc.Do(req, resp)
-		if err == nil {
-			status := resp.StatusCode()
-			res := balancer.ResultOK
-			if status == 502 || status == 503 || status == 504 {
-				res = balancer.ResultGatewayStatus
-				if idem && !rb.wasTouched() && attempts <= up.Retries {
-					if next := pool.Pick(key, append(tried, b)); next != nil {
-						_ = resp.CloseBodyStream()
-						fasthttp.ReleaseResponse(resp)
-						done(res)
-						release(stats, b, status, res)
-						tried = append(tried, b)
-						b = next
-						continue
-					}
-				}
-			}
-			if err = bufferBody(&ctx.Response, resp); err == nil {
-				p.respond(ctx, resp, b, done, res, status, stats, start)
-				return last, attempts - 1 + staleRetries
-			}
-			// The body broke off before any of it reached the client: a
-			// failed attempt like any other, retried where that is safe.
-			_ = resp.CloseBodyStream() // not read to the end: the connection is dropped
+		o := p.send(ctx, &a, resp, idem, rb)
+		var next *balancer.Backend
+		if o.retry && attempts-stale <= up.Retries {
+			next = pool.Pick(key, append(tried, b))
 		}
-		f := classify(err, resp, idem, rb)
-		fasthttp.ReleaseResponse(resp)
-		done(f.result)
-		release(stats, b, f.status, f.result)
-		lastF = f
-		lastErr = &lastF
-		if f.stale && staleRetries < maxStaleRetries {
-			staleRetries++
-			stats.Retries.Add(1)
-			attempts--                // a free retry: it does not use the budget
-			hc.CloseIdleConnections() // its siblings were likely closed too
-			continue                  // same backend, fresh connection
-		}
-		tried = append(tried, b)
-		if !f.retry || attempts > up.Retries {
+		if o.pass && next == nil {
+			answered, streaming = true, p.respond(ctx, a, resp, o, stats, start)
 			break
 		}
-		b = pool.Pick(key, tried)
+		_ = resp.CloseBodyStream() // unread: the connection is dropped, not pooled
+		fasthttp.ReleaseResponse(resp)
+		ctx.Response.ResetBody() // a retried gateway status's body, read by bufferBody
+		p.finish(&a, o)
+		if !o.pass { // a retried gateway status is no failure to report
+			failed = o
+		}
+		if o.stale && stale < maxStaleRetries {
+			stale++
+			a.t.CloseIdleConnections() // its siblings were likely closed too
+			continue                   // same backend, fresh connection
+		}
+		tried = append(tried, b)
+		b = next
 	}
-	stats.Latency.Observe(time.Since(start))
+	if !answered {
+		p.replyFailure(ctx, failed, rb, stats)
+	}
+	if retries = max(attempts-1, 0); retries > 0 {
+		stats.Retries.Add(uint64(retries))
+	}
+	if !streaming { // else respBody observes it when the body is done
+		stats.Latency.Observe(time.Since(start))
+	}
+	return last, retries
+}
+
+// send runs the attempt's request through its transport. A response comes
+// back as a pass outcome (a small body read whole into ctx's response by
+// bufferBody), with retry set for a gateway status that may be retried
+// elsewhere; a failure comes back classified.
+func (p *Proxy) send(ctx *fasthttp.RequestCtx, a *attempt, resp *fasthttp.Response, idem bool, rb *reqBody) outcome {
+	w, err := a.t.Do(&ctx.Request, resp)
+	if err == nil {
+		if err = bufferBody(&ctx.Response, resp); err == nil {
+			o := backendAnswer(resp.StatusCode())
+			o.retry = o.result == balancer.ResultGatewayStatus && idem && !rb.wasTouched()
+			return o
+		}
+		// The body broke off before any of it reached the client: a failed
+		// attempt like any other, retried where that is safe.
+		w = wire{sent: true, gotBytes: true}
+	}
+	return classify(err, w, idem, rb)
+}
+
+// replyFailure answers a request no backend answered: 503 when no attempt
+// was made, else kelpie's error for the last failure.
+func (p *Proxy) replyFailure(ctx *fasthttp.RequestCtx, failed outcome, rb *reqBody, stats *metrics.UpstreamStats) {
 	switch {
-	case lastErr == nil:
+	case failed.status == 0:
 		stats.Unavailable.Add(1)
 		p.reply(ctx, fasthttp.StatusServiceUnavailable, "no backend available")
-	case lastErr.client:
-		p.reject(ctx, lastErr.status, lastErr.msg)
+	case failed.client:
+		p.reject(ctx, failed.status, failed.msg)
 	default:
-		p.reply(ctx, lastErr.status, lastErr.msg)
+		p.reply(ctx, failed.status, failed.msg)
 		if rb != nil {
 			// Part of the body may still be unread; do not drain it.
 			ctx.SetConnectionClose()
 		}
 	}
-	return last, max(attempts-1, 0) + staleRetries
 }
 
-// release ends an attempt on b: the backend's counters and the upstream's
-// count of status (kelpie's own 502/504 for errors; 0 when none).
-func release(stats *metrics.UpstreamStats, b *balancer.Backend, status int, r balancer.Result) {
-	b.Release(r)
-	if r != balancer.ResultLocal {
-		stats.CountCode(b, status)
-	}
-}
-
-// respond hands a backend's response to the client. A small body is in out
-// already (bufferBody) and the attempt is closed here; a larger one is
-// streamed, copied by fasthttp after the handler returns, and the attempt is
-// closed when that copy ends (respBody.CloseWithError).
-func (p *Proxy) respond(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, b *balancer.Backend,
-	done func(balancer.Result), res balancer.Result, status int, stats *metrics.UpstreamStats, start time.Time) {
+// respond hands a backend's response to the client and reports whether its
+// body is still streaming. A small body is in ctx's response already
+// (bufferBody) and the attempt finishes here; a larger one is streamed,
+// copied by fasthttp after the handler returns, and the attempt finishes
+// when that copy ends (respBody.CloseWithError).
+func (p *Proxy) respond(ctx *fasthttp.RequestCtx, a attempt, resp *fasthttp.Response, o outcome, stats *metrics.UpstreamStats, start time.Time) bool {
 	out := &ctx.Response
 	resp.Header.CopyTo(&out.Header)
 	out.Header.SetNoDefaultContentType(true)
@@ -169,20 +146,19 @@ func (p *Proxy) respond(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, b *ba
 		// Read whole by bufferBody, or no body (HEAD, 1xx, 204, 304): then
 		// keep the backend's framing headers.
 		out.SkipBody = len(out.Body()) == 0
-		done(res)
-		release(stats, b, status, res)
-		stats.Latency.Observe(time.Since(start))
 		fasthttp.ReleaseResponse(resp)
-		return
+		p.finish(&a, o)
+		return false
 	}
 	r := respBodyPool.Get().(*respBody)
-	*r = respBody{p: p, resp: resp, src: stream, b: b, done: done, result: res, status: status,
-		stats: stats, start: start, client: ctx.Conn(), wIdle: p.opts.WriteTimeout}
+	*r = respBody{p: p, a: a, o: o, resp: resp, src: stream, stats: stats, start: start,
+		client: ctx.Conn(), wIdle: p.opts.WriteTimeout}
 	cl := resp.Header.ContentLength()
 	if cl < 0 {
 		cl = -1
 	}
 	out.SetBodyStream(r, cl)
+	return true
 }
 
 // maxBufferedBody is the largest response body kelpie reads whole before
@@ -226,43 +202,6 @@ func bufferBody(out, resp *fasthttp.Response) error {
 	}
 	out.SwapBody(buf)
 	return resp.CloseBodyStream()
-}
-
-// classify maps a failed attempt to its result, the client's status and
-// whether it may be retried elsewhere.
-func classify(err error, resp *fasthttp.Response, idem bool, rb *reqBody) failure {
-	var conn *upConn
-	if a, ok := resp.LocalAddr().(*connAddr); ok {
-		conn = a.c
-	}
-	touched := rb.wasTouched()
-	var de *dialError
-	switch {
-	case rb != nil && rb.tooLarge:
-		return failure{result: balancer.ResultLocal, status: fasthttp.StatusRequestEntityTooLarge, msg: "request body too large", client: true}
-	case rb != nil && rb.err != nil:
-		return failure{result: balancer.ResultLocal, status: fasthttp.StatusBadRequest, msg: "request body could not be read", client: true}
-	case errors.As(err, &de):
-		return failure{result: balancer.ResultConnectFailed, status: fasthttp.StatusBadGateway, msg: "cannot connect to backend", retry: true}
-	case errors.Is(err, fasthttp.ErrNoFreeConns):
-		return failure{result: balancer.ResultLocal, status: fasthttp.StatusServiceUnavailable, msg: "backend connection limit reached", retry: true}
-	case errors.Is(err, fasthttp.ErrTimeout) || os.IsTimeout(err):
-		return failure{result: balancer.ResultTimeout, status: fasthttp.StatusGatewayTimeout, msg: "backend timed out", retry: idem && !touched}
-	}
-	if conn != nil && conn.requests > 1 && !conn.gotBytes && closedEarly(err) && idem && !touched {
-		return failure{result: balancer.ResultLocal, status: fasthttp.StatusBadGateway, msg: "backend closed the connection", retry: true, stale: true}
-	}
-	msg := "backend connection failed"
-	if conn != nil && conn.gotBytes {
-		msg = "bad response from backend"
-	}
-	return failure{result: balancer.ResultReset, status: fasthttp.StatusBadGateway, msg: msg, retry: idem && !touched}
-}
-
-// closedEarly reports errors of a connection the peer closed or reset.
-func closedEarly(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func (r *reqBody) wasTouched() bool { return r != nil && r.touched }

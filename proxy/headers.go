@@ -17,9 +17,10 @@ const (
 	scratchDefault = 256
 )
 
-// hopHeaders are removed from requests and responses in both directions
-// (RFC 9110 section 7.6.1, as Go's httputil.ReverseProxy), plus Expect:
-// kelpie's listener has already answered any 100-continue itself.
+// hopHeaders are the hop-by-hop headers (RFC 9110 section 7.6.1, as Go's
+// httputil.ReverseProxy) that cleanResponse removes from responses.
+// Requests lose the same ones through removed, which adds Expect and the
+// forwarding headers.
 var hopHeaders = [...]string{
 	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Upgrade",
@@ -32,9 +33,6 @@ var protected = [...]string{
 	hdrXFF, hdrXFProto, hdrXFHost, hdrRequestID,
 }
 
-// managed are the headers whose look-alike spellings ("X_Forwarded_For",
-// "X.Forwarded.For") are dropped: backends that fold '_' or '.' into '-'
-// (CGI, PHP, WSGI) would otherwise see a client-forged copy.
 // removed are the request headers kelpie deletes before setting its own:
 // the hop-by-hop ones, Expect (fasthttp answers 100-continue itself) and the
 // forwarding headers it rewrites.
@@ -54,6 +52,9 @@ func removedIndex(name []byte) int {
 	return -1
 }
 
+// managed are the headers whose look-alike spellings ("X_Forwarded_For",
+// "X.Forwarded.For") are dropped: backends that fold '_' or '.' into '-'
+// (CGI, PHP, WSGI) would otherwise see a client-forged copy.
 var managed = [...]string{hdrXFF, hdrXFProto, hdrXFHost, hdrRequestID, "X-Real-Ip", "Forwarded"}
 
 func isProtected(name []byte) bool {

@@ -73,6 +73,10 @@ type Upstream struct {
 	// Dial, if set, opens connections to backends instead of TCP (tests and
 	// benchmarks use in-memory listeners). timeout is ConnectTimeout.
 	Dial func(addr string, timeout time.Duration) (net.Conn, error)
+
+	// newTransport, if set, makes each backend's transport instead of a
+	// fasthttp.HostClient: tests script backends through it.
+	newTransport func(addr string) transport
 }
 
 // Route sends requests for Host (exact, case-insensitive, port ignored; ""

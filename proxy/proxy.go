@@ -29,6 +29,7 @@ type Proxy struct {
 	opts    Options
 	log     *slog.Logger
 	table   atomic.Pointer[table]
+	conns   transports // each backend's transport, kept across reloads
 	server  *fasthttp.Server
 	trusted []netip.Prefix
 
@@ -89,6 +90,7 @@ func (p *Proxy) SetRoutes(routes []Route) error {
 		return err
 	}
 	p.table.Store(t)
+	p.conns.retain(routes)
 	return nil
 }
 

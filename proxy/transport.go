@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -10,62 +11,155 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// transport is what kelpie stores on a balancer.Backend: the backend's
-// fasthttp.HostClient for the current settings. A reload with different
-// connection settings swaps in a new client and closes the old one's idle
-// connections; one with the same settings keeps the pool warm.
-type transport struct {
-	cur atomic.Pointer[hostClient]
+// transport carries requests to one backend: the seam between an attempt
+// and the wire. Do sends req and reads the response head into resp; a body
+// may be left streaming (resp.BodyStream). A failure to connect is returned
+// as a *dialError. wire says what reached the connection, which is what
+// blame is decided on (attempt.go). Implementations are safe for concurrent
+// use. hostTransport (fasthttp's HostClient) is the one kelpie runs; tests
+// script backends through the same seam without sockets, and TLS or
+// WebSocket upstreams would plug in here.
+type transport interface {
+	Do(req *fasthttp.Request, resp *fasthttp.Response) (wire, error)
+	// CloseIdleConnections closes the pooled connections not in use.
+	CloseIdleConnections()
 }
 
-type hostClient struct {
-	set  settings
-	dial func(string, time.Duration) (net.Conn, error)
-	hc   *fasthttp.HostClient
+// wire is what one attempt did on its connection. A transport fills it in
+// when Do fails; a successful Do implies sent and gotBytes.
+type wire struct {
+	reused   bool // the connection had carried an earlier request: it may have gone stale
+	sent     bool // some of the request was handed to the connection
+	gotBytes bool // a byte of the response arrived
 }
 
-// CloseIdleConnections closes the current client's idle connections; the
-// pool calls it when the backend leaves.
-func (t *transport) CloseIdleConnections() {
-	if c := t.cur.Load(); c != nil {
-		c.hc.CloseIdleConnections()
+// transports holds each backend's transport for the Proxy, keyed by the
+// long-lived *balancer.Backend, so a backend keeps its connections across
+// snapshot rebuilds and reloads. Lookups load an immutable map through an
+// atomic pointer: no lock, no allocation. Adding a backend copies the map
+// under mu; the copy drops backends that have left their pool (a Backend
+// that left never returns: a returning address is a new Backend) and closes
+// their idle connections.
+type transports struct {
+	mu sync.Mutex
+	m  atomic.Pointer[map[*balancer.Backend]*backendTransport]
+}
+
+// backendTransport is one backend's slot: the transport for the settings it
+// was built with. A reload with different connection settings swaps in a
+// new one and closes the old one's idle connections; one with the same
+// settings keeps the pool warm.
+type backendTransport struct {
+	cur atomic.Pointer[builtTransport]
+}
+
+type builtTransport struct {
+	set    settings
+	hooked bool // built from Upstream.Dial or Upstream.newTransport
+	t      transport
+}
+
+// get returns b's transport under up's settings.
+func (ts *transports) get(up *Upstream, b *balancer.Backend) transport {
+	var slot *backendTransport
+	if m := ts.m.Load(); m != nil {
+		slot = (*m)[b]
 	}
-}
-
-// client returns the HostClient for b under up's settings.
-func client(up *Upstream, b *balancer.Backend) *fasthttp.HostClient {
-	t, _ := b.Transport().(*transport)
-	if t == nil {
-		t, _ = b.LoadOrStoreTransport(&transport{}).(*transport)
-		if t == nil { // another package stored something else: never share it
-			return newHostClient(up, b.Address()).hc
-		}
+	if slot == nil {
+		slot = ts.add(b)
 	}
 	set := up.settings()
+	// Funcs cannot be compared, so only whether a hook is set keys the
+	// transport: a reload that swaps one set hook for another keeps the
+	// first. kelpie's config sets no hooks; tests and benchmarks set them
+	// once per Upstream.
+	hooked := up.Dial != nil || up.newTransport != nil
 	for {
-		c := t.cur.Load()
-		if c != nil && c.set == set && sameDial(c.dial, up.Dial) {
-			return c.hc
+		c := slot.cur.Load()
+		if c != nil && c.set == set && c.hooked == hooked {
+			return c.t
 		}
-		n := newHostClient(up, b.Address())
-		if t.cur.CompareAndSwap(c, n) {
+		n := &builtTransport{set: set, hooked: hooked}
+		if up.newTransport != nil {
+			n.t = up.newTransport(b.Address())
+		} else {
+			n.t = newHostTransport(b.Address(), set, up.Dial)
+		}
+		if slot.cur.CompareAndSwap(c, n) {
 			if c != nil {
-				c.hc.CloseIdleConnections()
+				c.t.CloseIdleConnections()
 			}
-			return n.hc
+			return n.t
 		}
 	}
 }
 
-// sameDial compares dial hooks by identity of the Upstream's field: both nil,
-// or both set (tests set it once per upstream).
-func sameDial(a, b func(string, time.Duration) (net.Conn, error)) bool {
-	return (a == nil) == (b == nil)
+// add makes b's slot, once, and sweeps out backends that have left.
+func (ts *transports) add(b *balancer.Backend) *backendTransport {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if m := ts.m.Load(); m != nil && (*m)[b] != nil {
+		return (*m)[b]
+	}
+	s := &backendTransport{}
+	ts.sweep(func(ob *balancer.Backend) bool { return ob.Down()&balancer.ReasonRemoved == 0 }, b, s)
+	return s
 }
 
-func newHostClient(up *Upstream, addr string) *hostClient {
-	set := up.settings()
-	dial := up.Dial
+// retain keeps the transports of the backends routes can reach and closes
+// the rest: SetRoutes calls it, so an upstream dropped by a reload does not
+// keep its backends' clients. A request still in flight on a dropped one
+// gets a new slot if it needs one, swept at the next change.
+func (ts *transports) retain(routes []Route) {
+	live := map[*balancer.Backend]bool{}
+	for _, r := range routes {
+		if r.Upstream != nil && r.Upstream.Pool != nil {
+			for _, b := range r.Upstream.Pool.Snapshot().Members {
+				live[b] = true
+			}
+		}
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	ts.sweep(func(b *balancer.Backend) bool { return live[b] && b.Down()&balancer.ReasonRemoved == 0 }, nil, nil)
+}
+
+// sweep publishes a copy of the map holding the backends keep accepts, plus
+// add's slot s when add is set, and closes the dropped ones' idle
+// connections. Called with mu held.
+func (ts *transports) sweep(keep func(*balancer.Backend) bool, add *balancer.Backend, s *backendTransport) {
+	var old map[*balancer.Backend]*backendTransport
+	if m := ts.m.Load(); m != nil {
+		old = *m
+	}
+	m := make(map[*balancer.Backend]*backendTransport, len(old)+1)
+	for b, bt := range old {
+		if keep(b) {
+			m[b] = bt
+		} else {
+			bt.closeIdle()
+		}
+	}
+	if add != nil {
+		m[add] = s
+	}
+	ts.m.Store(&m)
+}
+
+func (s *backendTransport) closeIdle() {
+	if c := s.cur.Load(); c != nil {
+		c.t.CloseIdleConnections()
+	}
+}
+
+// hostTransport is a backend's fasthttp.HostClient: a LIFO keep-alive pool
+// of upConns with fasthttp's own retries off (kelpie retries, on other
+// backends).
+type hostTransport struct {
+	hc *fasthttp.HostClient
+}
+
+func newHostTransport(addr string, set settings, dial func(string, time.Duration) (net.Conn, error)) *hostTransport {
 	if dial == nil {
 		dial = newResolver(set.dnsCache).dial // names: resolve.go
 	}
@@ -92,8 +186,30 @@ func newHostClient(up *Upstream, addr string) *hostClient {
 		ReadBufferSize:                16 << 10,
 		WriteBufferSize:               16 << 10,
 	}
-	return &hostClient{set: set, dial: up.Dial, hc: hc}
+	return &hostTransport{hc: hc}
 }
+
+// Do runs one request on a pooled connection. On failure it reads the
+// connection's per-request facts: fasthttp tags the Response with the
+// connection's LocalAddr (connAddr), its only way of naming the connection a
+// request ran on. A failed request's connection is closed, never pooled, so
+// no other request is writing those facts. A successful one may already be
+// back in the pool: its facts are not read.
+func (t *hostTransport) Do(req *fasthttp.Request, resp *fasthttp.Response) (wire, error) {
+	err := t.hc.Do(req, resp)
+	if err == nil {
+		return wire{sent: true, gotBytes: true}, nil
+	}
+	var w wire
+	if a, ok := resp.LocalAddr().(*connAddr); ok {
+		c := a.c
+		w = wire{reused: c.requests > 1, sent: c.sent, gotBytes: c.gotBytes}
+	}
+	return w, err
+}
+
+// CloseIdleConnections closes the pooled connections not in use.
+func (t *hostTransport) CloseIdleConnections() { t.hc.CloseIdleConnections() }
 
 // dialError marks a failure to connect: nothing was sent.
 type dialError struct{ err error }
@@ -120,6 +236,7 @@ type upConn struct {
 	raw       *rawIO        // the same *rawIO, or nil
 	pend      []byte        // request bytes written, to be sent by the next Read
 	requests  int           // requests started on this connection
+	sent      bool          // the current request wrote to the connection
 	gotBytes  bool          // a response byte arrived for the current request
 	streaming bool          // past the first response byte: rolling read deadline
 	armed     bool          // SetWriteDeadline just armed the write deadline
@@ -139,7 +256,7 @@ func newUpConn(c net.Conn, s settings) *upConn {
 }
 
 // connAddr is upConn's LocalAddr: fasthttp copies it into the Response, which
-// is how an attempt finds the connection it ran on.
+// is how hostTransport.Do finds the connection a failed request ran on.
 type connAddr struct {
 	net.Addr
 	c *upConn
@@ -152,6 +269,7 @@ func (c *upConn) LocalAddr() net.Addr { return c.local }
 // its clock reading plus the HostClient's WriteTimeout (writeIdle).
 func (c *upConn) SetWriteDeadline(t time.Time) error {
 	c.requests++
+	c.sent = false
 	c.gotBytes = false
 	c.streaming = false
 	c.writeArm = t.Add(-c.writeIdle)
@@ -180,6 +298,7 @@ const maxDeferred = 16 << 10
 // bounds each gap in an upload rather than the whole of it. The first write
 // of a request uses the deadline SetWriteDeadline has just set: no clock read.
 func (c *upConn) Write(b []byte) (int, error) {
+	c.sent = true
 	if c.armed {
 		c.armed = false
 	} else if now := time.Now(); now.Sub(c.writeArm) > c.writeIdle/8 {
