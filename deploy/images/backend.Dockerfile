@@ -4,4 +4,5 @@ FROM scratch
 COPY backend /backend
 USER 65532:65532
 EXPOSE 8080
-ENTRYPOINT ["/backend", "-listen", ":8080"]
+ENTRYPOINT ["/backend"]
+CMD ["-listen", ":8080"]

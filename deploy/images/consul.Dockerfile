@@ -2,8 +2,8 @@
 # binary tools/consul builds (CGO_ENABLED=0); no registry needed. Dev mode:
 # in-memory, single node, not for production.
 FROM scratch
-COPY consul /consul
+COPY consul /bin/consul
 USER 65532:65532
 EXPOSE 8500
-ENTRYPOINT ["/consul"]
+ENTRYPOINT ["/bin/consul"]
 CMD ["agent", "-dev", "-client", "0.0.0.0", "-log-level", "warn"]
