@@ -20,12 +20,21 @@ consul_image=${CONSUL_IMAGE:-kelpie-example-consul:latest}
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT INT TERM
 
+# build runs docker build quietly; its log (the legacy builder warns on
+# every build) is shown only when it fails.
+build() {
+	if ! docker build "$@" >"$ctx/build.log" 2>&1; then
+		cat "$ctx/build.log" >&2
+		exit 1
+	fi
+}
+
 for what in "$@"; do
 	mkdir "$ctx/$what"
 	case $what in
 	backend)
 		(cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ctx/backend/backend" ./bench/cmd/backend)
-		docker build -q -f "$root/deploy/images/backend.Dockerfile" -t "$backend_image" "$ctx/backend" >/dev/null
+		build -q -f "$root/deploy/images/backend.Dockerfile" -t "$backend_image" "$ctx/backend"
 		echo "$backend_image"
 		;;
 	consul)
@@ -37,7 +46,7 @@ for what in "$@"; do
 			consul=$("$root/tools/consul/build.sh" "$consul-static")
 		fi
 		cp "$consul" "$ctx/consul/consul"
-		docker build -q -f "$root/deploy/images/consul.Dockerfile" -t "$consul_image" "$ctx/consul" >/dev/null
+		build -q -f "$root/deploy/images/consul.Dockerfile" -t "$consul_image" "$ctx/consul"
 		echo "$consul_image"
 		;;
 	*)

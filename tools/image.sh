@@ -18,6 +18,15 @@ fi
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT INT TERM
+
+# build runs docker build quietly; its log (the legacy builder warns on
+# every build) is shown only when it fails.
+build() {
+	if ! docker build "$@" >"$ctx/build.log" 2>&1; then
+		cat "$ctx/build.log" >&2
+		exit 1
+	fi
+}
 (cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.buildVersion=$version" -o "$ctx/kelpie" ./cmd/kelpie)
 cp "$certs" "$ctx/ca-certificates.crt"
 
@@ -28,5 +37,5 @@ else
 	set -- -t "kelpie:$version" -t kelpie:latest
 	name="kelpie:$version"
 fi
-docker build -q --build-arg "VERSION=$version" -f "$root/Dockerfile" "$@" "$ctx" >/dev/null
+build -q --build-arg "VERSION=$version" -f "$root/Dockerfile" "$@" "$ctx"
 echo "$name"
