@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"fmt"
+	"strings"
 	"sync/atomic"
 )
 
@@ -16,21 +17,26 @@ const (
 	IPHash                      // weighted rendezvous hashing of the client address
 )
 
-// ParseAlgorithm turns a config name into an Algorithm.
+// algorithmNames are the config names, indexed by Algorithm. config
+// validates balance with ParseAlgorithm, so this is the one list.
+var algorithmNames = [...]string{"round_robin", "least_conn", "ip_hash"}
+
+// ParseAlgorithm turns a config name into an Algorithm; "" is RoundRobin.
 func ParseAlgorithm(name string) (Algorithm, error) {
-	switch name {
-	case "round_robin", "":
+	if name == "" {
 		return RoundRobin, nil
-	case "least_conn":
-		return LeastConn, nil
-	case "ip_hash":
-		return IPHash, nil
 	}
-	return 0, fmt.Errorf("unknown balance %q (want round_robin, least_conn or ip_hash)", name)
+	for i, n := range algorithmNames {
+		if n == name {
+			return Algorithm(i), nil
+		}
+	}
+	last := len(algorithmNames) - 1
+	return 0, fmt.Errorf("unknown balance %q (want %s or %s)", name, strings.Join(algorithmNames[:last], ", "), algorithmNames[last])
 }
 
 func (a Algorithm) String() string {
-	return [...]string{"round_robin", "least_conn", "ip_hash"}[a]
+	return algorithmNames[a]
 }
 
 // UsesKey reports whether the algorithm needs the client hash passed to Pick.

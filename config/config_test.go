@@ -22,56 +22,6 @@ func TestExampleIsValid(t *testing.T) {
 	}
 }
 
-// TestExampleShowsDefaults guards the promise that config.example.yaml shows
-// every key with its default: a minimal file must decode to the same values.
-func TestExampleShowsDefaults(t *testing.T) {
-	example, err := Load("../config.example.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	minimal, err := Parse("min.yaml", []byte(`
-upstreams:
-  - name: web
-    backends: [{address: "127.0.0.1:9001"}]
-    consul: {service: web}
-    health: {active: {}}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, m := example.Upstreams[0], minimal.Upstreams[0]
-	checks := []struct {
-		name string
-		a, b any
-	}{
-		{"listen", example.Listen, minimal.Listen},
-		{"admin.listen", example.Admin.Listen, minimal.Admin.Listen},
-		{"consul", example.Consul.Address + example.Consul.TokenEnv, minimal.Consul.Address + minimal.Consul.TokenEnv},
-		{"consul.empty_grace", example.Consul.EmptyGrace, minimal.Consul.EmptyGrace},
-		{"balance", e.Balance, m.Balance},
-		{"active", *e.Health.Active, *m.Health.Active},
-		{"passive", [4]any{*e.Health.Passive.ConsecutiveFailures, e.Health.Passive.Ejection, e.Health.Passive.MaxEjection, *e.Health.Passive.MaxEjectedPercent},
-			[4]any{*m.Health.Passive.ConsecutiveFailures, m.Health.Passive.Ejection, m.Health.Passive.MaxEjection, *m.Health.Passive.MaxEjectedPercent}},
-		{"breaker", [5]any{e.Health.Breaker.FailureRatio, e.Health.Breaker.MinRequests, e.Health.Breaker.Window, e.Health.Breaker.OpenTimeout, e.Health.Breaker.HalfOpenRequests},
-			[5]any{m.Health.Breaker.FailureRatio, m.Health.Breaker.MinRequests, m.Health.Breaker.Window, m.Health.Breaker.OpenTimeout, m.Health.Breaker.HalfOpenRequests}},
-		{"retries", *e.Retries.Attempts, *m.Retries.Attempts},
-		{"timeouts", e.Timeouts, m.Timeouts},
-		{"slow_start", *e.SlowStart, *m.SlowStart},
-		{"panic_threshold", *e.PanicThreshold, *m.PanicThreshold},
-		{"max_conns_per_backend", e.MaxConnsPerBackend, m.MaxConnsPerBackend},
-		{"warning_weight", *e.Consul.WarningWeight, *m.Consul.WarningWeight},
-		{"limits", example.Limits, minimal.Limits},
-		{"shutdown", example.Shutdown, minimal.Shutdown},
-		{"access_log", example.AccessLog, minimal.AccessLog},
-		{"log", example.Log, minimal.Log},
-	}
-	for _, c := range checks {
-		if c.a != c.b {
-			t.Errorf("%s: example shows %v, default is %v", c.name, c.a, c.b)
-		}
-	}
-}
-
 func TestProblemsHaveLines(t *testing.T) {
 	tests := []struct {
 		name, yaml string

@@ -10,97 +10,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/kelpie-lb/kelpie/balancer"
 )
-
-func ptr[T any](v T) *T { return &v }
-
-func orDefault[T comparable](v *T, def T) {
-	var zero T
-	if *v == zero {
-		*v = def
-	}
-}
-
-// applyDefaults fills every unset key with its documented default.
-func applyDefaults(c *Config) {
-	orDefault(&c.Listen, "127.0.0.1:8080")
-	orDefault(&c.Admin.Listen, "127.0.0.1:9901")
-	orDefault(&c.Consul.Address, "127.0.0.1:8500")
-	orDefault(&c.Consul.TokenEnv, "CONSUL_HTTP_TOKEN")
-	if c.Consul.Stale == nil {
-		c.Consul.Stale = ptr(true)
-	}
-	orDefault(&c.Consul.EmptyGrace, 30*time.Second)
-	orDefault(&c.Limits.MaxHeaderBytes, 16<<10)
-	orDefault(&c.Limits.MaxURIBytes, 8<<10)
-	orDefault(&c.Limits.MaxHeaders, 100)
-	orDefault(&c.Limits.ReadTimeout, 60*time.Second)
-	orDefault(&c.Limits.IdleTimeout, 120*time.Second)
-	orDefault(&c.Limits.MaxConns, 10000)
-	orDefault(&c.Shutdown.Grace, 30*time.Second)
-	orDefault(&c.AccessLog.Sample, 1)
-	orDefault(&c.Log.Level, "info")
-	orDefault(&c.Log.Format, "text")
-	for i := range c.Upstreams {
-		u := &c.Upstreams[i]
-		orDefault(&u.Balance, "round_robin")
-		for j := range u.Backends {
-			if u.Backends[j].Weight == nil {
-				u.Backends[j].Weight = ptr(1)
-			}
-		}
-		if u.Consul != nil && u.Consul.WarningWeight == nil {
-			u.Consul.WarningWeight = ptr(10)
-		}
-		if a := u.Health.Active; a != nil {
-			orDefault(&a.Type, "http")
-			orDefault(&a.Path, "/health")
-			orDefault(&a.ExpectStatus, "200-399")
-			orDefault(&a.Interval, 5*time.Second)
-			orDefault(&a.Timeout, 2*time.Second)
-			orDefault(&a.Rise, 2)
-			orDefault(&a.Fall, 3)
-			orDefault(&a.UnhealthyInterval, a.Interval)
-		}
-		p := &u.Health.Passive
-		if p.ConsecutiveFailures == nil {
-			p.ConsecutiveFailures = ptr(5)
-		}
-		orDefault(&p.Ejection, 30*time.Second)
-		orDefault(&p.MaxEjection, 300*time.Second)
-		if p.MaxEjectedPercent == nil {
-			p.MaxEjectedPercent = ptr(50)
-		}
-		b := &u.Health.Breaker
-		if b.Enabled == nil {
-			b.Enabled = ptr(true)
-		}
-		orDefault(&b.FailureRatio, 0.5)
-		orDefault(&b.MinRequests, 20)
-		orDefault(&b.Window, 10*time.Second)
-		orDefault(&b.OpenTimeout, 10*time.Second)
-		orDefault(&b.HalfOpenRequests, 3)
-		if u.Retries.Attempts == nil {
-			u.Retries.Attempts = ptr(1)
-		}
-		orDefault(&u.Timeouts.Connect, 3*time.Second)
-		orDefault(&u.Timeouts.Response, 15*time.Second)
-		orDefault(&u.Timeouts.Idle, 4*time.Second)
-		if u.SlowStart == nil {
-			u.SlowStart = ptr(30 * time.Second)
-		}
-		if u.PanicThreshold == nil {
-			u.PanicThreshold = ptr(50)
-		}
-		if u.DNSCache == nil {
-			u.DNSCache = ptr(5 * time.Second)
-		}
-		orDefault(&u.MaxConnsPerBackend, 1024)
-	}
-	for i := range c.Routes {
-		orDefault(&c.Routes[i].PathPrefix, "/")
-	}
-}
 
 type validator struct {
 	root *yaml.Node
@@ -198,10 +110,8 @@ func (v *validator) validate(c *Config) {
 
 func (v *validator) upstream(i int, u *Upstream) {
 	up := func(rest ...any) []any { return append([]any{"upstreams", i}, rest...) }
-	switch u.Balance {
-	case "round_robin", "least_conn", "ip_hash":
-	default:
-		v.errf(up("balance"), "upstream %q: unknown balance %q (want round_robin, least_conn or ip_hash)", u.Name, u.Balance)
+	if _, err := balancer.ParseAlgorithm(u.Balance); err != nil {
+		v.errf(up("balance"), "upstream %q: %v", u.Name, err)
 	}
 	if len(u.Backends) == 0 && u.Consul == nil {
 		v.errf(up(), "upstream %q has no backends and no consul service: it would be empty", u.Name)
@@ -213,8 +123,8 @@ func (v *validator) upstream(i int, u *Upstream) {
 			v.errf(up("backends", j, "address"), "upstream %q: backend %q is listed twice", u.Name, b.Address)
 		}
 		addrs[b.Address] = true
-		if *b.Weight < 1 || *b.Weight > 10000 {
-			v.errf(up("backends", j, "weight"), "upstream %q: weight %d must be between 1 and 10000", u.Name, *b.Weight)
+		if *b.Weight < 1 || *b.Weight > balancer.MaxWeight {
+			v.errf(up("backends", j, "weight"), "upstream %q: weight %d must be between 1 and %d", u.Name, *b.Weight, balancer.MaxWeight)
 		}
 	}
 	if cs := u.Consul; cs != nil {

@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kelpie-lb/kelpie/config"
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 // composeCLI returns the command that runs compose: the docker plugin, or
@@ -30,10 +31,7 @@ func composeCLI(t *testing.T) []string {
 	if _, err := exec.LookPath("docker-compose"); err == nil {
 		return []string{"docker-compose"}
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("CI=true but neither `docker compose` nor docker-compose is installed")
-	}
-	t.Skip("neither `docker compose` nor docker-compose is installed; CI=true makes this a failure")
+	testkit.Missing(t, "docker compose or docker-compose", "install the compose plugin or docker-compose")
 	return nil
 }
 

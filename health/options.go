@@ -6,6 +6,28 @@ import (
 	"time"
 )
 
+// Defaults applied to zero-valued fields of Options. The config file's
+// health keys take their defaults from these, so the binary and library
+// users see the same values.
+const (
+	DefaultExpectStatusMin   = 200
+	DefaultExpectStatusMax   = 399
+	DefaultInterval          = 5 * time.Second
+	DefaultTimeout           = 2 * time.Second
+	DefaultRise              = 2
+	DefaultFall              = 3
+	DefaultJitter            = 0.1 // probe and ejection jitter, a fraction
+	DefaultEjection          = 30 * time.Second
+	DefaultMaxEjection       = 300 * time.Second
+	DefaultMaxEjectedPercent = 50
+	DefaultFailureRatio      = 0.5
+	DefaultMinRequests       = 20
+	DefaultWindow            = 10 * time.Second
+	DefaultBucketPeriod      = time.Second
+	DefaultOpenTimeout       = 10 * time.Second
+	DefaultHalfOpenRequests  = 3
+)
+
 // Options configures a Checker for one upstream pool. The zero value runs no
 // active probes, no passive ejection, and a circuit breaker with the defaults
 // documented on BreakerOptions.
@@ -122,29 +144,29 @@ const sweepEvery = time.Second
 func (o Options) withDefaults() Options {
 	if o.Active != nil {
 		a := *o.Active
-		def(&a.ExpectStatusMin, 200)
-		def(&a.ExpectStatusMax, 399)
-		def(&a.Interval, 5*time.Second)
+		def(&a.ExpectStatusMin, DefaultExpectStatusMin)
+		def(&a.ExpectStatusMax, DefaultExpectStatusMax)
+		def(&a.Interval, DefaultInterval)
 		def(&a.UnhealthyInterval, a.Interval)
-		def(&a.Timeout, 2*time.Second)
-		def(&a.Rise, 2)
-		def(&a.Fall, 3)
-		def(&a.Jitter, 0.1)
+		def(&a.Timeout, DefaultTimeout)
+		def(&a.Rise, DefaultRise)
+		def(&a.Fall, DefaultFall)
+		def(&a.Jitter, DefaultJitter)
 		o.Active = &a
 	}
 	p := &o.Passive
-	def(&p.Ejection, 30*time.Second)
-	def(&p.MaxEjection, 300*time.Second)
-	def(&p.MaxEjectedPercent, 50)
+	def(&p.Ejection, DefaultEjection)
+	def(&p.MaxEjection, DefaultMaxEjection)
+	def(&p.MaxEjectedPercent, DefaultMaxEjectedPercent)
 	p.MaxEjectedPercent = min(p.MaxEjectedPercent, 100)
-	def(&p.Jitter, 0.1)
+	def(&p.Jitter, DefaultJitter)
 	b := &o.Breaker
-	def(&b.FailureRatio, 0.5)
-	def(&b.MinRequests, 20)
-	def(&b.Window, 10*time.Second)
-	def(&b.BucketPeriod, min(time.Second, b.Window))
-	def(&b.OpenTimeout, 10*time.Second)
-	def(&b.HalfOpenRequests, 3)
+	def(&b.FailureRatio, DefaultFailureRatio)
+	def(&b.MinRequests, DefaultMinRequests)
+	def(&b.Window, DefaultWindow)
+	def(&b.BucketPeriod, min(DefaultBucketPeriod, b.Window))
+	def(&b.OpenTimeout, DefaultOpenTimeout)
+	def(&b.HalfOpenRequests, DefaultHalfOpenRequests)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

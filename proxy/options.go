@@ -10,7 +10,9 @@ import (
 	"github.com/kelpie-lb/kelpie/metrics"
 )
 
-// Defaults applied to zero-valued fields of Upstream and Options.
+// Defaults applied to zero-valued fields of Upstream and Options. The config
+// file (limits, timeouts, max_conns_per_backend) takes its defaults from
+// these, so the binary and library users see the same values.
 const (
 	DefaultConnectTimeout     = 3 * time.Second
 	DefaultResponseTimeout    = 15 * time.Second
@@ -20,12 +22,15 @@ const (
 	DefaultMaxHeaderBytes     = 16 << 10
 	DefaultMaxURIBytes        = 8 << 10
 	DefaultMaxHeaderCount     = 100
-	DefaultReadTimeout        = 30 * time.Second
-	DefaultIdleTimeout        = 60 * time.Second
-	DefaultWriteTimeout       = 30 * time.Second
-	DefaultConcurrency        = 64 << 10
+	DefaultReadTimeout        = 60 * time.Second
+	DefaultIdleTimeout        = 120 * time.Second
+	DefaultConcurrency        = 10000
 	DefaultRetryAfter         = time.Second
 )
+
+// DefaultWriteTimeout is Options.WriteTimeout's default: none, so slow
+// clients can finish long downloads.
+const DefaultWriteTimeout time.Duration = 0
 
 // Upstream holds the data-path settings of one upstream. It is read-only once
 // handed to New or SetRoutes; to change it, pass a new Upstream in a new route
@@ -108,16 +113,17 @@ type Options struct {
 	MaxBodyBytes int64
 	// ReadTimeout bounds reading one request's head from the client, from its
 	// first byte (slowloris); a timeout closes the connection (408).
-	// Default 30s.
+	// Default 60s.
 	ReadTimeout time.Duration
 	// IdleTimeout closes client keep-alive connections idle this long.
-	// Default 60s.
+	// Default 120s.
 	IdleTimeout time.Duration
-	// WriteTimeout bounds writing one response to the client. Default 30s;
-	// negative disables it (long downloads to slow clients).
+	// WriteTimeout bounds writing one response to the client. Default none
+	// (0; negative also means none), so slow clients can finish long
+	// downloads; ReadTimeout and IdleTimeout still bound idle clients.
 	WriteTimeout time.Duration
 	// Concurrency caps concurrent client connections; beyond it new ones get
-	// 503 and are closed. Default 65536.
+	// 503 and are closed. Default 10000.
 	Concurrency int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed when
 	// finding the client IP (for ip_hash and the access log): the rightmost
@@ -154,9 +160,8 @@ func (o Options) withDefaults() Options {
 	defInt(&o.Concurrency, DefaultConcurrency)
 	def(&o.ReadTimeout, DefaultReadTimeout)
 	def(&o.IdleTimeout, DefaultIdleTimeout)
-	def(&o.WriteTimeout, DefaultWriteTimeout)
 	if o.WriteTimeout < 0 {
-		o.WriteTimeout = 0
+		o.WriteTimeout = DefaultWriteTimeout
 	}
 	def(&o.RetryAfter, DefaultRetryAfter)
 	if o.Logger == nil {

@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,13 +34,15 @@ type app struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	proxy   *proxy.Proxy
-	consul  *discovery.Consul // nil when no upstream uses Consul
+	consul  atomic.Pointer[discovery.Consul] // nil until an upstream uses Consul
 	metrics *metrics.Metrics
 	admin   *admin.Server
 
-	mu        sync.Mutex // serializes reloads and shutdown
+	mu        sync.Mutex // serializes reloads, start and shutdown
 	cfg       *config.Config
 	upstreams map[string]*upstream
+	started   bool                             // start ran: commit starts what it adds
+	failStep  func(step string) error          // tests: make a reload step fail
 	pools     atomic.Pointer[[]*balancer.Pool] // for the admin API and metrics, sorted by name
 
 	proxyLn, adminLn net.Listener
@@ -55,13 +55,13 @@ type app struct {
 type upstream struct {
 	pool    *balancer.Pool
 	checker *health.Checker
-	stop    context.CancelFunc // the checker's Run
-	data    *proxy.Upstream
+	stop    context.CancelFunc  // the checker's Run
 	consul  bool                // has a Consul watch...
 	spec    discovery.WatchSpec // ...for this
 }
 
-// newApp builds the components for cfg without opening any socket.
+// newApp builds the components for cfg without opening any socket or
+// starting any goroutine.
 func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, error) {
 	token := config.Token(cfg.Admin.TokenEnv)
 	if token == "" && !config.IsLoopback(cfg.Admin.Listen) {
@@ -71,27 +71,7 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &app{log: log, level: level, path: cfg.Path, ctx: ctx, cancel: cancel, upstreams: map[string]*upstream{}}
 	a.pools.Store(&[]*balancer.Pool{})
-	for _, u := range cfg.Upstreams {
-		if u.Consul != nil && a.consul == nil {
-			c, err := discovery.NewConsul(discovery.ConsulOptions{
-				Address:           cfg.Consul.Address,
-				Token:             config.Token(cfg.Consul.TokenEnv),
-				Datacenter:        cfg.Consul.Datacenter,
-				RequireConsistent: !*cfg.Consul.Stale,
-				EmptyGrace:        cfg.Consul.EmptyGrace,
-				Logger:            log.With("component", "consul"),
-			})
-			if err != nil {
-				cancel()
-				return nil, fmt.Errorf("consul: %w", err)
-			}
-			a.consul = c
-		}
-	}
 	a.metrics = metrics.New(a.poolList)
-	if a.consul != nil {
-		a.metrics.SetConsulStatus(a.consulAges)
-	}
 	access, closer, err := accessLogger(cfg.AccessLog, os.Stderr)
 	if err != nil {
 		cancel()
@@ -100,12 +80,18 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 	a.accessLog = closer
 	p, err := proxy.New(proxyOptions(cfg, log, access), nil)
 	if err != nil {
-		cancel()
+		a.close()
 		return nil, err
 	}
 	a.proxy = p
-	if err := a.apply(cfg); err != nil {
-		cancel()
+	a.mu.Lock()
+	pl, err := a.plan(cfg)
+	if err == nil {
+		err = a.commit(pl)
+	}
+	a.mu.Unlock()
+	if err != nil {
+		a.close()
 		return nil, err
 	}
 	a.admin = admin.New(admin.Options{
@@ -127,6 +113,14 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 	return a, nil
 }
 
+// close releases what newApp made when it fails half-way.
+func (a *app) close() {
+	a.cancel()
+	if a.accessLog != nil {
+		a.accessLog.Close()
+	}
+}
+
 // poolList returns the current pools, sorted by upstream name.
 func (a *app) poolList() []*balancer.Pool { return *a.pools.Load() }
 
@@ -139,102 +133,24 @@ func (a *app) poolByName(name string) *balancer.Pool {
 	return nil
 }
 
-// apply makes cfg the running config: upstreams present before keep their
-// pool and every backend's state; new ones are built; gone ones stop after
-// their in-flight requests. Called by newApp and reload.
-func (a *app) apply(cfg *config.Config) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	next := map[string]*upstream{}
-	for _, uc := range cfg.Upstreams {
-		u := a.upstreams[uc.Name]
-		if u == nil {
-			u = &upstream{checker: health.New(healthOptions(uc, a.log))}
-			u.pool = balancer.NewPool(poolOptions(uc, u.checker, a.log))
-			if a.ctx.Err() == nil {
-				a.runChecker(u)
-			}
-		} else {
-			u.checker.Reconfigure(healthOptions(uc, a.log))
-			u.pool.Reconfigure(poolOptions(uc, u.checker, a.log))
+// runConsul runs Consul discovery until shutdown.
+func (a *app) runConsul(c *discovery.Consul) {
+	a.wg.Go(func() {
+		if err := c.Run(a.ctx); err != nil && !errors.Is(err, context.Canceled) {
+			a.log.Error("consul discovery stopped", "err", err)
 		}
-		u.data = upstreamData(uc, u.pool)
-		u.data.Stats = a.metrics.Upstream(u.pool) // the same across reloads: counters continue
-		discovery.Static(u.pool, staticMembers(uc))
-		if err := a.rewatch(u, uc); err != nil {
-			return err
-		}
-		next[uc.Name] = u
-	}
-	routes, err := buildRoutes(cfg, next)
-	if err != nil {
-		return err
-	}
-	if err := a.proxy.SetRoutes(routes); err != nil {
-		return err
-	}
-	for name, u := range a.upstreams {
-		if next[name] == nil {
-			a.log.Info("upstream removed", "upstream", name)
-			if a.consul != nil {
-				a.consul.Unwatch(u.pool)
-			}
-			u.stop()
-			u.pool.Close()
-			a.metrics.Forget(u.pool)
-		}
-	}
-	a.upstreams = next
-	pools := make([]*balancer.Pool, 0, len(next))
-	for _, u := range next {
-		pools = append(pools, u.pool)
-	}
-	slices.SortFunc(pools, func(x, y *balancer.Pool) int { return strings.Compare(x.Name(), y.Name()) })
-	a.pools.Store(&pools)
-	a.cfg = cfg
-	return nil
+	})
 }
 
-// rewatch points u's Consul watch at what uc asks for, leaving an
-// unchanged watch alone so that its members stay.
-func (a *app) rewatch(u *upstream, uc config.Upstream) error {
-	want := uc.Consul != nil
-	var spec discovery.WatchSpec
-	if want {
-		spec = watchSpec(*uc.Consul)
-	}
-	if want == u.consul && spec == u.spec {
-		return nil
-	}
-	if want && a.consul == nil {
-		return fmt.Errorf("upstream %s: Consul was not configured at start; restart kelpie to add the first Consul upstream", uc.Name)
-	}
-	if u.consul && !want {
-		a.consul.Unwatch(u.pool) // clears the pool's Consul members
-	}
-	u.consul, u.spec = want, spec
-	if !want {
-		u.pool.SetMembers(balancer.SourceConsul, nil)
-		return nil
-	}
-	// Watch moves the pool to the new spec without clearing its members
-	// until the new watch syncs.
-	if err := a.consul.Watch(spec, u.pool); err != nil {
-		return fmt.Errorf("upstream %s: %w", uc.Name, err)
-	}
-	return nil
-}
-
+// runChecker runs u's health checker until u is removed or shutdown.
 func (a *app) runChecker(u *upstream) {
 	ctx, stop := context.WithCancel(a.ctx)
 	u.stop = stop
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
+	a.wg.Go(func() {
 		if err := u.checker.Run(ctx, u.pool); err != nil && !errors.Is(err, context.Canceled) {
 			a.log.Error("health checker stopped", "upstream", u.pool.Name(), "err", err)
 		}
-	}()
+	})
 }
 
 // start opens the listeners (cfg addresses unless overridden by a test) and
@@ -256,19 +172,14 @@ func (a *app) start(proxyAddr, adminAddr string) error {
 		a.proxyLn.Close()
 		return fmt.Errorf("admin.listen: %w", err)
 	}
+	a.started = true
 	for _, u := range a.upstreams {
 		if u.stop == nil {
 			a.runChecker(u)
 		}
 	}
-	if a.consul != nil {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			if err := a.consul.Run(a.ctx); err != nil && !errors.Is(err, context.Canceled) {
-				a.log.Error("consul discovery stopped", "err", err)
-			}
-		}()
+	if c := a.consul.Load(); c != nil {
+		a.runConsul(c)
 	}
 	a.adminSrv = &http.Server{Handler: a.admin, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	a.wg.Add(2)
@@ -302,7 +213,7 @@ func (a *app) ready() bool {
 			continue
 		}
 		if u.consul {
-			if st, ok := a.consul.SinkStatus(u.pool); ok && st.Synced {
+			if st, ok := a.consul.Load().SinkStatus(u.pool); ok && st.Synced {
 				continue
 			}
 		}
@@ -314,7 +225,11 @@ func (a *app) ready() bool {
 func (a *app) consulAges() map[string]time.Duration {
 	out := map[string]time.Duration{}
 	now := time.Now()
-	for _, st := range a.consul.Status() {
+	c := a.consul.Load()
+	if c == nil {
+		return out
+	}
+	for _, st := range c.Status() {
 		if st.Synced {
 			out[st.Spec.String()] = st.Age(now)
 		}
@@ -324,45 +239,10 @@ func (a *app) consulAges() map[string]time.Duration {
 
 func (a *app) status() any {
 	st := map[string]any{"version": version(), "config": a.path, "stopping": a.stopping.Load()}
-	if a.consul != nil {
-		st["consul"] = a.consul.Status()
+	if c := a.consul.Load(); c != nil {
+		st["consul"] = c.Status()
 	}
 	return st
-}
-
-// reload re-reads the config file; an invalid file leaves everything as it
-// was. Settings that need new sockets are reported, not applied.
-func (a *app) reload() error {
-	cfg, err := config.Load(a.path)
-	if err != nil {
-		a.metrics.ConfigReloads.WithLabelValues(metrics.ReloadFailure).Inc()
-		a.log.Error("config reload failed; keeping the running config", "file", a.path, "err", err)
-		return err
-	}
-	a.mu.Lock()
-	old := a.cfg
-	a.mu.Unlock()
-	for _, c := range []struct{ key, was, now string }{
-		{"listen", old.Listen, cfg.Listen},
-		{"admin.listen", old.Admin.Listen, cfg.Admin.Listen},
-		{"consul.address", old.Consul.Address, cfg.Consul.Address},
-	} {
-		if c.was != c.now {
-			a.log.Warn("config change needs a restart; keeping the old value", "key", c.key, "running", c.was, "file", c.now)
-		}
-	}
-	cfg.Listen, cfg.Admin.Listen, cfg.Consul = old.Listen, old.Admin.Listen, old.Consul
-	if err := a.apply(cfg); err != nil {
-		a.metrics.ConfigReloads.WithLabelValues(metrics.ReloadFailure).Inc()
-		a.log.Error("config reload failed; keeping the running config", "file", a.path, "err", err)
-		return err
-	}
-	if a.level != nil {
-		a.level.Set(logLevel(cfg.Log.Level))
-	}
-	a.metrics.ConfigReloads.WithLabelValues(metrics.ReloadSuccess).Inc()
-	a.log.Info("config reloaded", "file", a.path, "upstreams", len(cfg.Upstreams), "routes", len(cfg.Routes))
-	return nil
 }
 
 // shutdown stops kelpie gracefully: readiness fails at once; after the
@@ -387,8 +267,13 @@ func (a *app) shutdown() error {
 		if err = a.proxy.Shutdown(ctx); err != nil {
 			err = fmt.Errorf("grace period %s ended with requests in flight: %w", grace, err)
 		}
+		// Shutdown closes only listeners Serve has registered: one whose
+		// Serve goroutine had not got that far would accept forever.
+		a.proxyLn.Close()
 	}
+	a.mu.Lock() // a reload either finished starting its goroutines or sees ctx done
 	a.cancel()
+	a.mu.Unlock()
 	if a.adminSrv != nil {
 		actx, acancel := context.WithTimeout(context.Background(), time.Second)
 		a.adminSrv.Shutdown(actx)

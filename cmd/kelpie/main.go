@@ -2,6 +2,7 @@
 //
 //	kelpie run -config FILE      run the balancer
 //	kelpie check -config FILE    validate a config file
+//	kelpie config -defaults      print the default config
 //	kelpie demo                  zero-setup tour on localhost
 //	kelpie backends|drain|ready  admin API clients
 //	kelpie probe URL             health check for images without a shell
@@ -19,6 +20,8 @@ const usage = `kelpie: a health-aware HTTP/1.1 load balancer
 usage:
   kelpie run -config FILE                 run the balancer (SIGHUP reloads, SIGTERM drains and stops)
   kelpie check -config FILE               validate a config file; prints FILE:LINE: problems
+  kelpie config -defaults                 print the default config, every key with its default
+  kelpie config -config FILE              print FILE's effective config, defaults filled in
   kelpie demo                             demo backends, balancer and dashboard on localhost
   kelpie backends [-admin URL] [-token T] [-json]
   kelpie drain [-admin URL] [-token T] [-json] UPSTREAM ADDRESS
@@ -43,6 +46,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runRun(rest, stdout, stderr)
 	case "check":
 		return runCheck(rest, stdout, stderr)
+	case "config":
+		return runConfig(rest, stdout, stderr)
 	case "demo":
 		return runDemo(rest, stdout, stderr)
 	case "backends":

@@ -7,10 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 // swapDir is a ConfigMap volume as Kubernetes writes it: kelpie.yaml ->
@@ -128,14 +129,14 @@ func TestRunWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	one, two := startBackend(t, named("one")), startBackend(t, named("two"))
-	listen, admin := freeAddr(t), freeAddr(t)
+	listen, admin := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	conf := func(addr string) string {
 		return fmt.Sprintf("listen: %q\nadmin: {listen: %q}\nupstreams:\n  - name: a\n    backends:\n%s", listen, admin, yamlBackends(addr))
 	}
 	d := newSwapDir(t, conf(one.Addr))
 	cmd := exec.Command(bin, "run", "-watch")
 	cmd.Env = append(os.Environ(), "KELPIE_CONFIG="+d.path())
-	logs := &syncBuffer{}
+	logs := &testkit.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = io.Discard, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -163,7 +164,7 @@ func TestRunWatch(t *testing.T) {
 	eventually(t, 5*time.Second, "traffic on two after the ConfigMap swap", func() bool { return body() == "two" })
 
 	d.swap("upstreams: [{name: a, balance: nope}]\n")
-	eventually(t, 5*time.Second, "reload failure logged", func() bool { return strings.Contains(logs.String(), "config reload failed") })
+	logs.WaitFor(t, "config reload failed", 5*time.Second)
 	if got := body(); got != "two" {
 		t.Fatalf("after a broken file the proxy answers %q, want the running config's backend", got)
 	}

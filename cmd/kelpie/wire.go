@@ -72,16 +72,16 @@ func dnsCache(d time.Duration) time.Duration {
 
 // buildRoutes turns config routes into proxy routes; with no routes, the
 // single upstream takes everything.
-func buildRoutes(cfg *config.Config, ups map[string]*upstream) ([]proxy.Route, error) {
+func buildRoutes(cfg *config.Config, ups map[string]*proxy.Upstream) ([]proxy.Route, error) {
 	if len(cfg.Routes) == 0 {
 		if len(cfg.Upstreams) != 1 {
 			return nil, fmt.Errorf("routes are required with %d upstreams", len(cfg.Upstreams))
 		}
-		return []proxy.Route{{PathPrefix: "/", Upstream: ups[cfg.Upstreams[0].Name].data}}, nil
+		return []proxy.Route{{PathPrefix: "/", Upstream: ups[cfg.Upstreams[0].Name]}}, nil
 	}
 	routes := make([]proxy.Route, len(cfg.Routes))
 	for i, r := range cfg.Routes {
-		routes[i] = proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Upstream: ups[r.Upstream].data}
+		routes[i] = proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Upstream: ups[r.Upstream]}
 	}
 	return routes, nil
 }
@@ -184,7 +184,7 @@ func proxyOptions(cfg *config.Config, log, access *slog.Logger) proxy.Options {
 		MaxBodyBytes:    cfg.Limits.MaxBodyBytes,
 		ReadTimeout:     cfg.Limits.ReadTimeout,
 		IdleTimeout:     cfg.Limits.IdleTimeout,
-		WriteTimeout:    writeTimeout(cfg.Limits.WriteTimeout),
+		WriteTimeout:    cfg.Limits.WriteTimeout, // 0 = none, in both
 		Concurrency:     cfg.Limits.MaxConns,
 		TrustedProxies:  trustedProxies(cfg.TrustedProxies),
 		AccessLog:       access,
@@ -193,10 +193,13 @@ func proxyOptions(cfg *config.Config, log, access *slog.Logger) proxy.Options {
 	}
 }
 
-// writeTimeout maps config's "0 = none" to the proxy's "negative = none".
-func writeTimeout(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
+func consulOptions(c config.Consul, log *slog.Logger) discovery.ConsulOptions {
+	return discovery.ConsulOptions{
+		Address:           c.Address,
+		Token:             config.Token(c.TokenEnv),
+		Datacenter:        c.Datacenter,
+		RequireConsistent: !*c.Stale,
+		EmptyGrace:        c.EmptyGrace,
+		Logger:            log.With("component", "consul"),
 	}
-	return d
 }

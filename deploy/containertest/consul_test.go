@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 // consulBound is how long a Consul change may take to reach the pool: the
@@ -27,7 +29,7 @@ func startConsul(t *testing.T, net string) *agent {
 	img := ConsulImage(t)
 	c := Run(t, "kelpie-test-consul", "--network", net, "--network-alias", "consul", "-p", "127.0.0.1::8500", img)
 	a := &agent{c: c, url: "http://" + c.HostPort(t, "8500/tcp")}
-	eventually(t, 30*time.Second, "consul leader elected", func() bool {
+	testkit.Eventually(t, 30*time.Second, "consul leader elected", func() bool {
 		resp, err := http.Get(a.url + "/v1/status/leader")
 		if err != nil {
 			return false

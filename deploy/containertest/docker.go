@@ -4,8 +4,7 @@
 //
 // Every resource a test creates has a unique name and is removed by ID in
 // t.Cleanup, also when the test fails. In -short mode the tests that need
-// an engine skip and say why; without an engine they skip too, except with
-// CI=true, where a missing engine fails them.
+// an engine skip and say why; otherwise a missing engine fails them.
 package containertest
 
 import (
@@ -22,36 +21,24 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 // cmdTimeout bounds one docker command; none of them should take long
 // except an image build.
 const cmdTimeout = 3 * time.Minute
 
-// RequireEngine skips t in -short mode or when no Docker Engine answers,
-// and fails it instead under CI=true.
+// RequireEngine makes t need a Docker Engine: under -short it skips t,
+// saying why; otherwise a missing engine fails it (testkit.ContainerEngine),
+// so CI cannot pass by skipping the suite.
 func RequireEngine(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("container test: needs a Docker Engine and minutes; skipped in -short mode")
+		t.Skip("skipped under -short: the container suite needs a Docker Engine and takes minutes")
 	}
-	if err := engineErr(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("container test: CI=true but no Docker Engine: %v", err)
-		}
-		t.Skipf("container test: no Docker Engine (%v); CI=true makes this a failure", err)
-	}
+	testkit.ContainerEngine(t)
 }
-
-var engineErr = sync.OnceValue(func() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", "version", "--format", "{{.Server.Version}}").CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("docker version: %w: %s", err, bytes.TrimSpace(out))
-	}
-	return nil
-})
 
 // Docker runs the docker CLI with args and returns its trimmed stdout.
 func Docker(args ...string) (string, error) {

@@ -1,7 +1,10 @@
 package containertest
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"fmt"
 	"net/http"
 	"os"
@@ -9,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -50,6 +55,24 @@ type env struct {
 	admin    string // http://127.0.0.1:PORT of kelpie's admin API
 	token    string
 	confDir  string
+	pprof    string // http://127.0.0.1:PORT of kelpie's -pprof listener
+}
+
+// adminClient bounds every admin API call: a kelpie that stops answering
+// fails the test with a goroutine dump instead of hanging it.
+var adminClient = &http.Client{Timeout: 5 * time.Second}
+
+// dumpGoroutines logs kelpie's goroutines (from -pprof), for a test that
+// failed or found kelpie hung.
+func (e *env) dumpGoroutines() {
+	resp, err := adminClient.Get(e.pprof + "/debug/pprof/goroutine?debug=2")
+	if err != nil {
+		e.t.Logf("goroutine dump: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	e.t.Logf("kelpie's goroutines:\n%s", b)
 }
 
 // envOptions shape an env.
@@ -107,13 +130,19 @@ shutdown:
 	}
 	e.kelpie = Run(t, "kelpie-test-kelpie",
 		"--network", e.net, "--network-alias", "kelpie",
-		"-p", "127.0.0.1::8080", "-p", "127.0.0.1::9901",
+		"-p", "127.0.0.1::8080", "-p", "127.0.0.1::9901", "-p", "127.0.0.1::6060",
 		"-v", e.confDir+":/etc/kelpie:ro",
 		"-e", "KELPIE_ADMIN_TOKEN="+e.token,
 		"--stop-timeout", "30",
-		e.img.Kelpie, "run", "-watch")
+		e.img.Kelpie, "run", "-watch", "-pprof", ":6060")
 	e.proxy = e.kelpie.HostPort(t, "8080/tcp")
 	e.admin = "http://" + e.kelpie.HostPort(t, "9901/tcp")
+	e.pprof = "http://" + e.kelpie.HostPort(t, "6060/tcp")
+	t.Cleanup(func() { // before the container's removal (cleanups run last-first)
+		if t.Failed() {
+			e.dumpGoroutines()
+		}
+	})
 	e.waitReady()
 	return e
 }
@@ -127,8 +156,8 @@ func (e *env) startBackend(alias string) *Container {
 
 func (e *env) waitReady() {
 	e.t.Helper()
-	eventually(e.t, 30*time.Second, "kelpie ready with every backend eligible", func() bool {
-		resp, err := http.Get(e.admin + "/readyz")
+	testkit.Eventually(e.t, 30*time.Second, "kelpie ready with every backend eligible", func() bool {
+		resp, err := adminClient.Get(e.admin + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -157,8 +186,12 @@ type backendState struct {
 }
 
 func (e *env) backendStates() []backendState {
-	resp, err := http.Get(e.admin + "/api/v1/upstreams")
+	resp, err := adminClient.Get(e.admin + "/api/v1/upstreams")
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Timeout") {
+			e.dumpGoroutines()
+			e.t.Fatalf("kelpie's admin API hung: %v", err)
+		}
 		return nil
 	}
 	defer resp.Body.Close()
@@ -198,16 +231,4 @@ func (e *env) timeUntil(start time.Time, limit time.Duration, what string, cond 
 	}
 	e.t.Fatalf("%s: not within %s; backends: %+v", what, limit, e.backendStates())
 	return 0
-}
-
-// eventually polls cond until it holds or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kelpie-lb/kelpie/internal/testkit"
+
 	"github.com/valyala/fasthttp"
 )
 
@@ -24,7 +26,7 @@ import (
 func warmUp(t *testing.T, l *load, n int) {
 	t.Helper()
 	base := l.snapshot().OK
-	eventually(t, 30*time.Second, fmt.Sprintf("%d more successful requests", n), func() bool { return l.snapshot().OK >= base+n })
+	testkit.Eventually(t, 30*time.Second, fmt.Sprintf("%d more successful requests", n), func() bool { return l.snapshot().OK >= base+n })
 }
 
 func TestContainerImage(t *testing.T) {
@@ -57,7 +59,7 @@ func TestContainerImage(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "ca-certificates.crt")); err != nil || fi.Size() < 1000 {
 		t.Errorf("CA certificates in the image: %v", err)
 	}
-	eventually(t, 40*time.Second, "docker reports the container healthy (HEALTHCHECK)", func() bool {
+	testkit.Eventually(t, 40*time.Second, "docker reports the container healthy (HEALTHCHECK)", func() bool {
 		return e.kelpie.Inspect(t, "{{.State.Health.Status}}") == "healthy"
 	})
 
@@ -75,7 +77,7 @@ func TestContainerImage(t *testing.T) {
 	if err := os.Rename(path+".new", path); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "b3 gone after the watched file changed", func() bool {
+	testkit.Eventually(t, 10*time.Second, "b3 gone after the watched file changed", func() bool {
 		for _, b := range e.backendStates() {
 			if strings.HasPrefix(b.Address, "b3:") {
 				return false
@@ -91,7 +93,7 @@ func TestContainerImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	MustDocker(t, "kill", "-s", "HUP", e.kelpie.ID)
-	eventually(t, 10*time.Second, "b3 back after the reload", func() bool { return e.eligible("b3") })
+	testkit.Eventually(t, 10*time.Second, "b3 back after the reload", func() bool { return e.eligible("b3") })
 }
 
 func TestContainerBackendKilled(t *testing.T) {
@@ -158,7 +160,7 @@ func TestContainerRollingRestart(t *testing.T) {
 		took := time.Since(start)
 		e.timeUntil(start, 30*time.Second, name+" back in rotation after its restart", func() bool { return e.eligible(name) })
 		served := l.snapshot().By[name]
-		eventually(t, 15*time.Second, name+" serving again", func() bool { return l.snapshot().By[name] > served })
+		testkit.Eventually(t, 15*time.Second, name+" serving again", func() bool { return l.snapshot().By[name] > served })
 		ds = append(ds, fmt.Sprintf("%s restart %s, back after %s", name, took.Round(time.Millisecond), time.Since(start).Round(time.Millisecond)))
 	}
 	r := l.stop()
@@ -187,7 +189,7 @@ func TestContainerKelpieStopped(t *testing.T) {
 			codes <- fmt.Sprintf("%d %s", status, strings.TrimSpace(string(body)))
 		}()
 	}
-	eventually(t, 10*time.Second, "all requests in flight at the backends", func() bool {
+	testkit.Eventually(t, 10*time.Second, "all requests in flight at the backends", func() bool {
 		var in int64
 		for _, b := range e.backendStates() {
 			in += b.InFlight
@@ -200,7 +202,7 @@ func TestContainerKelpieStopped(t *testing.T) {
 		_, err := Docker("stop", "-t", "30", e.kelpie.ID)
 		stopped <- err
 	}()
-	eventually(t, 5*time.Second, "/readyz 503 while draining", func() bool {
+	testkit.Eventually(t, 5*time.Second, "/readyz 503 while draining", func() bool {
 		resp, err := http.Get(e.admin + "/readyz")
 		if err != nil {
 			return false
