@@ -18,7 +18,8 @@ import (
 const usage = `kelpie: a health-aware HTTP/1.1 load balancer
 
 usage:
-  kelpie run -config FILE                 run the balancer (SIGHUP reloads, SIGTERM drains and stops)
+  kelpie run -config FILE [-watch]        run the balancer (SIGHUP reloads, SIGTERM drains and stops;
+                                          -watch reloads on file change; -config defaults to $KELPIE_CONFIG)
   kelpie check -config FILE               validate a config file; prints FILE:LINE: problems
   kelpie config -defaults                 print the default config, every key with its default
   kelpie config -config FILE              print FILE's effective config, defaults filled in
