@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -82,6 +83,9 @@ type Upstream struct {
 	// newTransport, if set, makes each backend's transport instead of a
 	// fasthttp.HostClient: tests script backends through it.
 	newTransport func(addr string) transport
+	// lookup, if set, resolves backend names instead of the system
+	// resolver: tests script DNS answers through it.
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // Route sends requests for Host (exact, case-insensitive, port ignored; ""

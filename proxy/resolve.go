@@ -50,6 +50,19 @@ func newResolver(ttl time.Duration) *resolver {
 	}
 }
 
+// dial returns how up's backends are dialled: Upstream.Dial if set, else
+// through a resolver (one per backend transport, so one per name).
+func (up *Upstream) dial(set settings) func(string, time.Duration) (net.Conn, error) {
+	if up.Dial != nil {
+		return up.Dial
+	}
+	r := newResolver(set.dnsCache)
+	if up.lookup != nil {
+		r.lookup = up.lookup
+	}
+	return r.dial
+}
+
 // dial connects to addr (host:port) within timeout.
 func (r *resolver) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	host, port, err := net.SplitHostPort(addr)

@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"errors"
+	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/valyala/fasthttp"
 	"net"
 	"net/netip"
 	"strconv"
@@ -231,5 +233,52 @@ func TestResolverLookupFailure(t *testing.T) {
 	_, err := dns.resolver(time.Second, clock.now).dial("backend.test:"+port, time.Second)
 	if err == nil || !strings.Contains(err.Error(), "resolve backend.test") {
 		t.Fatalf("a name never resolved: err %v, want a resolve error naming it", err)
+	}
+}
+
+// TestProxyFollowsAMovedBackendName runs requests through a Proxy to a
+// backend named by DNS whose name moves to another address while kelpie
+// holds a keep-alive connection to the old one: every request succeeds,
+// the first after the move included, without a reload.
+func TestProxyFollowsAMovedBackendName(t *testing.T) {
+	port, _, lns := sharedPortListeners(t, "127.0.0.2", "127.0.0.3")
+	lns[0].Close()
+	lns[1].Close()
+	serve := func(ip, name string) *fasthttp.Server {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.WriteString(name) }}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Shutdown() })
+		return srv
+	}
+	old := serve("127.0.0.2", "old")
+	serve("127.0.0.3", "new")
+	dns := &scriptedDNS{}
+	dns.set(nil, "127.0.0.2")
+	pool := newPool(t, balancer.RoundRobin, "backend.test:"+port)
+	up := &Upstream{Pool: pool, Retries: 1, DNSCache: time.Hour}
+	up.lookup = dns.resolver(time.Hour, time.Now).lookup
+	p := proxyTo(t, up, Options{})
+	get := func() string {
+		status, body, err := fasthttp.Get(nil, "http://"+p.addr+"/")
+		if err != nil {
+			return err.Error()
+		}
+		return strconv.Itoa(status) + " " + string(body)
+	}
+	for i := 0; i < 3; i++ {
+		if got := get(); got != "200 old" {
+			t.Fatalf("before the move: %q", got)
+		}
+	}
+	old.Shutdown() // closes the pooled keep-alive connection too
+	dns.set(nil, "127.0.0.3")
+	for i := 0; i < 5; i++ {
+		if got := get(); got != "200 new" {
+			t.Fatalf("request %d after the move: %q, want 200 new", i, got)
+		}
 	}
 }
