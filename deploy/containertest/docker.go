@@ -147,7 +147,7 @@ func RemoveImages() {
 	imagesMu.Lock()
 	defer imagesMu.Unlock()
 	for _, id := range imageIDs {
-		Docker("image", "rm", "-f", id)
+		remove("image", "rm", "-f", id)
 	}
 	imageIDs = nil
 }
@@ -159,7 +159,7 @@ func Network(t testing.TB) string {
 	name := UniqueName("kelpie-test-net")
 	id := MustDocker(t, "network", "create", "--driver", "bridge", name)
 	t.Cleanup(func() {
-		if _, err := Docker("network", "rm", id); err != nil {
+		if err := remove("network", "rm", id); err != nil {
 			t.Errorf("remove network %s: %v", name, err)
 		}
 	})
@@ -186,7 +186,7 @@ func Run(t testing.TB, prefix string, args ...string) *Container {
 					t.Logf("logs of %s:\n%s", name, logs)
 				}
 			}
-			if _, err := Docker("rm", "-f", "-v", id); err != nil {
+			if err := remove("rm", "-f", "-v", id); err != nil {
 				t.Errorf("remove container %s: %v", name, err)
 			}
 		})
@@ -199,6 +199,19 @@ func Run(t testing.TB, prefix string, args ...string) *Container {
 		t.Fatal(err)
 	}
 	return &Container{ID: id, Name: name}
+}
+
+// remove runs a docker removal, trying again when the command fails or
+// times out: a daemon stalled for minutes on a loaded machine (seen here)
+// must not leave the container, and with it its network and image, behind.
+func remove(args ...string) error {
+	var err error
+	for try := 0; try < 3; try++ {
+		if _, err = Docker(args...); err == nil || strings.Contains(err.Error(), "No such") {
+			return nil
+		}
+	}
+	return err
 }
 
 func logsOf(id string) (string, error) {
