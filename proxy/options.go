@@ -76,6 +76,12 @@ type Upstream struct {
 	// rotate over them. Default 5s (DefaultDNSCache); negative: look the
 	// name up for every new connection.
 	DNSCache time.Duration
+	// HashOn is what a pool with the hash algorithm hashes; the zero value
+	// hashes the client IP. Other algorithms ignore it.
+	HashOn HashOn
+	// Sticky, if set, pins each client to a backend with a cookie (see
+	// Sticky). nil: no stickiness.
+	Sticky *Sticky
 	// Dial, if set, opens connections to backends instead of TCP (tests and
 	// benchmarks use in-memory listeners). timeout is ConnectTimeout.
 	Dial func(addr string, timeout time.Duration) (net.Conn, error)

@@ -104,11 +104,6 @@ func (s *scriptedDNS) resolver(ttl time.Duration, now func() time.Time) *resolve
 	return r
 }
 
-type fakeClock struct{ t atomic.Int64 }
-
-func (c *fakeClock) now() time.Time          { return time.Unix(0, c.t.Load()) }
-func (c *fakeClock) advance(d time.Duration) { c.t.Add(int64(d)) }
-
 func dialOK(t *testing.T, r *resolver, addr string) string {
 	t.Helper()
 	c, err := r.dial(addr, time.Second)
@@ -125,20 +120,20 @@ func TestResolverCachesForTTL(t *testing.T) {
 	dns := &scriptedDNS{}
 	dns.set(nil, "127.0.0.2")
 	clock := &fakeClock{}
-	r := dns.resolver(5*time.Second, clock.now)
+	r := dns.resolver(5*time.Second, clock.Now)
 	for i := 0; i < 3; i++ {
 		dialOK(t, r, "backend.test:"+port)
 	}
 	if n := dns.count(); n != 1 {
 		t.Fatalf("%d lookups for 3 dials within the TTL, want 1", n)
 	}
-	clock.advance(5 * time.Second)
+	clock.Advance(5 * time.Second)
 	dialOK(t, r, "backend.test:"+port)
 	if n := dns.count(); n != 2 {
 		t.Fatalf("%d lookups after the TTL expired, want 2", n)
 	}
 	// No cache: every new connection looks the name up.
-	r = dns.resolver(-1, clock.now)
+	r = dns.resolver(-1, clock.Now)
 	dialOK(t, r, "backend.test:"+port)
 	dialOK(t, r, "backend.test:"+port)
 	if n := dns.count(); n != 4 {
@@ -159,7 +154,7 @@ func TestResolverFollowsAMovedName(t *testing.T) {
 	dns := &scriptedDNS{}
 	dns.set(nil, "127.0.0.2")
 	clock := &fakeClock{}
-	r := dns.resolver(time.Hour, clock.now)
+	r := dns.resolver(time.Hour, clock.Now)
 	if got := dialOK(t, r, "backend.test:"+port); got != "127.0.0.2" {
 		t.Fatalf("connected to %s", got)
 	}
@@ -178,7 +173,7 @@ func TestResolverSeveralAddresses(t *testing.T) {
 	dns := &scriptedDNS{}
 	dns.set(nil, "127.0.0.2", "127.0.0.3", "127.0.0.4")
 	clock := &fakeClock{}
-	r := dns.resolver(time.Hour, clock.now)
+	r := dns.resolver(time.Hour, clock.Now)
 	for i := 0; i < 9; i++ {
 		dialOK(t, r, "backend.test:"+port)
 	}
@@ -223,14 +218,14 @@ func TestResolverLookupFailure(t *testing.T) {
 	dns := &scriptedDNS{}
 	dns.set(nil, "127.0.0.2")
 	clock := &fakeClock{}
-	r := dns.resolver(time.Second, clock.now)
+	r := dns.resolver(time.Second, clock.Now)
 	dialOK(t, r, "backend.test:"+port)
-	clock.advance(time.Minute)
+	clock.Advance(time.Minute)
 	dns.set(errors.New("server misbehaving"))
 	if got := dialOK(t, r, "backend.test:"+port); got != "127.0.0.2" {
 		t.Fatalf("with DNS down, connected to %s; want the last answer", got)
 	}
-	_, err := dns.resolver(time.Second, clock.now).dial("backend.test:"+port, time.Second)
+	_, err := dns.resolver(time.Second, clock.Now).dial("backend.test:"+port, time.Second)
 	if err == nil || !strings.Contains(err.Error(), "resolve backend.test") {
 		t.Fatalf("a name never resolved: err %v, want a resolve error naming it", err)
 	}
