@@ -192,6 +192,7 @@ func (v *validator) upstream(i int, u *Upstream) {
 	v.positive(up("timeouts", "response"), "timeouts.response", u.Timeouts.Response)
 	v.positive(up("timeouts", "idle"), "timeouts.idle", u.Timeouts.Idle)
 	v.nonNegative(up("slow_start"), "slow_start", *u.SlowStart)
+	v.nonNegative(up("dns_cache"), "dns_cache", *u.DNSCache)
 	if t := *u.PanicThreshold; t < 0 || t > 100 {
 		v.errf(up("panic_threshold"), "upstream %q: panic_threshold must be a percentage in 0..100", u.Name)
 	}
