@@ -4,22 +4,25 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
-// Algorithm is a way of picking a backend among the eligible ones. All three
-// honour weights and slow start.
+// Algorithm is a way of picking a backend among the eligible ones. All of
+// them honour weights and slow start.
 type Algorithm uint8
 
-// The algorithms, named in config as round_robin, least_conn and ip_hash.
+// The algorithms, named in config as round_robin, least_conn, ip_hash and
+// least_latency.
 const (
 	RoundRobin Algorithm = iota // smooth weighted round robin
 	LeastConn                   // fewest in-flight requests per unit of weight
 	IPHash                      // weighted rendezvous hashing of the client address
+	LeastLatency                // power of two choices over peak-EWMA latency x (in-flight + 1)
 )
 
 // algorithmNames are the config names, indexed by Algorithm. config
 // validates balance with ParseAlgorithm, so this is the one list.
-var algorithmNames = [...]string{"round_robin", "least_conn", "ip_hash"}
+var algorithmNames = [...]string{"round_robin", "least_conn", "ip_hash", "least_latency"}
 
 // ParseAlgorithm turns a config name into an Algorithm; "" is RoundRobin.
 func ParseAlgorithm(name string) (Algorithm, error) {
@@ -50,8 +53,10 @@ type selector interface {
 	pick(t *tier, key uint64, tried []*Backend) *Backend
 }
 
-func newSelector(a Algorithm, t *tier, cursor *atomic.Uint64) selector {
+func newSelector(a Algorithm, t *tier, cursor *atomic.Uint64, decay time.Duration) selector {
 	switch a {
+	case LeastLatency:
+		return newLeastLatency(t, decay)
 	case LeastConn:
 		return newLeastConn(t)
 	case IPHash:

@@ -186,6 +186,7 @@ type Backend struct {
 	inFlight atomic.Int64
 	requests atomic.Uint64
 	failures atomic.Uint64
+	lat      latency // response latency and errors, for least_latency and outlier detection
 
 	transitions [numReasons][2]atomic.Uint64 // [reason][0=set,1=cleared]
 

@@ -56,6 +56,8 @@ func (s *Snapshot) pick(key uint64, tried []*Backend) *Backend {
 		return sel.pick(&s.active, key, tried)
 	case *ipHash:
 		return sel.pick(&s.active, key, tried)
+	case *leastLatency:
+		return sel.pick(&s.active, key, tried)
 	}
 	panic("balancer: selector without a case in Snapshot.pick") // newSelector makes only these
 }
@@ -132,7 +134,7 @@ func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
 		weights[i] = uint32(w)
 	}
 	s.active = tier{set: set, weights: weights}
-	s.active.sel = newSelector(p.opts.Algorithm, &s.active, &p.rrCursor)
+	s.active.sel = newSelector(p.opts.Algorithm, &s.active, &p.rrCursor, p.opts.EWMADecay)
 
 	s.eligible = make([]bool, len(s.Members))
 	for i, b := range s.Members {
