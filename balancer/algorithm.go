@@ -14,10 +14,10 @@ type Algorithm uint8
 // The algorithms, named in config as round_robin, least_conn, ip_hash and
 // least_latency.
 const (
-	RoundRobin Algorithm = iota // smooth weighted round robin
-	LeastConn                   // fewest in-flight requests per unit of weight
-	IPHash                      // weighted rendezvous hashing of the client address
-	LeastLatency                // power of two choices over peak-EWMA latency x (in-flight + 1)
+	RoundRobin   Algorithm = iota // smooth weighted round robin
+	LeastConn                     // fewest in-flight requests per unit of weight
+	IPHash                        // weighted rendezvous hashing of the client address
+	LeastLatency                  // power of two choices over peak-EWMA latency x (in-flight + 1)
 )
 
 // algorithmNames are the config names, indexed by Algorithm. config
