@@ -23,6 +23,7 @@ func monoNow() int64 { return int64(time.Since(epoch)) }
 type latency struct {
 	ewma  atomic.Int64 // peak-EWMA of response latency in ns; 0 = no sample since (re)joining
 	stamp atomic.Int64 // monoNow of the last sample
+	tau   atomic.Int64 // decay time constant in ns, the pool's EWMADecay; set by the pool's writer
 
 	sum    atomic.Uint64 // total ns of the latency of answered attempts (sans penalties)
 	n      atomic.Uint64 // answered attempts counted in sum
@@ -50,7 +51,7 @@ func decayed(ewma, stamp, now int64, tau float64) float64 {
 // fast does not look fast. Lock-free and allocation-free; concurrent
 // samples may overwrite each other's EWMA update, which costs one sample.
 // ResultLocal outcomes must not be observed.
-func (b *Backend) Observe(rtt time.Duration, status int, failed bool, tau time.Duration) {
+func (b *Backend) Observe(rtt time.Duration, status int, failed bool) {
 	l := &b.lat
 	if failed || status >= 500 {
 		l.errors.Add(1)
@@ -59,8 +60,9 @@ func (b *Backend) Observe(rtt time.Duration, status int, failed bool, tau time.D
 		l.sum.Add(uint64(max(rtt, 0)))
 		l.n.Add(1)
 	}
+	tau := l.tau.Load()
 	if tau <= 0 {
-		tau = DefaultEWMADecay
+		tau = int64(DefaultEWMADecay)
 	}
 	// Finagle's PeakEwma: a sample above the average replaces it (the
 	// peak); one below pulls it down with the weight of the time since
@@ -79,7 +81,11 @@ func (b *Backend) Observe(rtt time.Duration, status int, failed bool, tau time.D
 // (errors weigh in at their penalty), or 0 when it has no sample since it
 // joined or last came back into rotation.
 func (b *Backend) LatencyEWMA() time.Duration {
-	return time.Duration(decayed(b.lat.ewma.Load(), b.lat.stamp.Load(), monoNow(), float64(DefaultEWMADecay)))
+	tau := b.lat.tau.Load()
+	if tau <= 0 {
+		tau = int64(DefaultEWMADecay)
+	}
+	return time.Duration(decayed(b.lat.ewma.Load(), b.lat.stamp.Load(), monoNow(), float64(tau)))
 }
 
 // LatencyTotals reports cumulative counters for outlier detection: the

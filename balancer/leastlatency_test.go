@@ -13,7 +13,7 @@ func serve(p *Pool, n int, lat func(*Backend) (time.Duration, bool)) map[string]
 		b := p.Pick(0, nil)
 		got[b.Address()]++
 		d, failed := lat(b)
-		b.Observe(d, 200, failed, 0)
+		b.Observe(d, 200, failed)
 	}
 	return got
 }
@@ -57,7 +57,7 @@ func TestLeastLatencyErrorsPenalised(t *testing.T) {
 func TestLeastLatencyInFlight(t *testing.T) {
 	p := newTestPool(t, Options{Algorithm: LeastLatency}, equal(3))
 	for _, b := range p.Snapshot().Members {
-		b.Observe(10*time.Millisecond, 200, false, 0)
+		b.Observe(10*time.Millisecond, 200, false)
 	}
 	busy := backend(t, p, addr(1))
 	for range 20 {
@@ -75,7 +75,7 @@ func TestLeastLatencyInFlight(t *testing.T) {
 func TestLeastLatencyNewBackendAtMedian(t *testing.T) {
 	p := newTestPool(t, Options{Algorithm: LeastLatency}, equal(3))
 	for i, d := range []time.Duration{time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond} {
-		backend(t, p, addr(i)).Observe(d, 200, false, 0)
+		backend(t, p, addr(i)).Observe(d, 200, false)
 	}
 	p.SetMembers(SourceStatic, equal(4))
 	got := countPicks(p, 6000) // no new samples: costs stay put
@@ -91,7 +91,7 @@ func TestLeastLatencyNewBackendAtMedian(t *testing.T) {
 func TestLeastLatencyForgetsOnReturn(t *testing.T) {
 	p := newTestPool(t, Options{Algorithm: LeastLatency}, equal(3))
 	b := backend(t, p, addr(0))
-	b.Observe(time.Second, 200, false, 0)
+	b.Observe(time.Second, 200, false)
 	mark(p, b, ReasonEjected, true)
 	if b.LatencyEWMA() < 900*time.Millisecond {
 		t.Fatalf("EWMA %s while out, want about 1s", b.LatencyEWMA())
@@ -107,12 +107,13 @@ func TestLeastLatencyForgetsOnReturn(t *testing.T) {
 // average decays while no sample arrives.
 func TestPeakEWMA(t *testing.T) {
 	b := newBackend("10.0.0.1:80", State{})
-	b.Observe(10*time.Millisecond, 200, false, time.Second)
-	b.Observe(100*time.Millisecond, 200, false, time.Second)
+	b.lat.tau.Store(int64(time.Second))
+	b.Observe(10*time.Millisecond, 200, false)
+	b.Observe(100*time.Millisecond, 200, false)
 	if e := b.lat.ewma.Load(); e != int64(100*time.Millisecond) {
 		t.Errorf("after a peak: %s, want 100ms", time.Duration(e))
 	}
-	b.Observe(time.Millisecond, 200, false, time.Second) // almost no time passed: weight ~1
+	b.Observe(time.Millisecond, 200, false) // almost no time passed: weight ~1
 	if e := time.Duration(b.lat.ewma.Load()); e < 99*time.Millisecond {
 		t.Errorf("a low sample right after the peak: %s, want still about 100ms", e)
 	}
@@ -124,8 +125,8 @@ func TestPeakEWMA(t *testing.T) {
 	if n != 3 || errs != 0 || sum != 111*time.Millisecond {
 		t.Errorf("totals %s/%d/%d, want 111ms over 3 answered, 0 errors", sum, n, errs)
 	}
-	b.Observe(time.Millisecond, 500, false, time.Second)
-	b.Observe(time.Second, 504, true, time.Second)
+	b.Observe(time.Millisecond, 500, false)
+	b.Observe(time.Second, 504, true)
 	if _, n, errs := b.LatencyTotals(); n != 3 || errs != 2 {
 		t.Errorf("after a 500 and a timeout: %d answered, %d errors; want 3 and 2", n, errs)
 	}

@@ -80,6 +80,7 @@ func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
 	s.Members = make([]*Backend, 0, len(p.members))
 	for _, b := range p.members {
 		s.Members = append(s.Members, b)
+		b.lat.tau.Store(int64(p.opts.EWMADecay)) // follows a reload
 	}
 	slices.SortFunc(s.Members, func(a, b *Backend) int { return strings.Compare(a.addr, b.addr) })
 

@@ -99,7 +99,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 // bufferBody), with retry set for a gateway status that may be retried
 // elsewhere; a failure comes back classified.
 func (p *Proxy) send(ctx *fasthttp.RequestCtx, a *attempt, resp *fasthttp.Response, idem bool, rb *reqBody) outcome {
+	sent := time.Now()
 	w, err := a.t.Do(&ctx.Request, resp)
+	a.rtt = time.Since(sent)
 	if err == nil {
 		if err = bufferBody(&ctx.Response, resp); err == nil {
 			o := backendAnswer(resp.StatusCode())
