@@ -29,14 +29,16 @@ const (
 	ReasonDrain                          // an operator drained it (admin)
 	ReasonCritical                       // discovery reports it failing or in maintenance (discovery)
 	ReasonRemoved                        // no source lists it any more; in-flight requests finish
+	ReasonSlow                           // latency outlier detection ejected it (health)
+	ReasonErrors                         // success-rate or failure-percentage detection ejected it (health)
 
 	numReasons = iota
 )
 
-var reasonNames = [numReasons]string{"unhealthy", "ejected", "breaker_open", "drain", "critical", "removed"}
+var reasonNames = [numReasons]string{"unhealthy", "ejected", "breaker_open", "drain", "critical", "removed", "slow", "errors"}
 
 // String names the reason ("unhealthy", "ejected", "breaker_open", "drain",
-// "critical", "removed"); several bits are joined with "+".
+// "critical", "removed", "slow", "errors"); several bits are joined with "+".
 func (r Reason) String() string {
 	if r == 0 {
 		return "none"
@@ -128,7 +130,7 @@ type Guard interface {
 // State is a backend's rotation state: one immutable value per change,
 // published by the pool's writer (Pool.Update) and read by anyone with
 // Backend.State. Each field has one owner: Health the active prober,
-// Breaker and Ejected the health layer, Drained the operator (admin API),
+// Breaker, Ejected, Slow and Errors the health layer, Drained the operator (admin API),
 // Critical discovery, Removed the pool's membership. The reasons a backend
 // is out of rotation (Down) are computed from it.
 type State struct {
@@ -138,6 +140,8 @@ type State struct {
 	Drained  bool         // an operator drained it
 	Critical bool         // discovery reports it failing or in maintenance
 	Removed  bool         // no source lists it any more
+	Slow     bool         // latency outlier detection ejected it
+	Errors   bool         // success-rate or failure-percentage detection ejected it
 
 	eligibleSince int64 // unix nanos it last became eligible, for slow start; 0 = from the start
 }
@@ -162,6 +166,12 @@ func (s State) Down() Reason {
 	}
 	if s.Removed {
 		r |= ReasonRemoved
+	}
+	if s.Slow {
+		r |= ReasonSlow
+	}
+	if s.Errors {
+		r |= ReasonErrors
 	}
 	return r
 }

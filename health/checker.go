@@ -43,7 +43,8 @@ type Checker struct {
 	reconf chan struct{}           // Reconfigure was called
 	rand   func() float64          // [0,1); tests replace it
 
-	mu sync.Mutex // serializes ejection decisions and the guards' c.mu fields
+	mu      sync.Mutex              // serializes ejection decisions and the guards' c.mu fields
+	lastRun [numDetectors]time.Time // each outlier detector's last run; guarded by mu
 }
 
 type poolBox struct{ p Pool }
