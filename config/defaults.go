@@ -42,6 +42,12 @@ const (
 	// panic_threshold (balancer.Options' zero values disable both).
 	DefaultSlowStart      = 30 * time.Second
 	DefaultPanicThreshold = 50
+	// DefaultCountAsFailure is health.passive.count_as_failure.
+	DefaultCountAsFailure = "5xx"
+	// DefaultFailurePercentThreshold is failure_percentage.threshold: off,
+	// as Envoy's failure percentage is not enforced by default
+	// (health.DefaultFailurePercentThresh, 85, applies when it is on).
+	DefaultFailurePercentThreshold = 0
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -77,6 +83,7 @@ func applyDefaults(c *Config) {
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		orDefault(&u.Balance, balancer.RoundRobin.String())
+		orDefault(&u.EWMADecay, balancer.DefaultEWMADecay)
 		for j := range u.Backends {
 			if u.Backends[j].Weight == nil {
 				u.Backends[j].Weight = ptr(1)
@@ -104,6 +111,7 @@ func applyDefaults(c *Config) {
 		if p.MaxEjectedPercent == nil {
 			p.MaxEjectedPercent = ptr(health.DefaultMaxEjectedPercent)
 		}
+		outlierDefaults(p)
 		b := &u.Health.Breaker
 		if b.Enabled == nil {
 			b.Enabled = ptr(true)
@@ -148,4 +156,39 @@ func Defaults() *Config {
 	}
 	applyDefaults(c)
 	return c
+}
+
+// outlierDefaults fills health.passive's outlier detection keys: latency
+// and success rate on, failure percentage off.
+func outlierDefaults(p *Passive) {
+	if p.UnejectOnProbe == nil {
+		p.UnejectOnProbe = ptr(true)
+	}
+	orDefault(&p.CountAsFailure, DefaultCountAsFailure)
+	if p.Latency == nil {
+		p.Latency = &LatencyOutlier{}
+	}
+	if p.Latency.Factor == nil {
+		p.Latency.Factor = ptr(health.DefaultLatencyFactor)
+	}
+	orDefault(&p.Latency.MinRequests, health.DefaultLatencyMinRequests)
+	orDefault(&p.Latency.Interval, health.DefaultOutlierInterval)
+	if p.SuccessRate == nil {
+		p.SuccessRate = &SuccessRate{}
+	}
+	if p.SuccessRate.StdevFactor == nil {
+		p.SuccessRate.StdevFactor = ptr(health.DefaultStdevFactor)
+	}
+	orDefault(&p.SuccessRate.MinimumHosts, health.DefaultSuccessRateMinHosts)
+	orDefault(&p.SuccessRate.RequestVolume, health.DefaultSuccessRateVolume)
+	orDefault(&p.SuccessRate.Interval, health.DefaultOutlierInterval)
+	if p.FailurePercentage == nil {
+		p.FailurePercentage = &FailurePercentage{}
+	}
+	if p.FailurePercentage.Threshold == nil {
+		p.FailurePercentage.Threshold = ptr(DefaultFailurePercentThreshold)
+	}
+	orDefault(&p.FailurePercentage.MinimumHosts, health.DefaultFailurePercentMinHosts)
+	orDefault(&p.FailurePercentage.RequestVolume, health.DefaultFailurePercentVolume)
+	orDefault(&p.FailurePercentage.Interval, health.DefaultOutlierInterval)
 }
