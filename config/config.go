@@ -57,15 +57,15 @@ type Consul struct {
 
 // Upstream is one backend pool.
 type Upstream struct {
-	Name     string        `yaml:"name"`
-	Balance  string        `yaml:"balance"` // round_robin (default) | least_conn | ip_hash | least_latency
+	Name    string `yaml:"name"`
+	Balance string `yaml:"balance"` // round_robin (default) | least_conn | ip_hash | least_latency
 	// EWMADecay is least_latency's latency averaging time constant. Default 10s.
 	EWMADecay time.Duration `yaml:"ewma_decay"`
-	Backends []Backend     `yaml:"backends"`
-	Consul   *ConsulSource `yaml:"consul"`
-	Health   Health        `yaml:"health"`
-	Retries  Retries       `yaml:"retries"`
-	Timeouts Timeouts      `yaml:"timeouts"`
+	Backends  []Backend     `yaml:"backends"`
+	Consul    *ConsulSource `yaml:"consul"`
+	Health    Health        `yaml:"health"`
+	Retries   Retries       `yaml:"retries"`
+	Timeouts  Timeouts      `yaml:"timeouts"`
 	// SlowStart ramps a backend's weight from 10% over this long after it
 	// becomes eligible. Default 30s; 0 disables.
 	SlowStart *time.Duration `yaml:"slow_start"`
