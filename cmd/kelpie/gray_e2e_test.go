@@ -96,7 +96,7 @@ upstreams:
     retries: {attempts: 1}
     timeouts: {connect: 1s, response: 2s}
 `, yamlBackends(a.Addr, b.Addr, slow.Addr)))
-	load := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 1 << 30, between: paced})
+	load := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 20000, between: paced})
 	defer load.stop()
 	start := time.Now()
 	eventually(t, 5*time.Second, "slow backend ejected", func() bool { return down(ta, slow.Addr) == balancer.ReasonSlow })
@@ -132,7 +132,7 @@ upstreams:
     retries: {attempts: 1}
     timeouts: {connect: 1s, response: 2s}
 `, yamlBackends(a.Addr, b.Addr, bad.Addr)))
-	load := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 1 << 30, between: paced})
+	load := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 20000, between: paced})
 	start := time.Now()
 	eventually(t, 5*time.Second, "erroring backend ejected", func() bool { return down(ta, bad.Addr) == balancer.ReasonErrors })
 	detect := time.Since(start)
@@ -167,9 +167,17 @@ upstreams:
     retries: {attempts: 1}
     timeouts: {connect: 1s, response: 2s}
 `, yamlBackends(a.Addr, b.Addr, k.addr)))
-	load := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 1 << 30, between: paced})
+	load := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 20000, between: paced})
 	defer load.stop()
-	eventually(t, 10*time.Second, "traffic on k", func() bool { return k.hits.Load() > 50 })
+	eventually(t, 10*time.Second, "traffic on k", func() bool {
+		if k.hits.Load() > 50 {
+			return true
+		}
+		if load.total() > 5000 {
+			t.Fatalf("k got %d of %d requests; down=%s; load %s", k.hits.Load(), load.total(), down(ta, k.addr), load)
+		}
+		return false
+	})
 	k.kill()
 	start := time.Now()
 	eventually(t, 5*time.Second, "k ejected", func() bool { return down(ta, k.addr)&balancer.ReasonEjected != 0 })
