@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 // Gray failures (issue 18): backends that are slow or answer errors without
@@ -21,13 +22,13 @@ import (
 // /health (served); it delays each of them by its delay (the backend
 // application being slow) and answers 500 to those fail picks.
 type countingBackend struct {
-	*backend
+	*testkit.Backend
 	served atomic.Int64
 }
 
 func startGray(t *testing.T, name string, delay time.Duration, fail func(n int64) bool) *countingBackend {
 	cb := &countingBackend{}
-	cb.backend = startBackend(t, func(ctx *fasthttp.RequestCtx) {
+	cb.Backend = testkit.StartBackend(t, func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) == "/health" {
 			ctx.WriteString("ok")
 			return
@@ -69,11 +70,11 @@ upstreams:
     retries: {attempts: 1}
     timeouts: {connect: 1s, response: 2s}
 `, yamlBackends(a.Addr, b.Addr, slow.Addr)))
-	run := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 250, between: paced}).wait()
+	run := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 8, Requests: 250, Between: paced}).Wait()
 	total := a.served.Load() + b.served.Load() + slow.served.Load()
 	share := float64(slow.served.Load()) / float64(total)
 	t.Logf("least_latency: %s; slow backend got %d of %d (%.1f%%)", run, slow.served.Load(), total, 100*share)
-	if run.failed.Load() != 0 {
+	if run.Failed() != 0 {
 		t.Fatalf("client errors: %s", run)
 	}
 	if share >= 0.10 {
@@ -96,15 +97,15 @@ upstreams:
     retries: {attempts: 1}
     timeouts: {connect: 1s, response: 2s}
 `, yamlBackends(a.Addr, b.Addr, slow.Addr)))
-	load := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 20000, between: paced})
-	defer load.stop()
+	load := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 8, Requests: 20000, Between: paced})
+	defer load.Stop()
 	start := time.Now()
 	eventually(t, 5*time.Second, "slow backend ejected", func() bool { return down(ta, slow.Addr) == balancer.ReasonSlow })
 	detect := time.Since(start)
 	before := slow.served.Load()
 	pause(2 * time.Second) // traffic while it is out
 	after := slow.served.Load()
-	run := load.stop()
+	run := load.Stop()
 	t.Logf("round robin: detected in %s; %s; slow backend served %d during the 2s after", detect.Round(time.Millisecond), run, after-before)
 	if after-before > 8 { // at most the requests in flight on it when it was ejected
 		t.Fatalf("ejected slow backend served %d requests after its ejection", after-before)
@@ -132,17 +133,17 @@ upstreams:
     retries: {attempts: 1}
     timeouts: {connect: 1s, response: 2s}
 `, yamlBackends(a.Addr, b.Addr, bad.Addr)))
-	load := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 20000, between: paced})
+	load := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 8, Requests: 20000, Between: paced})
 	start := time.Now()
 	eventually(t, 5*time.Second, "erroring backend ejected", func() bool { return down(ta, bad.Addr) == balancer.ReasonErrors })
 	detect := time.Since(start)
-	first := load.stop()
-	second := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 200, between: paced}).wait()
+	first := load.Stop()
+	second := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 8, Requests: 200, Between: paced}).Wait()
 	t.Logf("detected in %s; before: %s; after: %s", detect.Round(time.Millisecond), first, second)
-	if first.failed.Load() == 0 {
+	if first.Failed() == 0 {
 		t.Fatal("no client saw a 500 before the ejection: the backend did not fail")
 	}
-	if second.failed.Load() != 0 {
+	if second.Failed() != 0 {
 		t.Fatalf("client errors after the ejection: %s", second)
 	}
 	if !logged(ta, "reason=errors") {
@@ -156,7 +157,7 @@ upstreams:
 // rise x interval + 1s of its return, not after the 30s ejection time.
 func TestGrayRecoveryAfterCrashE2E(t *testing.T) {
 	a, b := startGray(t, "a", 0, nil), startGray(t, "b", 0, nil)
-	k := startKillable(t, "k")
+	k := startGray(t, "k", 0, nil)
 	ta := startApp(t, fmt.Sprintf(`
 upstreams:
   - name: web
@@ -166,39 +167,39 @@ upstreams:
       passive: {consecutive_failures: 3}
     retries: {attempts: 1}
     timeouts: {connect: 1s, response: 2s}
-`, yamlBackends(a.Addr, b.Addr, k.addr)))
-	load := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 20000, between: paced})
-	defer load.stop()
+`, yamlBackends(a.Addr, b.Addr, k.Addr)))
+	load := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 8, Requests: 20000, Between: paced})
+	defer load.Stop()
 	eventually(t, 10*time.Second, "traffic on k", func() bool {
-		if k.hits.Load() > 50 {
+		if k.served.Load() > 50 {
 			return true
 		}
-		if load.total() > 5000 {
-			t.Fatalf("k got %d of %d requests; down=%s; load %s", k.hits.Load(), load.total(), down(ta, k.addr), load)
+		if load.Total() > 5000 {
+			t.Fatalf("k got %d of %d requests; down=%s; load %s", k.served.Load(), load.Total(), down(ta, k.Addr), load)
 		}
 		return false
 	})
-	k.kill()
+	k.Kill()
 	start := time.Now()
-	eventually(t, 5*time.Second, "k ejected", func() bool { return down(ta, k.addr)&balancer.ReasonEjected != 0 })
+	eventually(t, 5*time.Second, "k ejected", func() bool { return down(ta, k.Addr)&balancer.ReasonEjected != 0 })
 	detect := time.Since(start)
 	pause(time.Second - time.Since(start)) // down for a second
-	ln, err := net.Listen("tcp", k.addr)
+	ln, err := net.Listen("tcp", k.Addr)
 	if err != nil {
-		t.Fatalf("restart on %s: %v", k.addr, err)
+		t.Fatalf("restart on %s: %v", k.Addr, err)
 	}
 	back := time.Now()
 	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.WriteString("k") }}
 	go srv.Serve(ln)
 	defer srv.Shutdown()
-	eventually(t, 10*time.Second, "k back in rotation", func() bool { return eligible(ta, k.addr) })
+	eventually(t, 10*time.Second, "k back in rotation", func() bool { return eligible(ta, k.Addr) })
 	ttr := time.Since(back)
-	run := load.stop()
+	run := load.Stop()
 	t.Logf("detected in %s, back %s after its restart; %s", detect.Round(time.Millisecond), ttr.Round(time.Millisecond), run)
 	if limit := 2*time.Second + time.Second; ttr > limit {
 		t.Fatalf("recovery took %s, want within rise x interval + 1s = %s", ttr, limit)
 	}
-	if run.failed.Load() != 0 {
+	if run.Failed() != 0 {
 		t.Fatalf("client errors: %s", run)
 	}
 }
