@@ -100,7 +100,7 @@ func collectPool(ch chan<- prometheus.Metric, p *balancer.Pool, st *UpstreamStat
 
 // TransitionReason is the reason label of kelpie_backend_transitions_total:
 // the reason's name ("unhealthy", "ejected", "breaker_open", "drain",
-// "critical", "removed") when it was set, with "_cleared" appended when it
+// "critical", "removed", "slow", "errors") when it was set, with "_cleared" appended when it
 // was cleared.
 func TransitionReason(r balancer.Reason, on bool) string {
 	if on {

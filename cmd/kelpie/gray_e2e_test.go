@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -116,6 +117,20 @@ upstreams:
 	if !logged(ta, "reason=slow") {
 		t.Fatalf("no log line with reason=slow")
 	}
+	// The API shows the reason and each backend's latency; /metrics counts it.
+	for _, u := range ta.Upstreams(t).Upstreams {
+		for _, be := range u.Backends {
+			switch {
+			case be.Address == slow.Addr && (!be.Ejected || !slices.Equal(be.Down, []string{"slow"}) || be.LatencyMS < 100):
+				t.Errorf("API on the slow backend: ejected=%v down=%v latency_ms=%v, want true [slow] >100", be.Ejected, be.Down, be.LatencyMS)
+			case be.Address != slow.Addr && (be.LatencyMS <= 0 || be.LatencyMS > 100):
+				t.Errorf("API on fast backend %s: latency_ms=%v, want a few ms at most", be.Address, be.LatencyMS)
+			}
+		}
+	}
+	if _, m := httpGet(t, ta.AdminURL+"/metrics"); !strings.Contains(m, `reason="slow"`) {
+		t.Errorf("/metrics has no transition with reason=\"slow\"")
+	}
 }
 
 // TestGrayErroringBackendEjectedE2E: a backend answering 500 to 30% of
@@ -148,6 +163,13 @@ upstreams:
 	}
 	if !logged(ta, "reason=errors") {
 		t.Fatalf("no log line with reason=errors")
+	}
+	for _, u := range ta.Upstreams(t).Upstreams {
+		for _, be := range u.Backends {
+			if be.Address == bad.Addr && (!slices.Equal(be.Down, []string{"errors"}) || be.SuccessRate > 0.95 || be.SuccessRate < 0.5) {
+				t.Errorf("API on the erroring backend: down=%v success_rate=%v, want [errors] about 0.7", be.Down, be.SuccessRate)
+			}
+		}
 	}
 }
 
