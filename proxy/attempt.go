@@ -56,6 +56,7 @@ type outcome struct {
 	retry  bool   // another backend may be tried
 	stale  bool   // a reused connection the backend had closed: retry the same backend on a fresh one
 	client bool   // the request's own fault: answer it, close the client connection, no retry
+	sent   bool   // the request (or part of it) reached the backend: it may have run there
 	err    error  // the failure, for the log
 }
 
@@ -118,7 +119,7 @@ func classify(err error, w wire, idem bool, rb *reqBody) outcome {
 	case !w.sent:
 		return outcome{result: balancer.ResultLocal, status: fasthttp.StatusBadRequest, msg: "request cannot be forwarded", client: true, err: err}
 	case timedOut(err):
-		return outcome{result: balancer.ResultTimeout, status: fasthttp.StatusGatewayTimeout, msg: "backend timed out", retry: idem && !touched, err: err}
+		return outcome{result: balancer.ResultTimeout, status: fasthttp.StatusGatewayTimeout, msg: "backend timed out", retry: idem && !touched, sent: true, err: err}
 	case w.reused && !w.gotBytes && closedEarly(err) && idem && !touched:
 		return outcome{result: balancer.ResultLocal, status: fasthttp.StatusBadGateway, msg: "backend closed the connection", retry: true, stale: true, err: err}
 	}
@@ -126,7 +127,7 @@ func classify(err error, w wire, idem bool, rb *reqBody) outcome {
 	if w.gotBytes {
 		msg = "bad response from backend"
 	}
-	return outcome{result: balancer.ResultReset, status: fasthttp.StatusBadGateway, msg: msg, retry: idem && !touched, err: err}
+	return outcome{result: balancer.ResultReset, status: fasthttp.StatusBadGateway, msg: msg, retry: idem && !touched, sent: true, err: err}
 }
 
 // closedEarly reports errors of a connection the peer closed or reset.

@@ -72,6 +72,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 		ctx.Response.ResetBody() // a retried gateway status's body, read by bufferBody
 		p.finish(&a, o)
 		if !o.pass { // a retried gateway status is no failure to report
+			o.sent = o.sent || failed.sent // any attempt that reached a backend may have run
 			failed = o
 		}
 		if o.stale && stale < maxStaleRetries {
@@ -115,6 +116,12 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, a *attempt, resp *fasthttp.Respon
 	return classify(err, w, idem, rb)
 }
 
+// HeaderReachedBackend is set ("true") on kelpie's own 502 and 504 answers
+// when the request, or part of it, was sent to a backend before the attempt
+// failed: the backend may have acted on it (a POST answered 502 after a
+// reset may well have run). Without it, no backend saw the request.
+const HeaderReachedBackend = "X-Kelpie-Reached-Backend"
+
 // replyFailure answers a request no backend answered: 503 when no attempt
 // was made, else kelpie's error for the last failure.
 func (p *Proxy) replyFailure(ctx *fasthttp.RequestCtx, failed outcome, rb *reqBody, stats *metrics.UpstreamStats) {
@@ -126,6 +133,11 @@ func (p *Proxy) replyFailure(ctx *fasthttp.RequestCtx, failed outcome, rb *reqBo
 		p.reject(ctx, failed.status, failed.msg)
 	default:
 		p.reply(ctx, failed.status, failed.msg)
+		if failed.sent {
+			// The request reached a backend and may have run there: a
+			// client must not assume a failed POST did nothing.
+			ctx.Response.Header.Set(HeaderReachedBackend, "true")
+		}
 		if rb != nil {
 			// Part of the body may still be unread; do not drain it.
 			ctx.SetConnectionClose()
