@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
-	"time"
 )
 
 // Algorithm is a way of picking a backend among the eligible ones. All of
@@ -12,17 +11,18 @@ import (
 type Algorithm uint8
 
 // The algorithms, named in config as round_robin, least_conn, ip_hash and
-// least_latency.
+// hash and least_latency.
 const (
 	RoundRobin   Algorithm = iota // smooth weighted round robin
 	LeastConn                     // fewest in-flight requests per unit of weight
 	IPHash                        // weighted rendezvous hashing of the client address
+	Hash                          // weighted rendezvous hashing of a request key, with bounded loads
 	LeastLatency                  // power of two choices over peak-EWMA latency x (in-flight + 1)
 )
 
 // algorithmNames are the config names, indexed by Algorithm. config
 // validates balance with ParseAlgorithm, so this is the one list.
-var algorithmNames = [...]string{"round_robin", "least_conn", "ip_hash", "least_latency"}
+var algorithmNames = [...]string{"round_robin", "least_conn", "ip_hash", "hash", "least_latency"}
 
 // ParseAlgorithm turns a config name into an Algorithm; "" is RoundRobin.
 func ParseAlgorithm(name string) (Algorithm, error) {
@@ -42,8 +42,9 @@ func (a Algorithm) String() string {
 	return algorithmNames[a]
 }
 
-// UsesKey reports whether the algorithm needs the client hash passed to Pick.
-func (a Algorithm) UsesKey() bool { return a == IPHash }
+// UsesKey reports whether the algorithm needs the key passed to Pick: the
+// client hash (HashIP) for ip_hash, the request key (HashKey) for hash.
+func (a Algorithm) UsesKey() bool { return a == IPHash || a == Hash }
 
 // selector picks from one tier. Implementations are built once per snapshot
 // by the pool's writer and are then read-only; pick must not lock or
@@ -53,14 +54,16 @@ type selector interface {
 	pick(t *tier, key uint64, tried []*Backend) *Backend
 }
 
-func newSelector(a Algorithm, t *tier, cursor *atomic.Uint64, decay time.Duration) selector {
-	switch a {
+func newSelector(o *Options, t *tier, cursor *atomic.Uint64) selector {
+	switch o.Algorithm {
 	case LeastLatency:
-		return newLeastLatency(t, decay)
+		return newLeastLatency(t, o.EWMADecay)
 	case LeastConn:
 		return newLeastConn(t)
 	case IPHash:
 		return newIPHash(t)
+	case Hash:
+		return newKeyHash(t, o.HashBalanceFactor, o.HashFallback, cursor)
 	}
 	return newRoundRobin(t, cursor)
 }

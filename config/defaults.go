@@ -48,6 +48,11 @@ const (
 	// as Envoy's failure percentage is not enforced by default
 	// (health.DefaultFailurePercentThresh, 85, applies when it is on).
 	DefaultFailurePercentThreshold = 0
+	// DefaultHashOn is hash_on (proxy.HashOn's zero value is the same).
+	DefaultHashOn = "ip"
+	// DefaultStickySameSite is sticky.same_site (proxy.Sticky's zero
+	// value sends no SameSite attribute).
+	DefaultStickySameSite = "lax"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -84,6 +89,18 @@ func applyDefaults(c *Config) {
 		u := &c.Upstreams[i]
 		orDefault(&u.Balance, balancer.RoundRobin.String())
 		orDefault(&u.EWMADecay, balancer.DefaultEWMADecay)
+		orDefault(&u.HashOn, DefaultHashOn)
+		orDefault(&u.HashFallback, balancer.RoundRobin.String())
+		if s := u.Sticky; s != nil {
+			orDefault(&s.Cookie, proxy.DefaultStickyCookie)
+			if s.HTTPOnly == nil {
+				s.HTTPOnly = ptr(true)
+			}
+			orDefault(&s.SameSite, DefaultStickySameSite)
+			if s.DrainGrace == nil {
+				s.DrainGrace = ptr(proxy.DefaultStickyDrainGrace)
+			}
+		}
 		for j := range u.Backends {
 			if u.Backends[j].Weight == nil {
 				u.Backends[j].Weight = ptr(1)
