@@ -1,7 +1,7 @@
 // Package balancer holds kelpie's shared core: the long-lived Backend with its
 // per-request counters, the Pool of one upstream with its immutable Snapshot
 // published through an atomic pointer, and the picking algorithms
-// (round_robin, least_conn, ip_hash, hash).
+// (round_robin, least_conn, ip_hash, hash, least_latency).
 //
 // Control-plane writers (discovery, health, admin) change a Pool through its
 // methods; each change rebuilds a Snapshot under the pool's writer mutex and
