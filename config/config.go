@@ -199,6 +199,15 @@ type Breaker struct {
 // Retries re-send a failed request to another backend.
 type Retries struct {
 	Attempts *int `yaml:"attempts"` // extra tries; default 1
+	// Hedge, if set, hedges idempotent requests; omitted means never.
+	Hedge *Hedge `yaml:"hedge"`
+}
+
+// Hedge sends one more attempt to another backend when the first has not
+// answered within After; the first answer wins.
+type Hedge struct {
+	After time.Duration `yaml:"after"` // required, positive
+	Max   int           `yaml:"max"`   // hedged attempts per request; only 1 is supported (default)
 }
 
 // Timeouts towards backends.

@@ -141,6 +141,9 @@ func applyDefaults(c *Config) {
 		if u.Retries.Attempts == nil {
 			u.Retries.Attempts = ptr(DefaultRetries)
 		}
+		if h := u.Retries.Hedge; h != nil {
+			orDefault(&h.Max, 1)
+		}
 		orDefault(&u.Timeouts.Connect, proxy.DefaultConnectTimeout)
 		orDefault(&u.Timeouts.Response, proxy.DefaultResponseTimeout)
 		orDefault(&u.Timeouts.Idle, proxy.DefaultIdleConnTimeout)

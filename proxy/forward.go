@@ -59,7 +59,16 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 		attempts++
 		last = b
 		resp := fasthttp.AcquireResponse()
-		o := p.send(ctx, &a, resp, idem, rb)
+		var o outcome
+		if up.HedgeAfter > 0 && attempts == 1 && idem && rb == nil {
+			var other *balancer.Backend
+			if o, resp, other = p.hedge(ctx, up, &a, resp, key, tried); other != nil {
+				tried = append(tried, other)
+			}
+			b, last = a.b, a.b
+		} else {
+			o = p.send(ctx, &a, resp, idem, rb)
+		}
 		var next *balancer.Backend
 		if o.retry && attempts-stale <= up.Retries {
 			next = pool.Pick(key, append(tried, b))
@@ -103,9 +112,14 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 // bufferBody), with retry set for a gateway status that may be retried
 // elsewhere; a failure comes back classified.
 func (p *Proxy) send(ctx *fasthttp.RequestCtx, a *attempt, resp *fasthttp.Response, idem bool, rb *reqBody) outcome {
-	sent := time.Now()
+	start := time.Now()
 	w, err := a.t.Do(&ctx.Request, resp)
-	a.rtt = time.Since(sent)
+	a.rtt = time.Since(start)
+	return p.outcomeOf(ctx, resp, w, err, idem, rb)
+}
+
+// outcomeOf is send's verdict on one transport call.
+func (p *Proxy) outcomeOf(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, w wire, err error, idem bool, rb *reqBody) outcome {
 	if err == nil {
 		if err = bufferBody(&ctx.Response, resp); err == nil {
 			o := backendAnswer(resp.StatusCode())

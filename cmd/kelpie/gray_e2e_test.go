@@ -228,3 +228,33 @@ upstreams:
 
 // logged reports whether kelpie's log holds s.
 func logged(ta *testApp, s string) bool { return strings.Contains(ta.Logs.String(), s) }
+
+// TestGrayFrozenBackendHedgedE2E: one of three backends accepts and never
+// answers (frozen). With hedging after 50ms, no client waits for the 2s
+// response timeout: the p99 stays under the hedge delay + 50ms.
+func TestGrayFrozenBackendHedgedE2E(t *testing.T) {
+	a, b := startGray(t, "a", 0, nil), startGray(t, "b", 0, nil)
+	frozen := testkit.StartRaw(t, testkit.Hung)
+	ta := startApp(t, fmt.Sprintf(`
+upstreams:
+  - name: web
+    backends:
+%s    retries: {attempts: 1, hedge: {after: 50ms}}
+    timeouts: {connect: 1s, response: 2s}
+`, yamlBackends(a.Addr, b.Addr, frozen.Addr)))
+	run := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 8, Requests: 150, Between: paced}).Wait()
+	hedges := ta.metrics.Upstream(ta.poolByName("web")).Hedges.Load()
+	t.Logf("frozen backend, hedge after 50ms: %s; %d hedges", run, hedges)
+	if run.Failed() != 0 {
+		t.Fatalf("client errors: %s", run)
+	}
+	if hedges == 0 {
+		t.Fatal("no request was hedged")
+	}
+	if p99 := run.Quantile(0.99); p99 > 100*time.Millisecond {
+		t.Fatalf("p99 %s, want under hedge delay + 50ms = 100ms", p99)
+	}
+	if worst := run.Quantile(1); worst >= time.Second {
+		t.Fatalf("slowest request took %s: it waited for the response timeout", worst)
+	}
+}

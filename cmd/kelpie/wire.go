@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/kelpie-lb/kelpie/config"
@@ -81,6 +82,7 @@ func upstreamData(u config.Upstream, p *balancer.Pool) (*proxy.Upstream, error) 
 		ResponseTimeout:    u.Timeouts.Response,
 		IdleConnTimeout:    u.Timeouts.Idle,
 		Retries:            *u.Retries.Attempts,
+		HedgeAfter:         hedgeAfter(u.Retries),
 		MaxConnsPerBackend: u.MaxConnsPerBackend,
 		HashOn:             hashOn,
 		Sticky:             sticky,
@@ -259,4 +261,12 @@ func outlierOptions(o *health.PassiveOptions, p config.Passive) {
 		o.FailurePercentage = &health.FailurePercentageOptions{Threshold: *f.Threshold, MinimumHosts: f.MinimumHosts,
 			RequestVolume: f.RequestVolume, Interval: f.Interval}
 	}
+}
+
+// hedgeAfter is the hedge delay of retries.hedge, 0 (never) when omitted.
+func hedgeAfter(r config.Retries) time.Duration {
+	if r.Hedge == nil {
+		return 0
+	}
+	return r.Hedge.After
 }
