@@ -65,6 +65,10 @@ type Backend struct {
 	// answers; SuccessRate is 1 - Errors/Requests (1 with no requests).
 	Errors      uint64  `json:"errors"`
 	SuccessRate float64 `json:"success_rate"`
+	// Drain says who drained the backend, why, and whether for this
+	// instance (scope local) or the whole cluster (scope fleet). Absent
+	// when the backend is ready.
+	Drain *DrainInfo `json:"drain,omitempty"`
 }
 
 // ErrorResponse is the body of every error reply.

@@ -24,6 +24,9 @@ type Config struct {
 	Shutdown       Shutdown   `yaml:"shutdown"`
 	AccessLog      AccessLog  `yaml:"access_log"`
 	Log            Log        `yaml:"log"`
+	// Cluster and HA: see cluster.go. Nil when absent.
+	Cluster *Cluster `yaml:"cluster"`
+	HA      *HA      `yaml:"ha"`
 
 	// Path is the file the config was loaded from.
 	Path string `yaml:"-"`
