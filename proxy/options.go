@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -69,6 +70,12 @@ type Upstream struct {
 	// Dial, if set, opens connections to backends instead of TCP (tests and
 	// benchmarks use in-memory listeners). timeout is ConnectTimeout.
 	Dial func(addr string, timeout time.Duration) (net.Conn, error)
+	// TLS, if set, makes connections to backends TLS (HTTPS backends) with
+	// this client config, the handshake bounded by ConnectTimeout. An empty
+	// ServerName is filled in with each backend's host. The config must not
+	// be changed once handed over; a new pointer (a reload) makes new
+	// connections. nil (the default): plain TCP.
+	TLS *tls.Config
 
 	// newTransport, if set, makes each backend's transport instead of a
 	// fasthttp.HostClient: tests script backends through it.
@@ -132,6 +139,11 @@ type Options struct {
 	AccessLogSample int
 	// Logger receives errors and state transitions. nil discards them.
 	Logger *slog.Logger
+	// HTTPSRedirectPort, if set, makes every listener served by Serve (plain
+	// HTTP) answer 308 with the same host and target on https at this port
+	// (omitted when 443); TLS listeners (ServeTLS) proxy as usual. Default 0:
+	// no redirect.
+	HTTPSRedirectPort int
 }
 
 func (o Options) withDefaults() Options {
@@ -169,10 +181,11 @@ func (o Options) withDefaults() Options {
 type settings struct {
 	connect, response, write, idle time.Duration
 	maxConns                       int
+	tls                            *tls.Config
 }
 
 func (u *Upstream) settings() settings {
-	s := settings{u.ConnectTimeout, u.ResponseTimeout, u.WriteTimeout, u.IdleConnTimeout, u.MaxConnsPerBackend}
+	s := settings{u.ConnectTimeout, u.ResponseTimeout, u.WriteTimeout, u.IdleConnTimeout, u.MaxConnsPerBackend, u.TLS}
 	if s.connect <= 0 {
 		s.connect = DefaultConnectTimeout
 	}

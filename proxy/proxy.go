@@ -128,6 +128,11 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 		p.access(ctx, nil, nil, 0, start)
 		return
 	}
+	if p.opts.HTTPSRedirectPort != 0 && !ctx.IsTLS() {
+		p.redirectHTTPS(ctx)
+		p.access(ctx, nil, nil, 0, start)
+		return
+	}
 	rt := p.table.Load().match(req.Header.Host(), pathOf(req.Header.RequestURI()))
 	if rt == nil {
 		p.reply(ctx, fasthttp.StatusNotFound, "no route")

@@ -165,6 +165,9 @@ func newHostTransport(addr string, set settings, dial func(string, time.Duration
 			return net.DialTimeout("tcp", addr, timeout)
 		}
 	}
+	if set.tls != nil {
+		dial = dialTLS(dial, set.tls)
+	}
 	hc := &fasthttp.HostClient{
 		Addr: addr,
 		Dial: func(addr string) (net.Conn, error) {
