@@ -24,6 +24,8 @@ type Config struct {
 	Shutdown       Shutdown   `yaml:"shutdown"`
 	AccessLog      AccessLog  `yaml:"access_log"`
 	Log            Log        `yaml:"log"`
+	// TLS is the TLS listener; nil (omitted): none.
+	TLS *TLS `yaml:"tls"`
 
 	// Path is the file the config was loaded from.
 	Path string `yaml:"-"`
@@ -72,6 +74,8 @@ type Upstream struct {
 	PanicThreshold *int `yaml:"panic_threshold"`
 	// MaxConnsPerBackend caps connections to each backend. Default 1024.
 	MaxConnsPerBackend int `yaml:"max_conns_per_backend"`
+	// TLS makes the backends HTTPS; nil (omitted): plain HTTP.
+	TLS *UpstreamTLS `yaml:"tls"`
 }
 
 // Backend is a static pool member.

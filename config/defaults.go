@@ -24,6 +24,7 @@ const (
 	DefaultGrace          = 30 * time.Second // shutdown.grace
 	DefaultLogLevel       = "info"
 	DefaultLogFormat      = "text"
+	DefaultTLSMinVersion  = "1.2" // tls.min_version
 
 	// DefaultWarningWeight is consul.warning_weight, in percent
 	// (discovery.WatchSpec's zero value means 100).
@@ -74,6 +75,9 @@ func applyDefaults(c *Config) {
 	orDefault(&c.AccessLog.Sample, 1)
 	orDefault(&c.Log.Level, DefaultLogLevel)
 	orDefault(&c.Log.Format, DefaultLogFormat)
+	if c.TLS != nil {
+		orDefault(&c.TLS.MinVersion, DefaultTLSMinVersion)
+	}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		orDefault(&u.Balance, balancer.RoundRobin.String())

@@ -28,6 +28,7 @@ func at(path ...any) []any { return path }
 func (v *validator) validate(c *Config) {
 	v.hostPort(at("listen"), "listen", c.Listen)
 	v.hostPort(at("admin", "listen"), "admin.listen", c.Admin.Listen)
+	v.tls(c.TLS, c.Listen)
 	if !IsLoopback(c.Admin.Listen) && c.Admin.TokenEnv == "" {
 		v.errf(at("admin", "listen"), "admin.listen %q is not a loopback address: set admin.token_env to protect it", c.Admin.Listen)
 	}
@@ -84,6 +85,7 @@ func (v *validator) validate(c *Config) {
 			names[u.Name] = i
 		}
 		v.upstream(i, u)
+		v.upstreamTLS(i, u)
 	}
 
 	if len(c.Routes) == 0 && len(c.Upstreams) > 1 {

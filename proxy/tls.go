@@ -222,18 +222,18 @@ func TLSVersion(s string) (uint16, error) {
 	case "1.3":
 		return tls.VersionTLS13, nil
 	}
-	return 0, fmt.Errorf("tls version %q: want 1.2 or 1.3", s)
+	return 0, fmt.Errorf("min_version %q: want 1.2 or 1.3", s)
 }
 
 // LoadCAPool reads a PEM bundle of CA certificates.
 func LoadCAPool(path string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("ca %s: %w", path, err)
+		return nil, fmt.Errorf("ca file %s: %w", path, err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("ca %s: no PEM certificate found", path)
+		return nil, fmt.Errorf("ca file %s: no PEM certificate in it", path)
 	}
 	return pool, nil
 }
