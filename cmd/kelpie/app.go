@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,9 @@ type app struct {
 	pools     atomic.Pointer[[]*balancer.Pool] // for the admin API and metrics, sorted by name
 
 	proxyLn, adminLn net.Listener
+	tlsLn            net.Listener     // the TLS listener, with a tls block
+	certs            *proxy.CertStore // its certificates
+	tlsConfig        *tls.Config      // its config
 	adminSrv         *http.Server
 	stopping         atomic.Bool
 	accessLog        io.Closer // the access log file, if any
@@ -78,6 +82,13 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 		return nil, err
 	}
 	a.accessLog = closer
+	if a.certs, err = newCertStore(cfg, a); err == nil && cfg.TLS != nil {
+		a.tlsConfig, err = serverTLS(cfg.TLS, a.certs)
+	}
+	if err != nil {
+		a.close()
+		return nil, err
+	}
 	p, err := proxy.New(proxyOptions(cfg, log, access), nil)
 	if err != nil {
 		a.close()
@@ -171,6 +182,20 @@ func (a *app) start(proxyAddr, adminAddr string) error {
 	if a.adminLn, err = net.Listen("tcp", adminAddr); err != nil {
 		a.proxyLn.Close()
 		return fmt.Errorf("admin.listen: %w", err)
+	}
+	if a.tlsConfig != nil {
+		if a.tlsLn, err = net.Listen("tcp", a.cfg.TLS.Listen); err != nil {
+			a.proxyLn.Close()
+			a.adminLn.Close()
+			return fmt.Errorf("tls.listen: %w", err)
+		}
+		a.wg.Go(func() {
+			if err := a.proxy.ServeTLS(a.tlsLn, a.tlsConfig); err != nil {
+				a.log.Error("tls proxy stopped", "err", err)
+			}
+		})
+		a.wg.Go(func() { a.certs.Watch(a.ctx, certWatchInterval) })
+		a.log.Info("tls listener started", "listen", a.tlsLn.Addr().String())
 	}
 	a.started = true
 	for _, u := range a.upstreams {
@@ -270,6 +295,9 @@ func (a *app) shutdown() error {
 		// Shutdown closes only listeners Serve has registered: one whose
 		// Serve goroutine had not got that far would accept forever.
 		a.proxyLn.Close()
+		if a.tlsLn != nil {
+			a.tlsLn.Close()
+		}
 	}
 	a.mu.Lock() // a reload either finished starting its goroutines or sees ctx done
 	a.cancel()

@@ -179,6 +179,8 @@ func proxyOptions(cfg *config.Config, log, access *slog.Logger) proxy.Options {
 		AccessLog:       access,
 		AccessLogSample: sample,
 		Logger:          log.With("component", "proxy"),
+
+		HTTPSRedirectPort: redirectPort(cfg),
 	}
 }
 
