@@ -22,6 +22,8 @@ var (
 		"Extra attempts, each on another backend.", "upstream")
 	unavailableDesc = desc("upstream_unavailable_total",
 		"Requests answered 503 because no backend was eligible.", "upstream")
+	tunnelsDesc = desc("tunnels_open",
+		"Open tunnels (upgraded connections: WebSockets) to the upstream's backends.", "upstream")
 	eligibleCountDesc = desc("upstream_eligible_backends",
 		"Backends new requests are spread over.", "upstream")
 	eligibleDesc = desc("backend_eligible",
@@ -45,7 +47,7 @@ type poolCollector struct {
 }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, retriesDesc, unavailableDesc, eligibleCountDesc,
+	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, retriesDesc, unavailableDesc, tunnelsDesc, eligibleCountDesc,
 		eligibleDesc, inFlightDesc, weightDesc, failuresDesc, transitionsDesc} {
 		ch <- d
 	}
@@ -79,6 +81,7 @@ func collectPool(ch chan<- prometheus.Metric, p *balancer.Pool, st *UpstreamStat
 	ch <- prometheus.MustNewConstHistogram(durationDesc, count, sum, buckets, up)
 	ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(st.Retries.Load()), up)
 	ch <- prometheus.MustNewConstMetric(unavailableDesc, prometheus.CounterValue, float64(st.Unavailable.Load()), up)
+	ch <- prometheus.MustNewConstMetric(tunnelsDesc, prometheus.GaugeValue, float64(st.Tunnels.Load()), up)
 
 	s := p.Snapshot()
 	ch <- prometheus.MustNewConstMetric(eligibleCountDesc, prometheus.GaugeValue, float64(s.EligibleCount()), up)

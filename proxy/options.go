@@ -27,6 +27,9 @@ const (
 	DefaultIdleTimeout        = 120 * time.Second
 	DefaultConcurrency        = 10000
 	DefaultRetryAfter         = time.Second
+	DefaultTunnelIdle         = 10 * time.Minute
+	DefaultTunnelDrain        = 30 * time.Second
+	DefaultMaxTunnels         = 10000
 )
 
 // DefaultWriteTimeout is Options.WriteTimeout's default: none, so slow
@@ -70,6 +73,13 @@ type Upstream struct {
 	// Dial, if set, opens connections to backends instead of TCP (tests and
 	// benchmarks use in-memory listeners). timeout is ConnectTimeout.
 	Dial func(addr string, timeout time.Duration) (net.Conn, error)
+	// TunnelIdle closes a tunnel (an upgraded connection: WebSocket) in
+	// which no byte went either way for this long. Default 10m.
+	TunnelIdle time.Duration
+	// TunnelDrain is how long a tunnel may stay open once its backend is
+	// drained or has left the pool; then kelpie closes it. A tunnel counts
+	// as in flight on its backend until it ends. Default 30s.
+	TunnelDrain time.Duration
 	// TLS, if set, makes connections to backends TLS (HTTPS backends) with
 	// this client config, the handshake bounded by ConnectTimeout. An empty
 	// ServerName is filled in with each backend's host. The config must not
@@ -139,6 +149,10 @@ type Options struct {
 	AccessLogSample int
 	// Logger receives errors and state transitions. nil discards them.
 	Logger *slog.Logger
+	// MaxTunnels caps open tunnels (upgraded connections, WebSockets)
+	// across all upstreams; an upgrade request beyond it gets 503.
+	// Tunnels do not count against Concurrency. Default 10000.
+	MaxTunnels int
 	// HTTPSRedirectPort, if set, makes every listener served by Serve (plain
 	// HTTP) answer 308 with the same host and target on https at this port
 	// (omitted when 443); TLS listeners (ServeTLS) proxy as usual. Default 0:
@@ -161,6 +175,7 @@ func (o Options) withDefaults() Options {
 	defInt(&o.MaxURIBytes, DefaultMaxURIBytes)
 	defInt(&o.MaxHeaderCount, DefaultMaxHeaderCount)
 	defInt(&o.Concurrency, DefaultConcurrency)
+	defInt(&o.MaxTunnels, DefaultMaxTunnels)
 	def(&o.ReadTimeout, DefaultReadTimeout)
 	def(&o.IdleTimeout, DefaultIdleTimeout)
 	if o.WriteTimeout < 0 {

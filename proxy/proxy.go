@@ -30,6 +30,7 @@ type Proxy struct {
 	log     *slog.Logger
 	table   atomic.Pointer[table]
 	conns   transports // each backend's transport, kept across reloads
+	tunnels tunnelSet  // open upgraded connections (tunnel.go)
 	server  *fasthttp.Server
 	trusted []netip.Prefix
 
@@ -137,6 +138,11 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	if rt == nil {
 		p.reply(ctx, fasthttp.StatusNotFound, "no route")
 		p.access(ctx, nil, nil, 0, start)
+		return
+	}
+	if isUpgrade(&req.Header) {
+		b, retries := p.upgrade(ctx, rt.Upstream, start)
+		p.access(ctx, rt.Upstream, b, retries, start)
 		return
 	}
 	rb, status, msg := p.prepareBody(ctx)
