@@ -147,6 +147,12 @@ type Timeouts struct {
 	Connect  time.Duration `yaml:"connect"`  // default 3s
 	Response time.Duration `yaml:"response"` // until the response head; default 15s
 	Idle     time.Duration `yaml:"idle"`     // idle upstream keep-alive; default 4s
+	// TunnelIdle closes a WebSocket/Upgrade tunnel idle this long either
+	// way. Default 10m.
+	TunnelIdle time.Duration `yaml:"tunnel_idle"`
+	// TunnelDrain is how long a tunnel outlives its backend's drain or
+	// removal before kelpie closes it. Default 30s.
+	TunnelDrain time.Duration `yaml:"tunnel_drain"`
 }
 
 // Route sends matching requests to an upstream.
@@ -166,6 +172,7 @@ type Limits struct {
 	WriteTimeout   time.Duration `yaml:"write_timeout"`    // default 0 = none
 	IdleTimeout    time.Duration `yaml:"idle_timeout"`     // keep-alive idle; default 120s
 	MaxConns       int           `yaml:"max_conns"`        // concurrent client connections; default 10000
+	MaxTunnels     int           `yaml:"max_tunnels"`      // open WebSocket/Upgrade tunnels; default 10000 (503 beyond)
 }
 
 // Shutdown is the graceful stop on SIGTERM/SIGINT.

@@ -71,6 +71,7 @@ func applyDefaults(c *Config) {
 	orDefault(&c.Limits.WriteTimeout, proxy.DefaultWriteTimeout)
 	orDefault(&c.Limits.IdleTimeout, proxy.DefaultIdleTimeout)
 	orDefault(&c.Limits.MaxConns, proxy.DefaultConcurrency)
+	orDefault(&c.Limits.MaxTunnels, proxy.DefaultMaxTunnels)
 	orDefault(&c.Shutdown.Grace, DefaultGrace)
 	orDefault(&c.AccessLog.Sample, 1)
 	orDefault(&c.Log.Level, DefaultLogLevel)
@@ -123,6 +124,8 @@ func applyDefaults(c *Config) {
 		orDefault(&u.Timeouts.Connect, proxy.DefaultConnectTimeout)
 		orDefault(&u.Timeouts.Response, proxy.DefaultResponseTimeout)
 		orDefault(&u.Timeouts.Idle, proxy.DefaultIdleConnTimeout)
+		orDefault(&u.Timeouts.TunnelIdle, proxy.DefaultTunnelIdle)
+		orDefault(&u.Timeouts.TunnelDrain, proxy.DefaultTunnelDrain)
 		if u.SlowStart == nil {
 			u.SlowStart = ptr(DefaultSlowStart)
 		}

@@ -49,7 +49,8 @@ func (v *validator) validate(c *Config) {
 		key string
 		n   int64
 	}{{"max_header_bytes", int64(c.Limits.MaxHeaderBytes)}, {"max_uri_bytes", int64(c.Limits.MaxURIBytes)},
-		{"max_headers", int64(c.Limits.MaxHeaders)}, {"max_conns", int64(c.Limits.MaxConns)}} {
+		{"max_headers", int64(c.Limits.MaxHeaders)}, {"max_conns", int64(c.Limits.MaxConns)},
+		{"max_tunnels", int64(c.Limits.MaxTunnels)}} {
 		if l.n <= 0 {
 			v.errf(at("limits", l.key), "limits.%s must be positive", l.key)
 		}
@@ -191,6 +192,8 @@ func (v *validator) upstream(i int, u *Upstream) {
 	v.positive(up("timeouts", "connect"), "timeouts.connect", u.Timeouts.Connect)
 	v.positive(up("timeouts", "response"), "timeouts.response", u.Timeouts.Response)
 	v.positive(up("timeouts", "idle"), "timeouts.idle", u.Timeouts.Idle)
+	v.positive(up("timeouts", "tunnel_idle"), "timeouts.tunnel_idle", u.Timeouts.TunnelIdle)
+	v.positive(up("timeouts", "tunnel_drain"), "timeouts.tunnel_drain", u.Timeouts.TunnelDrain)
 	v.nonNegative(up("slow_start"), "slow_start", *u.SlowStart)
 	if t := *u.PanicThreshold; t < 0 || t > 100 {
 		v.errf(up("panic_threshold"), "upstream %q: panic_threshold must be a percentage in 0..100", u.Name)

@@ -292,6 +292,11 @@ func (a *app) shutdown() error {
 		if err = a.proxy.Shutdown(ctx); err != nil {
 			err = fmt.Errorf("grace period %s ended with requests in flight: %w", grace, err)
 		}
+		// Tunnels (WebSockets) are not requests fasthttp waits for: they
+		// get what is left of the grace period, then are closed.
+		if terr := a.proxy.CloseTunnels(ctx); terr != nil && err == nil {
+			err = fmt.Errorf("grace period %s ended with tunnels open: closed them: %w", grace, terr)
+		}
 		// Shutdown closes only listeners Serve has registered: one whose
 		// Serve goroutine had not got that far would accept forever.
 		a.proxyLn.Close()

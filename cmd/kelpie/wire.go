@@ -54,6 +54,8 @@ func upstreamData(u config.Upstream, p *balancer.Pool) *proxy.Upstream {
 		ConnectTimeout:     u.Timeouts.Connect,
 		ResponseTimeout:    u.Timeouts.Response,
 		IdleConnTimeout:    u.Timeouts.Idle,
+		TunnelIdle:         u.Timeouts.TunnelIdle,
+		TunnelDrain:        u.Timeouts.TunnelDrain,
 		Retries:            *u.Retries.Attempts,
 		MaxConnsPerBackend: u.MaxConnsPerBackend,
 	}
@@ -175,6 +177,7 @@ func proxyOptions(cfg *config.Config, log, access *slog.Logger) proxy.Options {
 		IdleTimeout:     cfg.Limits.IdleTimeout,
 		WriteTimeout:    cfg.Limits.WriteTimeout, // 0 = none, in both
 		Concurrency:     cfg.Limits.MaxConns,
+		MaxTunnels:      cfg.Limits.MaxTunnels,
 		TrustedProxies:  trustedProxies(cfg.TrustedProxies),
 		AccessLog:       access,
 		AccessLogSample: sample,
