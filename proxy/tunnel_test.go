@@ -17,51 +17,15 @@ import (
 	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
-// wsBackend is a real WebSocket echo server (coder/websocket on net/http)
-// on loopback; with ca set it serves TLS. It answers "/refuse" with 403 and
-// records each upgrade request's X-Forwarded-For.
-type wsBackend struct {
-	addr string
-	xff  chan string
-}
-
-func startWSBackend(t *testing.T, ca *testkit.CA) *wsBackend {
+// startWSBackend is testkit's WebSocket echo backend, TLS with a
+// certificate from ca when ca is set.
+func startWSBackend(t *testing.T, ca *testkit.CA) *testkit.WSBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if ca == nil {
+		return testkit.StartWSBackend(t, nil)
 	}
-	wb := &wsBackend{addr: ln.Addr().String(), xff: make(chan string, 16)}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/refuse" {
-			http.Error(w, "no websockets here", http.StatusForbidden)
-			return
-		}
-		select {
-		case wb.xff <- r.Header.Get("X-Forwarded-For"):
-		default:
-		}
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, msg, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if err := c.Write(r.Context(), typ, msg); err != nil {
-				return
-			}
-		}
-	})}
-	if ca != nil {
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{ca.KeyPair(t, "127.0.0.1")}})
-	}
-	go srv.Serve(ln) //nolint:errcheck // ends at Close
-	t.Cleanup(func() { srv.Close() })
-	return wb
+	kp := ca.KeyPair(t, "127.0.0.1")
+	return testkit.StartWSBackend(t, &kp)
 }
 
 func wsDial(t *testing.T, url string, hc *http.Client) *websocket.Conn {
@@ -103,14 +67,14 @@ func readFails(c *websocket.Conn) bool {
 
 func TestWebSocketThroughProxy(t *testing.T) {
 	wb := startWSBackend(t, nil)
-	pool := newPool(t, balancer.RoundRobin, wb.addr)
+	pool := newPool(t, balancer.RoundRobin, wb.Addr)
 	up := &Upstream{Pool: pool}
 	px := proxyTo(t, up, Options{})
 	c := wsDial(t, "ws://"+px.addr+"/chat", nil)
 	for _, m := range []string{"hello", strings.Repeat("x", 30<<10), "bye"} {
 		echo(t, c, m)
 	}
-	if xff := <-wb.xff; xff != "127.0.0.1" {
+	if xff := <-wb.XFF; xff != "127.0.0.1" {
 		t.Errorf("backend saw X-Forwarded-For %q", xff)
 	}
 	b := pool.Snapshot().Members[0]
@@ -136,7 +100,7 @@ func TestWebSocketThroughProxy(t *testing.T) {
 // normal response, and no tunnel opens.
 func TestUpgradeRefusedByBackend(t *testing.T) {
 	wb := startWSBackend(t, nil)
-	up := &Upstream{Pool: newPool(t, balancer.RoundRobin, wb.addr)}
+	up := &Upstream{Pool: newPool(t, balancer.RoundRobin, wb.Addr)}
 	px := proxyTo(t, up, Options{})
 	resp := raw(t, px.addr, "GET /refuse HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
@@ -166,7 +130,7 @@ func TestUpgradeWrongProtocol(t *testing.T) {
 
 func TestTunnelLimitIdleAndShutdown(t *testing.T) {
 	wb := startWSBackend(t, nil)
-	up := &Upstream{Pool: newPool(t, balancer.RoundRobin, wb.addr), TunnelIdle: 300 * time.Millisecond}
+	up := &Upstream{Pool: newPool(t, balancer.RoundRobin, wb.Addr), TunnelIdle: 300 * time.Millisecond}
 	px := proxyTo(t, up, Options{MaxTunnels: 1})
 	c := wsDial(t, "ws://"+px.addr+"/", nil)
 	echo(t, c, "one")
@@ -203,12 +167,12 @@ func TestTunnelLimitIdleAndShutdown(t *testing.T) {
 // kelpie ends it, and the backend becomes drained.
 func TestTunnelDrain(t *testing.T) {
 	wb := startWSBackend(t, nil)
-	pool := newPool(t, balancer.RoundRobin, wb.addr)
+	pool := newPool(t, balancer.RoundRobin, wb.Addr)
 	up := &Upstream{Pool: pool, TunnelDrain: 400 * time.Millisecond}
 	px := proxyTo(t, up, Options{})
 	c := wsDial(t, "ws://"+px.addr+"/", nil)
 	echo(t, c, "before")
-	b, err := pool.Drain(wb.addr)
+	b, err := pool.Drain(wb.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +200,7 @@ func TestWebSocketOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := &Upstream{Pool: newPool(t, balancer.RoundRobin, wb.addr), TLS: &tls.Config{RootCAs: ca.Pool()}}
+	up := &Upstream{Pool: newPool(t, balancer.RoundRobin, wb.Addr), TLS: &tls.Config{RootCAs: ca.Pool()}}
 	addr := startTLSProxy(t, up, Options{}, ServerTLSConfig(ServerTLSOptions{Certs: store}))
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{ServerName: "site.test", RootCAs: ca.Pool()}}}
 	c := wsDial(t, "wss://"+addr+"/", hc)
