@@ -1,6 +1,10 @@
 package config
 
-import "github.com/kelpie-lb/kelpie/proxy"
+import (
+	"strings"
+
+	"github.com/kelpie-lb/kelpie/proxy"
+)
 
 // TLS is the TLS listener. Omitted (nil): kelpie serves plain HTTP only.
 type TLS struct {
@@ -18,6 +22,26 @@ type TLS struct {
 	// RedirectHTTP makes the plain listener answer every request with 308
 	// to the same URL on https. Default false.
 	RedirectHTTP bool `yaml:"redirect_http"`
+	// ACME obtains and renews certificates automatically; nil: none.
+	ACME *ACME `yaml:"acme"`
+}
+
+// ACME is automatic certificates from an ACME CA (Let's Encrypt by
+// default), validated with tls-alpn-01 on the TLS listener, which must
+// therefore be reachable on port 443 under each domain.
+type ACME struct {
+	// Email is the ACME account's contact. Optional.
+	Email string `yaml:"email"`
+	// Domains to obtain certificates for. Required.
+	Domains []string `yaml:"domains"`
+	// Directory is the CA's directory URL. Default Let's Encrypt's.
+	Directory string `yaml:"directory"`
+	// Cache is the directory keeping the account key and certificates.
+	// Required.
+	Cache string `yaml:"cache"`
+	// CA is a PEM bundle trusted for the directory's own HTTPS (a private
+	// or test CA). Default: the system roots.
+	CA string `yaml:"ca"`
 }
 
 // CertPair is one certificate chain and its private key, PEM files.
@@ -52,8 +76,29 @@ func (v *validator) tls(t *TLS, listen string) {
 	if t.Listen == listen {
 		v.errf(at("tls", "listen"), "tls.listen %q is also the plain listen address", t.Listen)
 	}
-	if len(t.Certificates) == 0 {
-		v.errf(at("tls"), "tls: at least one certificate is required")
+	if len(t.Certificates) == 0 && t.ACME == nil {
+		v.errf(at("tls"), "tls: give certificates, acme, or both")
+	}
+	if a := t.ACME; a != nil {
+		if len(a.Domains) == 0 {
+			v.errf(at("tls", "acme"), "tls.acme.domains: at least one domain is required")
+		}
+		for i, d := range a.Domains {
+			if d == "" || strings.ContainsAny(d, "/: *") {
+				v.errf(at("tls", "acme", "domains", i), "tls.acme.domains: %q is not a host name", d)
+			}
+		}
+		if a.Cache == "" {
+			v.errf(at("tls", "acme"), "tls.acme.cache: a directory is required (certificates would be requested again on every start)")
+		}
+		if a.CA != "" {
+			if _, err := proxy.LoadCAPool(a.CA); err != nil {
+				v.errf(at("tls", "acme", "ca"), "tls.acme.ca: %v", err)
+			}
+		}
+		if t.ClientCA != "" {
+			v.errf(at("tls", "client_ca"), "tls.client_ca cannot be combined with tls.acme: the CA's tls-alpn-01 check has no client certificate")
+		}
 	}
 	for i, c := range t.Certificates {
 		if c.Cert == "" || c.Key == "" {

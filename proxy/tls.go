@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/crypto/acme"
 )
 
 // CertFile names one certificate chain and its private key, both PEM files.
@@ -240,8 +241,12 @@ func LoadCAPool(path string) (*x509.CertPool, error) {
 
 // ServerTLSOptions configures the TLS listener.
 type ServerTLSOptions struct {
-	// Certs serves the certificates. Required.
+	// Certs serves the certificates from files. Required unless ACME is
+	// set; with both, ACME serves its domains and Certs the rest.
 	Certs *CertStore
+	// ACME, if set, serves automatic certificates for its domains and
+	// answers tls-alpn-01 challenges.
+	ACME *ACME
 	// MinVersion is the lowest TLS version accepted. Default TLS 1.2.
 	MinVersion uint16
 	// ClientCAs, if set, makes a client certificate signed by one of them
@@ -255,9 +260,23 @@ type ServerTLSOptions struct {
 // suite defaults, and ALPN "http/1.1" only: kelpie does not speak HTTP/2.
 func ServerTLSConfig(o ServerTLSOptions) *tls.Config {
 	c := &tls.Config{
-		GetCertificate: o.Certs.GetCertificate,
-		MinVersion:     o.MinVersion,
-		NextProtos:     []string{"http/1.1"},
+		MinVersion: o.MinVersion,
+		NextProtos: []string{"http/1.1"},
+	}
+	switch {
+	case o.ACME == nil:
+		c.GetCertificate = o.Certs.GetCertificate
+	case o.Certs == nil:
+		c.GetCertificate = o.ACME.GetCertificate
+		c.NextProtos = append(c.NextProtos, acme.ALPNProto)
+	default:
+		c.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if o.ACME.handles(hello) {
+				return o.ACME.GetCertificate(hello)
+			}
+			return o.Certs.GetCertificate(hello)
+		}
+		c.NextProtos = append(c.NextProtos, acme.ALPNProto)
 	}
 	if c.MinVersion == 0 {
 		c.MinVersion = tls.VersionTLS12

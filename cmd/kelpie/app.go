@@ -48,7 +48,8 @@ type app struct {
 
 	proxyLn, adminLn net.Listener
 	tlsLn            net.Listener     // the TLS listener, with a tls block
-	certs            *proxy.CertStore // its certificates
+	certs            *proxy.CertStore // its certificates from files, if any
+	acme             *proxy.ACME      // its automatic certificates, if any
 	tlsConfig        *tls.Config      // its config
 	adminSrv         *http.Server
 	stopping         atomic.Bool
@@ -82,8 +83,11 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 		return nil, err
 	}
 	a.accessLog = closer
-	if a.certs, err = newCertStore(cfg, a); err == nil && cfg.TLS != nil {
-		a.tlsConfig, err = serverTLS(cfg.TLS, a.certs)
+	if a.certs, err = newCertStore(cfg, a); err == nil {
+		a.acme, err = newACME(cfg.TLS)
+	}
+	if err == nil && cfg.TLS != nil {
+		a.tlsConfig, err = serverTLS(cfg.TLS, a.certs, a.acme)
 	}
 	if err != nil {
 		a.close()
@@ -194,7 +198,21 @@ func (a *app) start(proxyAddr, adminAddr string) error {
 				a.log.Error("tls proxy stopped", "err", err)
 			}
 		})
-		a.wg.Go(func() { a.certs.Watch(a.ctx, certWatchInterval) })
+		if a.certs != nil {
+			a.wg.Go(func() { a.certs.Watch(a.ctx, certWatchInterval) })
+		}
+		if a.acme != nil {
+			// Obtain the certificates now rather than in the first
+			// client's handshake. autocert renews them in its own
+			// goroutines from then on.
+			go func() {
+				if err := a.acme.Warm(); err != nil {
+					a.log.Error("acme: certificate not obtained yet; retried on the next handshake", "err", err)
+				} else {
+					a.log.Info("acme: certificates ready")
+				}
+			}()
+		}
 		a.log.Info("tls listener started", "listen", a.tlsLn.Addr().String())
 	}
 	a.started = true

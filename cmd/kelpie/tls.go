@@ -4,8 +4,11 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"time"
+
+	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/kelpie-lb/kelpie/config"
 	"github.com/kelpie-lb/kelpie/proxy"
@@ -18,7 +21,7 @@ const certWatchInterval = 5 * time.Second
 // newCertStore loads the TLS listener's certificates; nil without a tls
 // block.
 func newCertStore(cfg *config.Config, a *app) (*proxy.CertStore, error) {
-	if cfg.TLS == nil {
+	if cfg.TLS == nil || len(cfg.TLS.Certificates) == 0 {
 		return nil, nil
 	}
 	files := make([]proxy.CertFile, len(cfg.TLS.Certificates))
@@ -33,8 +36,8 @@ func newCertStore(cfg *config.Config, a *app) (*proxy.CertStore, error) {
 }
 
 // serverTLS is the TLS listener's config.
-func serverTLS(t *config.TLS, certs *proxy.CertStore) (*tls.Config, error) {
-	o := proxy.ServerTLSOptions{Certs: certs}
+func serverTLS(t *config.TLS, certs *proxy.CertStore, acme *proxy.ACME) (*tls.Config, error) {
+	o := proxy.ServerTLSOptions{Certs: certs, ACME: acme}
 	var err error
 	if o.MinVersion, err = proxy.TLSVersion(t.MinVersion); err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
@@ -92,4 +95,21 @@ func tlsShape(t *config.TLS) string {
 		return "none"
 	}
 	return fmt.Sprintf("%+v", *t)
+}
+
+// newACME is the tls.acme block's certificate source; nil without one.
+func newACME(t *config.TLS) (*proxy.ACME, error) {
+	if t == nil || t.ACME == nil {
+		return nil, nil
+	}
+	a := t.ACME
+	o := proxy.ACMEOptions{Email: a.Email, Domains: a.Domains, Directory: a.Directory, Cache: autocert.DirCache(a.Cache)}
+	if a.CA != "" {
+		pool, err := proxy.LoadCAPool(a.CA)
+		if err != nil {
+			return nil, fmt.Errorf("tls.acme.ca: %w", err)
+		}
+		o.HTTPClient = &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	}
+	return proxy.NewACME(o), nil
 }
