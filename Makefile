@@ -17,8 +17,9 @@ test: deps vet unit allocs fuzz
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Chromium (dashboard browser test) from Debian's packages and the Consul
-# binary (discovery tests), built from tools/consul; both cached.
+# Chromium (dashboard and WebSocket browser tests) from Debian's packages,
+# the Consul binary (discovery tests) built from tools/consul, and Pebble
+# (ACME tests) built from tools/pebble; all cached.
 deps:
 	@tools/deps.sh
 
