@@ -78,7 +78,7 @@ func simulateTraffic(t *testing.T, rates map[*balancer.Backend]int) {
 // that it is draining, then drained, then ready again.
 func TestDashboardInBrowser(t *testing.T) {
 	web := newPool(t, "web", "127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
-	api := balancer.NewPool(balancer.Options{Name: "api", Algorithm: balancer.LeastConn})
+	api := balancer.NewPool(balancer.Options{Name: "api", Algorithm: balancer.LeastConn, Policy: "least_conn, sticky cookie kelpie_sticky"})
 	t.Cleanup(api.Close)
 	api.SetMembers(balancer.SourceConsul, []balancer.Member{
 		{Address: "127.0.1.11:8080", Weight: 2}, {Address: "127.0.1.12:8080", Weight: 2},
@@ -140,8 +140,16 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 	}
 
+	apiText, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`section[data-upstream="api"]`)))
+	if err != nil {
+		t.Fatalf("read the api section: %v", err)
+	}
+	if want := "least conn, sticky cookie kelpie_sticky"; !strings.Contains(apiText, want) {
+		t.Errorf("api section lacks its policy %q:\n%s", want, apiText)
+	}
+
 	if err := chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(row+` button[data-action="drain"]`)),
+		click(row+` button[data-action="drain"]`),
 		waitText(row+" .admin-state", "draining"),
 	); err != nil {
 		t.Fatalf("click Drain: %v", err)
@@ -169,7 +177,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	screenshot(t, ctx)
 
 	if err := chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(row+` button[data-action="ready"]`)),
+		click(row+` button[data-action="ready"]`),
 		waitText(row+" .admin-state", "ready"),
 	); err != nil {
 		t.Fatalf("click Ready: %v", err)
@@ -179,6 +187,23 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if n := prompts.Load(); n != 1 {
 		t.Errorf("token prompts = %d, want 1 (the token is kept for the tab)", n)
+	}
+}
+
+// click clicks the element at sel with the mouse, as a user would. The page
+// re-renders its rows on every poll, so the node found can be replaced
+// before the click lands ("Could not find node with given id"); the click
+// is then made again on the new node, a few times at most.
+func click(sel string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, tgt *chromedp.Target) (chromedp.Void, error) {
+		var err error
+		for range 5 {
+			var v chromedp.Void
+			if v, err = chromedp.Click(chromedp.CSS(sel))(ctx, tgt); err == nil || !strings.Contains(err.Error(), "Could not find node") {
+				return v, err
+			}
+		}
+		return chromedp.Void{}, err
 	}
 }
 

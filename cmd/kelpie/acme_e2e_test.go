@@ -21,9 +21,9 @@ import (
 
 // pebble is a running Pebble ACME server on loopback.
 type pebble struct {
-	dir   string       // the directory URL
+	dir   string         // the directory URL
 	roots *x509.CertPool // Pebble's issuing roots, for checking what kelpie serves
-	ca    string       // PEM file trusted for Pebble's own HTTPS
+	ca    string         // PEM file trusted for Pebble's own HTTPS
 }
 
 // startPebble runs Pebble, validating tls-alpn-01 challenges on tlsPort and
