@@ -180,6 +180,12 @@ func TestTunnelDrain(t *testing.T) {
 		t.Fatalf("admin %v with a tunnel open, want draining", b.Admin())
 	}
 	echo(t, c, "while draining") // still carried
+	// No new tunnel goes to a backend that is not eligible.
+	dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer dcancel()
+	if _, resp, err := websocket.Dial(dctx, "ws://"+px.addr+"/", nil); err == nil || resp == nil || resp.StatusCode != 503 {
+		t.Fatalf("upgrade with the only backend drained: %v %v, want 503", err, resp)
+	}
 	start := time.Now()
 	if !readFails(c) {
 		t.Fatal("tunnel to a drained backend not closed")
