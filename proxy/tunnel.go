@@ -29,6 +29,9 @@ import (
 // which kelpie reads whole before relaying it.
 const maxRefusalBody = 1 << 20
 
+// tunnelBuffer is each direction's copy buffer: one TLS record's worth.
+const tunnelBuffer = 16 << 10
+
 // hijackWait is how long a tunnel's backend connection waits for fasthttp
 // to hand over the client connection before it is given up.
 const hijackWait = 10 * time.Second
@@ -314,8 +317,15 @@ func (p *Proxy) runTunnel(t *tunnel, br *bufio.Reader, answer []byte, idle, drai
 	if _, err := t.client.Write(answer); err != nil {
 		return
 	}
+	// The handshake's reader is only needed for tunnel bytes that came
+	// with the 101; without any, it is dropped (16 KiB per tunnel).
+	var fromBackend io.Reader = br
+	if br.Buffered() == 0 {
+		fromBackend = t.backend
+	}
+	br = nil
 	done := make(chan struct{}, 2)
-	go func() { copyHalf(t, t.client, br); done <- struct{}{} }()
+	go func() { copyHalf(t, t.client, fromBackend); done <- struct{}{} }()
 	go func() { copyHalf(t, t.backend, t.client); done <- struct{}{} }()
 	tick := time.NewTicker(watchEvery(idle, drain))
 	defer tick.Stop()
@@ -354,7 +364,7 @@ func watchEvery(idle, drain time.Duration) time.Duration {
 // copyHalf copies src to dst, noting activity, then half-closes dst so the
 // other side sees the end of this direction.
 func copyHalf(t *tunnel, dst net.Conn, src io.Reader) {
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, tunnelBuffer)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
