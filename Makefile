@@ -46,3 +46,4 @@ demo:
 
 bench:
 	@bench/run.sh
+	@bench/tls.sh
