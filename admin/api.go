@@ -56,6 +56,10 @@ type Backend struct {
 	// Down lists why the backend is out of rotation: unhealthy, ejected,
 	// breaker_open, drain, critical, removed. Empty when none.
 	Down []string `json:"down"`
+	// Drain says who drained the backend, why, and whether for this
+	// instance (scope local) or the whole cluster (scope fleet). Absent
+	// when the backend is ready.
+	Drain *DrainInfo `json:"drain,omitempty"`
 }
 
 // ErrorResponse is the body of every error reply.

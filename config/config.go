@@ -24,6 +24,9 @@ type Config struct {
 	Shutdown       Shutdown   `yaml:"shutdown"`
 	AccessLog      AccessLog  `yaml:"access_log"`
 	Log            Log        `yaml:"log"`
+	// Cluster and HA: see cluster.go. Nil when absent.
+	Cluster *Cluster `yaml:"cluster"`
+	HA      *HA      `yaml:"ha"`
 	// TLS is the TLS listener; nil (omitted): none.
 	TLS *TLS `yaml:"tls"`
 

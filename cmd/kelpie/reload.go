@@ -262,6 +262,9 @@ func (a *app) reloadFile() error {
 	if a.level != nil {
 		a.level.Set(logLevel(cfg.Log.Level))
 	}
+	if a.cl != nil {
+		a.cl.drainer.Apply() // new upstreams get their fleet drains
+	}
 	a.log.Info("config reloaded", "file", a.path, "upstreams", len(cfg.Upstreams), "routes", len(cfg.Routes))
 	return nil
 }
@@ -285,6 +288,10 @@ func (a *app) keepRestartOnly(old, cfg *config.Config) {
 	keep("tls", tlsShape(old.TLS), tlsShape(cfg.TLS)) // the files' contents do reload: a.certs
 	cfg.Listen, cfg.Admin, cfg.Limits, cfg.TrustedProxies, cfg.AccessLog = old.Listen, old.Admin, old.Limits, old.TrustedProxies, old.AccessLog
 	cfg.TLS = old.TLS
+	if !sameCluster(old, cfg) {
+		a.log.Warn("config change needs a restart; keeping the running value", "key", "cluster, ha")
+	}
+	cfg.Cluster, cfg.HA = old.Cluster, old.HA
 	if a.consul.Load() == nil {
 		return // the file's consul block is used when the first Consul upstream arrives
 	}
