@@ -230,6 +230,7 @@ func (p *Proxy) access(ctx *fasthttp.RequestCtx, up *Upstream, b *balancer.Backe
 		slog.String("upstream", upstream),
 		slog.String("backend", backend),
 		slog.Int("retries", retries),
+		slog.Bool("reached_backend", len(ctx.Response.Header.Peek(HeaderReachedBackend)) > 0),
 		slog.String("client", ctx.RemoteAddr().String()),
 		slog.String("request_id", string(ctx.Request.Header.Peek(hdrRequestID))),
 		slog.Duration("duration", time.Since(start)),

@@ -250,12 +250,7 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, up *Upstream, start time.Time)
 // the head) and the answer, with a pass outcome.
 func (p *Proxy) handshake(up *Upstream, b *balancer.Backend, head []byte) (net.Conn, *bufio.Reader, *fasthttp.Response, outcome) {
 	set := up.settings()
-	dial := up.Dial
-	if dial == nil {
-		dial = func(addr string, timeout time.Duration) (net.Conn, error) {
-			return net.DialTimeout("tcp", addr, timeout)
-		}
-	}
+	dial := up.dial(set)
 	if set.tls != nil {
 		dial = dialTLS(dial, set.tls)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/kelpie-lb/kelpie/config"
@@ -25,6 +26,7 @@ func poolOptions(u config.Upstream, c *health.Checker, log *slog.Logger) balance
 		Algorithm:      algo,
 		SlowStart:      *u.SlowStart,
 		PanicThreshold: *u.PanicThreshold,
+		EWMADecay:      u.EWMADecay,
 		NewGuard:       c.NewGuard,
 		Logger:         log,
 	}
@@ -82,7 +84,9 @@ func upstreamData(u config.Upstream, p *balancer.Pool) (*proxy.Upstream, error) 
 		TunnelIdle:         u.Timeouts.TunnelIdle,
 		TunnelDrain:        u.Timeouts.TunnelDrain,
 		Retries:            *u.Retries.Attempts,
+		HedgeAfter:         hedgeAfter(u.Retries),
 		MaxConnsPerBackend: u.MaxConnsPerBackend,
+		DNSCache:           dnsCache(*u.DNSCache),
 		HashOn:             hashOn,
 		Sticky:             sticky,
 	}, nil
@@ -106,6 +110,15 @@ func stickyOptions(u config.Upstream) (*proxy.Sticky, error) {
 		out.Secret = []byte(secret)
 	}
 	return out, nil
+}
+
+// dnsCache maps dns_cache (0: no cache) onto proxy.Upstream.DNSCache
+// (0: the default; negative: no cache).
+func dnsCache(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // buildRoutes turns config routes into proxy routes; with no routes, the
@@ -188,8 +201,10 @@ func healthOptions(u config.Upstream, log *slog.Logger) health.Options {
 		},
 		Logger: log.With("upstream", u.Name),
 	}
+	outlierOptions(&o.Passive, u.Health.Passive)
 	if *u.Health.Passive.MaxEjectedPercent == 0 {
-		o.Passive.ConsecutiveFailures = 0 // "eject at most 0%": ejection is off
+		// "eject at most 0%": ejection is off
+		o.Passive.ConsecutiveFailures, o.Passive.Latency, o.Passive.SuccessRate, o.Passive.FailurePercentage = 0, nil, nil, nil
 	}
 	if a := u.Health.Active; a != nil {
 		lo, hi, _ := config.ParseStatusRange(a.ExpectStatus) // validated by config
@@ -243,4 +258,30 @@ func consulOptions(c config.Consul, log *slog.Logger) discovery.ConsulOptions {
 		EmptyGrace:        c.EmptyGrace,
 		Logger:            log.With("component", "consul"),
 	}
+}
+
+// outlierOptions translates health.passive's outlier detection keys; a
+// zero factor or threshold leaves that detector off.
+func outlierOptions(o *health.PassiveOptions, p config.Passive) {
+	o.KeepEjectedOnProbe = !*p.UnejectOnProbe
+	o.CountGatewayOnly = p.CountAsFailure == "gateway"
+	if l := p.Latency; *l.Factor > 0 {
+		o.Latency = &health.LatencyOptions{Factor: *l.Factor, MinRequests: l.MinRequests, Interval: l.Interval}
+	}
+	if s := p.SuccessRate; *s.StdevFactor > 0 {
+		o.SuccessRate = &health.SuccessRateOptions{StdevFactor: *s.StdevFactor, MinimumHosts: s.MinimumHosts,
+			RequestVolume: s.RequestVolume, Interval: s.Interval}
+	}
+	if f := p.FailurePercentage; *f.Threshold > 0 {
+		o.FailurePercentage = &health.FailurePercentageOptions{Threshold: *f.Threshold, MinimumHosts: f.MinimumHosts,
+			RequestVolume: f.RequestVolume, Interval: f.Interval}
+	}
+}
+
+// hedgeAfter is the hedge delay of retries.hedge, 0 (never) when omitted.
+func hedgeAfter(r config.Retries) time.Duration {
+	if r.Hedge == nil {
+		return 0
+	}
+	return r.Hedge.After
 }
