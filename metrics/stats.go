@@ -23,6 +23,9 @@ type UpstreamStats struct {
 	// Unavailable counts requests answered 503 because no backend was
 	// eligible.
 	Unavailable atomic.Uint64
+	// Tunnels is the number of open tunnels (upgraded connections:
+	// WebSockets) to the upstream's backends.
+	Tunnels atomic.Int64
 
 	codes sync.Map // *balancer.Backend -> *codeCounts
 }
