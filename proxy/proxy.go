@@ -185,7 +185,7 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 // it cheap, and it is set only on those: a connection kelpie's listener did
 // not make (a handler called with a bare RequestCtx) is left alone.
 func (p *Proxy) flushAfter(ctx *fasthttp.RequestCtx) {
-	if _, ok := ctx.Conn().(*clientConn); !ok {
+	if clientConnOf(ctx.Conn()) == nil {
 		return
 	}
 	var wd time.Time

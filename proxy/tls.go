@@ -292,12 +292,41 @@ func ServerTLSConfig(o ServerTLSOptions) *tls.Config {
 // Shutdown, like Serve. Requests arriving this way are forwarded with
 // X-Forwarded-Proto: https.
 func (p *Proxy) ServeTLS(ln net.Listener, cfg *tls.Config) error {
-	err := p.server.Serve(tls.NewListener(listener{ln}, cfg))
+	err := p.server.Serve(tlsListener{ln, cfg})
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("proxy serve tls %s: %w", ln.Addr(), err)
 	}
 	return nil
 }
+
+// tlsListener hands fasthttp's server clientConns over TLS: the clientConn
+// sits above TLS, so its head scan and its record of how the client's
+// stream ended see the plaintext requests, not the records carrying them.
+// The handshake runs on the connection's first read, in the goroutine that
+// serves it, not in the accept loop.
+type tlsListener struct {
+	net.Listener
+	cfg *tls.Config
+}
+
+func (l tlsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Server(c, l.cfg)
+	return &tlsClientConn{newClientConn(tc), tc}, nil
+}
+
+// tlsClientConn is a clientConn over TLS that fasthttp still recognises as
+// TLS (RequestCtx.IsTLS, TLSConnectionState look for these two methods).
+type tlsClientConn struct {
+	*clientConn
+	tc *tls.Conn
+}
+
+func (c *tlsClientConn) Handshake() error                     { return c.tc.Handshake() }
+func (c *tlsClientConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
 
 // redirectHTTPS answers a request on a plain listener with 308 to the same
 // host and target on https (Options.HTTPSRedirectPort).
