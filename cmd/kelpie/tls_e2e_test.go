@@ -59,7 +59,7 @@ upstreams:
       ca: %q
       server_name: backend.internal
     health:
-      active: {path: /health, interval: 100ms, timeout: 90ms, rise: 1, fall: 1}
+      active: {path: /health, interval: 500ms, timeout: 500ms, rise: 1, fall: 3} # a TLS handshake under -race on a loaded machine can take 100+ ms
 `, tlsAddr, siteCrt, siteKey, otherCrt, otherKey, bln.Addr().String(), caFile))
 
 	eventually(t, 5*time.Second, "backend healthy through an HTTPS probe", func() bool {
