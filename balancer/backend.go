@@ -190,6 +190,8 @@ type Backend struct {
 	transitions [numReasons][2]atomic.Uint64 // [reason][0=set,1=cleared]
 
 	guard Guard // set once, before the backend is published; nil = admit all
+
+	fault atomic.Pointer[Fault] // an injected fault (fault.go); nil = none
 }
 
 func newBackend(addr string, st State) *Backend {

@@ -84,7 +84,7 @@ func (c *Checker) probeLoop(ctx context.Context, pool Pool, b *balancer.Backend,
 		case <-timer.C:
 		}
 		pctx, cancel := context.WithTimeout(ctx, a.Timeout)
-		err := probe(pctx, b.Address())
+		err := probeFaulted(pctx, probe, b, a)
 		cancel()
 		if ctx.Err() != nil {
 			return // stopped mid-probe: the result says nothing about b

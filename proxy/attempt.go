@@ -40,7 +40,7 @@ func (p *Proxy) begin(up *Upstream, b *balancer.Backend) (attempt, bool) {
 		b.Release(balancer.ResultLocal)
 		return attempt{}, false
 	}
-	return attempt{b: b, done: done, t: p.conns.get(up, b), stats: up.Stats}, true
+	return attempt{b: b, done: done, t: withFault(p.conns.get(up, b), up, b), stats: up.Stats}, true
 }
 
 // outcome is how an attempt ended: what it counts as for the backend, what
