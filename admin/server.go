@@ -6,6 +6,7 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"path"
 	"sync"
+	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 )
@@ -49,6 +51,15 @@ type Options struct {
 	// every upstream are saved after each drain or ready, so a restart can
 	// restore them (see LoadState). Empty keeps drains in memory only.
 	StatePath string
+	// Counts returns an upstream's cumulative request figures, which a
+	// drill compares before and during its run (client-visible errors,
+	// retries, requests). nil reads zeros.
+	Counts func(*balancer.Pool) UpstreamCounts
+	// DetectionBound returns how soon kelpie's health settings should take
+	// a failed backend of the pool out of rotation: the bound a drill is
+	// judged by unless its request names one. nil or 0 means
+	// DefaultDrillDetectWithin.
+	DetectionBound func(*balancer.Pool) time.Duration
 }
 
 // Server is the admin HTTP handler. Safe for concurrent use.
@@ -57,11 +68,14 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	stateMu sync.Mutex // serializes SaveState
+	drills  drills
 }
 
 // New returns the admin handler for o.
 func New(o Options) *Server {
 	s := &Server{opts: o, log: o.Logger, mux: http.NewServeMux()}
+	s.drills.ctx, s.drills.cancel = context.WithCancel(context.Background())
+	s.drills.running = map[string]*drill{}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -70,6 +84,10 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("POST "+backend+"/drain", s.mutating(s.drain))
 	s.mux.HandleFunc("POST "+backend+"/ready", s.mutating(s.ready))
 	s.mux.HandleFunc("PUT "+backend+"/weight", s.mutating(s.weight))
+	s.mux.HandleFunc("POST "+backend+"/drill", s.mutating(s.startDrill))
+	s.mux.HandleFunc("GET /api/v1/drills", s.listDrills)
+	s.mux.HandleFunc("GET /api/v1/drills/{id}", s.getDrill)
+	s.mux.HandleFunc("POST /api/v1/drills/{id}/abort", s.mutating(s.abortDrill))
 	s.mux.HandleFunc("GET /api/v1/status", s.status)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)

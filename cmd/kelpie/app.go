@@ -102,6 +102,9 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 		Metrics:   a.metrics.Handler(),
 		Logger:    log.With("component", "admin"),
 		StatePath: cfg.Admin.StateFile,
+
+		Counts:         a.upstreamCounts,
+		DetectionBound: a.detectionBound,
 	})
 	if cfg.Admin.StateFile != "" {
 		st, err := admin.LoadState(cfg.Admin.StateFile)
@@ -270,6 +273,9 @@ func (a *app) shutdown() error {
 		// Shutdown closes only listeners Serve has registered: one whose
 		// Serve goroutine had not got that far would accept forever.
 		a.proxyLn.Close()
+	}
+	if a.admin != nil {
+		a.admin.Close() // ends running drills and their faults
 	}
 	a.mu.Lock() // a reload either finished starting its goroutines or sees ctx done
 	a.cancel()

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"time"
+
+	"github.com/kelpie-lb/kelpie/admin"
+	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/config"
+)
+
+// upstreamCounts gives a drill the upstream's request figures.
+func (a *app) upstreamCounts(p *balancer.Pool) admin.UpstreamCounts {
+	s := a.metrics.Upstream(p)
+	n, _, _ := s.Latency.Read()
+	return admin.UpstreamCounts{Requests: n, Failed: s.Failed.Load(), Retries: s.Retries.Load()}
+}
+
+// detectionBound is how soon the upstream's active probes must take a failed
+// backend out of rotation: fall probes, each up to its timeout and an
+// interval apart. Without active probing detection depends on traffic
+// (passive ejection, breaker) and kelpie has no bound of its own: 0.
+func (a *app) detectionBound(p *balancer.Pool) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, u := range a.cfg.Upstreams {
+		if u.Name == p.Name() {
+			return activeBound(u.Health.Active)
+		}
+	}
+	return 0
+}
+
+func activeBound(ac *config.Active) time.Duration {
+	if ac == nil {
+		return 0
+	}
+	return time.Duration(ac.Fall) * (ac.Interval + ac.Timeout)
+}
