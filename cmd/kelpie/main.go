@@ -25,6 +25,8 @@ usage:
   kelpie backends [-admin URL] [-token T] [-json]
   kelpie drain [-admin URL] [-token T] [-json] UPSTREAM ADDRESS
   kelpie ready [-admin URL] [-token T] [-json] UPSTREAM ADDRESS
+  kelpie drill [-admin URL] [-token T] [-fault refuse|blackhole|status=503|delay=500ms] [-for 30s]
+               [-min-eligible N] [-max-client-errors N] [-json] UPSTREAM ADDRESS
   kelpie version
 `
 
@@ -54,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runDrain(rest, stdout, stderr)
 	case "ready":
 		return runReady(rest, stdout, stderr)
+	case "drill":
+		return runDrill(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "kelpie", version())
 		return 0
