@@ -4,7 +4,7 @@
 //	kelpie check -config FILE    validate a config file
 //	kelpie config -defaults      print the default config
 //	kelpie demo                  zero-setup tour on localhost
-//	kelpie backends|drain|ready  admin API clients
+//	kelpie backends|drain|ready|drill  admin API clients
 //	kelpie version
 package main
 
