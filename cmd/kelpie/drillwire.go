@@ -17,7 +17,7 @@ func (a *app) upstreamCounts(p *balancer.Pool) admin.UpstreamCounts {
 
 // detectionBound is how soon the upstream's active probes must take a failed
 // backend out of rotation: fall probes, each up to its timeout and an
-// interval apart. Without active probing detection depends on traffic
+// interval apart, plus one interval of slack for a busy host. Without active probing detection depends on traffic
 // (passive ejection, breaker) and kelpie has no bound of its own: 0.
 func (a *app) detectionBound(p *balancer.Pool) time.Duration {
 	a.mu.Lock()
@@ -34,5 +34,5 @@ func activeBound(ac *config.Active) time.Duration {
 	if ac == nil {
 		return 0
 	}
-	return time.Duration(ac.Fall) * (ac.Interval + ac.Timeout)
+	return time.Duration(ac.Fall)*(ac.Interval+ac.Timeout) + ac.Interval
 }
