@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -46,6 +47,9 @@ func (e *injected) Unwrap() error {
 	return syscall.ECONNREFUSED
 }
 
+// drillBody is the body of an injected status.
+const drillBody = "kelpie drill: injected status\n"
+
 // Do applies the fault, then (for a delay) runs the request.
 func (t faultTransport) Do(req *fasthttp.Request, resp *fasthttp.Response) (wire, error) {
 	switch t.f.Kind {
@@ -58,7 +62,8 @@ func (t faultTransport) Do(req *fasthttp.Request, resp *fasthttp.Response) (wire
 		resp.Reset()
 		resp.SetStatusCode(t.f.Status)
 		resp.Header.Set("X-Kelpie-Drill", t.f.String())
-		resp.SetBodyString("kelpie drill: injected status\n")
+		// As a stream, like a backend's body: forward reads it from there.
+		resp.SetBodyStream(strings.NewReader(drillBody), len(drillBody))
 		return wire{sent: true, gotBytes: true}, nil
 	case balancer.FaultDelay:
 		time.Sleep(t.f.Delay)
