@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,29 +15,17 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
-// chromium finds the browser: $KELPIE_CHROMIUM, else chromium or
-// chromium-browser on PATH. A missing browser fails the test: CI installs
-// it (tools/deps.sh), and a skipped browser test would hide a broken page.
-func chromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("KELPIE_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Fatal("chromium not found: install it (apt-get install -y chromium, or tools/deps.sh) or set KELPIE_CHROMIUM")
-	return ""
-}
-
+// browser starts headless Chromium for the test. Without Chromium the test
+// fails (CI installs it with tools/deps.sh, and a skipped browser test would
+// hide a broken page); only go test -short skips it.
 func browser(t *testing.T) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
+		chromedp.ExecPath(testkit.Chromium(t)),
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
 		chromedp.Flag("disable-component-update", true),

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 const testToken = "s3cret-canary-token"
@@ -385,9 +387,9 @@ func TestCrossSiteRefused(t *testing.T) {
 }
 
 func TestTokenNeverLogged(t *testing.T) {
-	var logs logBuffer
+	var logs testkit.LogBuffer
 	p := newPool(t, "web", "127.0.0.1:9001")
-	srv := serve(t, Options{Token: testToken, Logger: logs.logger()}, p)
+	srv := serve(t, Options{Token: testToken, Logger: logs.Logger()}, p)
 	url := srv.URL + "/api/v1/upstreams/web/backends/127.0.0.1:9001/drain"
 	call(t, "POST", url, testToken+"-wrong", "")
 	call(t, "POST", url, testToken, "")

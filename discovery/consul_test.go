@@ -1,19 +1,18 @@
 package discovery
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 var errRefused = errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
@@ -74,7 +73,7 @@ func TestLoopSyncBlockAndPace(t *testing.T) {
 func TestLoopErrorsThenRecovery(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeHealth()
-		var logs syncBuffer
+		var logs testkit.LogBuffer
 		c := testConsul(t, f, ConsulOptions{
 			Token:      "canary-token-123",
 			BackoffMin: 100 * time.Millisecond, BackoffMax: 800 * time.Millisecond,
@@ -275,13 +274,8 @@ func TestRunTwiceAndEmpty(t *testing.T) {
 // TestTokenNotInErrors runs a real client against a closed port: the
 // transport error quotes the URL, never the token.
 func TestTokenNotInErrors(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	logs := syncBuffer{wrote: make(chan struct{}, 1)}
+	addr := testkit.FreeAddr(t)
+	var logs testkit.LogBuffer
 	const token = "canary-5f3a9b"
 	c, err := NewConsul(ConsulOptions{Address: addr, Token: token, BackoffMin: time.Hour,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
@@ -293,9 +287,7 @@ func TestTokenNotInErrors(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- c.Run(ctx) }()
-	for !strings.Contains(logs.String(), "consul watch failing") {
-		<-logs.wrote
-	}
+	logs.WaitFor(t, "consul watch failing", 10*time.Second)
 	cancel()
 	<-done
 	st := c.Status()[0]
@@ -321,31 +313,6 @@ func TestStatic(t *testing.T) {
 	if n := len(p.Snapshot().Members); n != 2 {
 		t.Fatalf("pool members = %d", n)
 	}
-}
-
-// syncBuffer collects log output; wrote, if set, is signalled on writes.
-type syncBuffer struct {
-	mu    sync.Mutex
-	b     bytes.Buffer
-	wrote chan struct{}
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.wrote != nil {
-		select {
-		case b.wrote <- struct{}{}:
-		default:
-		}
-	}
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 var _ HealthAPI = (*fakeHealth)(nil)

@@ -2,33 +2,29 @@ package health
 
 import (
 	"context"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/valyala/fasthttp"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
-// backend is a real fasthttp server on loopback whose /health answers
-// status (200 until changed), and which records the last probe's Host.
+// backend is a testkit.Backend whose /health answers status (200 until
+// changed), and which records the last probe's Host.
 type backend struct {
-	addr     string
+	*testkit.Backend
 	status   atomic.Int32
 	lastHost atomic.Value
-	srv      *fasthttp.Server
 }
 
 func startBackend(t *testing.T) *backend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := &backend{addr: ln.Addr().String()}
+	be := &backend{}
 	be.status.Store(200)
-	be.srv = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+	be.Backend = testkit.StartBackend(t, func(ctx *fasthttp.RequestCtx) {
 		switch string(ctx.Path()) {
 		case "/health":
 			be.lastHost.Store(string(ctx.Host()))
@@ -38,9 +34,7 @@ func startBackend(t *testing.T) *backend {
 		default:
 			ctx.SetStatusCode(fasthttp.StatusNotFound)
 		}
-	}}
-	go be.srv.Serve(ln) //nolint:errcheck // ends at Shutdown
-	t.Cleanup(func() { be.srv.Shutdown() })
+	})
 	return be
 }
 
@@ -89,30 +83,30 @@ func TestLoopbackProbeDrivenEligibility(t *testing.T) {
 	})
 	p := balancer.NewPool(balancer.Options{NewGuard: c.NewGuard, Logger: testLogger()})
 	defer p.Close()
-	p.SetMembers(balancer.SourceStatic, []balancer.Member{{Address: a.addr}, {Address: b.addr}})
+	p.SetMembers(balancer.SourceStatic, []balancer.Member{{Address: a.Addr}, {Address: b.Addr}})
 	ep := &eventPool{Pool: p, events: make(chan healthEvent, 64)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx, ep) }()
 	defer func() { cancel(); <-done }()
 
-	ep.next(t, a.addr, true, 2*time.Second)
+	ep.next(t, a.Addr, true, 2*time.Second)
 	if h, _ := a.lastHost.Load().(string); h != "svc.internal" {
 		t.Fatalf("probe Host %q, want svc.internal", h)
 	}
 	for round := range 2 {
 		a.status.Store(503)
 		flipped := time.Now()
-		at := ep.next(t, a.addr, false, 5*time.Second)
+		at := ep.next(t, a.Addr, false, 5*time.Second)
 		if d := at.Sub(flipped); d > 3*interval+interval {
 			t.Fatalf("round %d: ineligible after %s, want within fall x interval + interval = %s", round, d, 4*interval)
 		}
-		if s := p.Snapshot(); s.EligibleCount() != 1 || p.Pick(0, nil).Address() != b.addr {
+		if s := p.Snapshot(); s.EligibleCount() != 1 || p.Pick(0, nil).Address() != b.Addr {
 			t.Fatalf("round %d: a still picked", round)
 		}
 		a.status.Store(204)
 		flipped = time.Now()
-		at = ep.next(t, a.addr, true, 5*time.Second)
+		at = ep.next(t, a.Addr, true, 5*time.Second)
 		if d := at.Sub(flipped); d > 2*interval+interval {
 			t.Fatalf("round %d: back after %s, want within rise x interval + interval = %s", round, d, 3*interval)
 		}
@@ -124,23 +118,8 @@ func TestLoopbackProbeDrivenEligibility(t *testing.T) {
 
 func TestBuiltinProbe(t *testing.T) {
 	be := startBackend(t)
-	hung, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hung.Close()
-	go func() { // accepts, never answers
-		for {
-			c, err := hung.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	closed, _ := net.Listen("tcp", "127.0.0.1:0")
-	closedAddr := closed.Addr().String()
-	closed.Close()
+	hung := testkit.StartRaw(t, testkit.Hung).Addr // accepts, never answers
+	closedAddr := testkit.FreeAddr(t)
 
 	probe := func(path, addr string, lo, hi int) error {
 		o := (Options{Active: &ActiveOptions{Path: path, ExpectStatusMin: lo, ExpectStatusMax: hi, Timeout: 300 * time.Millisecond}}).withDefaults()
@@ -153,13 +132,13 @@ func TestBuiltinProbe(t *testing.T) {
 		lo, hi           int
 		pass             bool
 	}{
-		{"http 200", "/health", be.addr, 0, 0, true},
-		{"http 302 not followed, passes 200-399", "/redirect", be.addr, 0, 0, true},
-		{"http 302 fails 200-299", "/redirect", be.addr, 200, 299, false},
-		{"http 404", "/nope", be.addr, 0, 0, false},
+		{"http 200", "/health", be.Addr, 0, 0, true},
+		{"http 302 not followed, passes 200-399", "/redirect", be.Addr, 0, 0, true},
+		{"http 302 fails 200-299", "/redirect", be.Addr, 200, 299, false},
+		{"http 404", "/nope", be.Addr, 0, 0, false},
 		{"http refused", "/health", closedAddr, 0, 0, false},
-		{"http hung times out", "/health", hung.Addr().String(), 0, 0, false},
-		{"tcp open", "", be.addr, 0, 0, true},
+		{"http hung times out", "/health", hung, 0, 0, false},
+		{"tcp open", "", be.Addr, 0, 0, true},
 		{"tcp refused", "", closedAddr, 0, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

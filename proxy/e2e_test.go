@@ -9,12 +9,13 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/valyala/fasthttp"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 func TestEndToEndForwardsAndKeepsRawPath(t *testing.T) {
@@ -128,7 +129,7 @@ func TestIPHashUsesTrustedClientIP(t *testing.T) {
 
 func TestAccessLogSampled(t *testing.T) {
 	be := startBackend(t, func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(201) })
-	var buf safeBuffer
+	var buf testkit.LogBuffer
 	px := proxyTo(t, &Upstream{Pool: newPool(t, balancer.RoundRobin, be.addr)}, Options{
 		AccessLog: slog.New(slog.NewJSONHandler(&buf, nil)), AccessLogSample: 2,
 	})
@@ -145,21 +146,4 @@ func TestAccessLogSampled(t *testing.T) {
 			t.Errorf("access log line %s lacks %s", lines[0], want)
 		}
 	}
-}
-
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -6,69 +6,12 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/valyala/fasthttp"
 )
-
-// rawBackend accepts TCP connections and hands each to fn; it counts
-// connections and request heads seen.
-type rawBackend struct {
-	addr  string
-	conns atomic.Int64
-	heads atomic.Int64
-}
-
-func startRawBackend(t *testing.T, fn func(rb *rawBackend, c net.Conn, br *bufio.Reader)) *rawBackend {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rb := &rawBackend{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			rb.conns.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				fn(rb, c, bufio.NewReader(c))
-			}()
-		}
-	}()
-	return rb
-}
-
-// readHead reads one request head and its Content-Length body.
-func (rb *rawBackend) readHead(br *bufio.Reader) bool {
-	var req fasthttp.Request
-	if err := req.Read(br); err != nil {
-		return false
-	}
-	rb.heads.Add(1)
-	return true
-}
-
-func resetConn(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	c.Close()
-}
 
 func statusBackend(t *testing.T, code int) *backend {
 	return startBackend(t, func(ctx *fasthttp.RequestCtx) {
@@ -345,18 +288,5 @@ func TestStaleKeepAliveRetried(t *testing.T) {
 	}
 	if r := up.Stats.Retries.Load(); r == 0 {
 		t.Errorf("no stale connection was met: the test did not test anything")
-	}
-}
-
-// waitFor polls cond until it holds or 5s pass (end-to-end only, where no
-// event exists to wait on).
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in 5s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

@@ -13,59 +13,10 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// TestSlowlorisDoesNotStarveClients opens 200 connections that never finish
-// their request head; real requests keep being served at once, and every
-// slow connection is closed by the read timeout.
-func TestSlowlorisDoesNotStarveClients(t *testing.T) {
-	be := startBackend(t, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("ok") })
-	px := proxyTo(t, &Upstream{Pool: newPool(t, balancer.RoundRobin, be.addr)}, Options{ReadTimeout: 500 * time.Millisecond})
-	var slow []net.Conn
-	for range 200 {
-		c, err := net.Dial("tcp", px.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		slow = append(slow, c)
-		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nX-Slow: "); err != nil {
-			t.Fatal(err)
-		}
-	}
-	start := time.Now()
-	c := clientFor(px.addr)
-	for range 20 {
-		t0 := time.Now()
-		if resp := do(t, c, "GET", "a", "/"); resp.StatusCode() != 200 {
-			t.Fatalf("real client got %d", resp.StatusCode())
-		}
-		if d := time.Since(t0); d > 200*time.Millisecond {
-			t.Errorf("real request took %v under slowloris", d)
-		}
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var notClosed int
-	for _, sc := range slow {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer sc.Close()
-			_ = sc.SetReadDeadline(start.Add(3 * time.Second))
-			b, err := io.ReadAll(sc)
-			if err != nil || (len(b) > 0 && !strings.HasPrefix(string(b), "HTTP/1.1 408")) {
-				mu.Lock()
-				notClosed++
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if notClosed > 0 {
-		t.Errorf("%d slow connections were not closed (with 408 or silently) within 3s", notClosed)
-	}
-	if be.bytes.Load() == 0 || be.reqs.Load() != 20 {
-		t.Errorf("backend saw %d requests, want the 20 real ones", be.reqs.Load())
-	}
-}
+// Slowloris (connections that never finish their head do not starve real
+// clients, never reach a backend, and are cut by the read timeout) is
+// tested once, through the whole kelpie and its limits.read_timeout:
+// TestHygieneSlowloris in cmd/kelpie.
 
 // TestShutdownFinishesInFlight starts a request, shuts down while it is in
 // flight, and checks it completes, new connections are refused and Shutdown

@@ -9,6 +9,8 @@ import (
 
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/valyala/fasthttp"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 // trickleBackend answers every request with a 50-byte body sent in five
@@ -16,47 +18,33 @@ import (
 // many pieces and then stops sending without closing.
 func trickleBackend(t *testing.T, gap time.Duration, stallAfter int) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	done := make(chan struct{})
-	t.Cleanup(func() { close(done); ln.Close() })
-	go func() {
+	s := testkit.StartRaw(t, func(_ *testkit.RawServer, c net.Conn, r *bufio.Reader) {
 		for {
-			c, err := ln.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line != "\r\n" {
-						continue // still in the request head
-					}
-					c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n"))
-					for i := range 5 {
-						if stallAfter > 0 && i == stallAfter {
-							<-done
-							return
-						}
-						select {
-						case <-time.After(gap):
-						case <-done:
-							return
-						}
-						c.Write([]byte(strings.Repeat("x", 10)))
-					}
+			if line != "\r\n" {
+				continue // still in the request head
+			}
+			c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n"))
+			for i := range 5 {
+				if stallAfter > 0 && i == stallAfter {
+					<-done
+					return
 				}
-			}()
+				select {
+				case <-time.After(gap):
+				case <-done:
+					return
+				}
+				c.Write([]byte(strings.Repeat("x", 10)))
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
+	t.Cleanup(func() { close(done) }) // before the raw server's cleanup waits for this handler
+	return s.Addr
 }
 
 // TestResponseTimeoutBoundsEachGap: timeouts.response bounds the wait for

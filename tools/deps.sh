@@ -2,6 +2,8 @@
 # Installs what kelpie's tests need and the machine lacks:
 #   - chromium (Debian package) for the dashboard's browser test;
 #   - the consul binary, built from tools/consul (cached; ~6 min the first time).
+# `go test -short ./...` (make test-short) needs neither: it skips the tests
+# that do. Without -short a missing one fails its tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +16,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/kelpie-lb/kelpie/admin"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 const e2eToken = "e2e-admin-token"
@@ -290,7 +291,7 @@ func TestCLIClients(t *testing.T) {
 		{"flags after args", drain, []string{"web", one.Addr, "-json"}, 2, "usage"},
 		{"extra args", backends, []string{"x"}, 2, "usage"},
 		{"bad flag", backends, []string{"-nope"}, 2, "-nope"},
-		{"nothing listening", backends, []string{"-admin", "http://" + closedAddr(t)}, 1, "is kelpie running"},
+		{"nothing listening", backends, []string{"-admin", "http://" + testkit.FreeAddr(t)}, 1, "is kelpie running"},
 		{"bad URL", backends, []string{"-admin", "ftp://x"}, 1, "admin URL"},
 	} {
 		code, out, errOut := runCLI(c.run, c.args...)
@@ -298,16 +299,6 @@ func TestCLIClients(t *testing.T) {
 			t.Errorf("%s: exit %d, stderr %q (stdout %q); want exit %d mentioning %q", c.name, code, errOut, out, c.code, c.want)
 		}
 	}
-}
-
-// closedAddr returns a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.Close()
-	return ln.Addr().String()
 }
 
 // TestDrainSurvivesRestart: with admin.state_file, a drained backend is

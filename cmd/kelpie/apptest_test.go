@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +15,7 @@ import (
 
 	"github.com/kelpie-lb/kelpie/admin"
 	"github.com/kelpie-lb/kelpie/config"
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 // testApp is a whole kelpie started in-process on loopback ports for
@@ -28,7 +25,7 @@ type testApp struct {
 	ProxyAddr string // host:port of the proxy listener
 	AdminURL  string // http://host:port of the admin endpoint
 	Path      string // the config file, rewritable for reload tests
-	Logs      *syncBuffer
+	Logs      *testkit.LogBuffer
 }
 
 // startApp writes yaml to a temp config file, starts kelpie on free
@@ -44,7 +41,7 @@ func startApp(t testing.TB, yaml string) *testApp {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.LogBuffer{}
 	level := new(slog.LevelVar)
 	level.Set(slog.LevelDebug)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
@@ -96,83 +93,31 @@ func (ta *testApp) Upstreams(t testing.TB) admin.UpstreamsResponse {
 	return v
 }
 
-// eventually polls cond every 10ms until it holds or timeout passes. It is
-// for end-to-end tests where the condition is a fact observed over real
-// sockets and no event is available to wait on.
+// The names below are testkit's helpers under the names this package's
+// tests have always used.
+
+// eventually is testkit.Eventually: for facts observed over real sockets
+// where no event exists to wait on.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, timeout, what, cond)
 }
 
-// backend is a real fasthttp server on a loopback port, for e2e tests.
-type backend struct {
-	Addr string
-	ln   net.Listener
-	srv  *fasthttp.Server
-	mu   sync.Mutex
-	hits int
-}
+// backend is a testkit.Backend: a fasthttp server on a loopback port
+// (Addr, Close, Kill) that counts the requests it serves.
+type backend struct{ *testkit.Backend }
 
-// startBackend serves h on a free loopback port until the test ends or
-// Close is called. Every request counts towards Hits.
+// startBackend serves h on a free loopback port until the test ends.
 func startBackend(t testing.TB, h fasthttp.RequestHandler) *backend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &backend{Addr: ln.Addr().String(), ln: ln}
-	b.srv = &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		b.mu.Lock()
-		b.hits++
-		b.mu.Unlock()
-		h(ctx)
-	}}
-	go b.srv.Serve(ln)
-	t.Cleanup(b.Close)
-	return b
+	return &backend{testkit.StartBackend(t, h)}
 }
 
-// Hits is how many requests the backend has received.
-func (b *backend) Hits() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.hits
-}
-
-// Close stops the backend: its listener closes and open connections end.
-func (b *backend) Close() {
-	b.srv.Shutdown()
-}
+// Hits is how many requests the backend has received, probes included.
+func (b *backend) Hits() int { return int(b.Requests.Load()) }
 
 // named answers 200 with the given body on every path.
-func named(name string) fasthttp.RequestHandler {
-	return func(ctx *fasthttp.RequestCtx) { ctx.WriteString(name) }
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+func named(name string) fasthttp.RequestHandler { return testkit.Named(name) }
 
 // yamlBackends renders addresses as a backends list for test configs.
 func yamlBackends(addrs ...string) string {
@@ -182,5 +127,3 @@ func yamlBackends(addrs ...string) string {
 	}
 	return sb.String()
 }
-
-var _ io.Writer = (*syncBuffer)(nil)

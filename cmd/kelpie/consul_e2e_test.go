@@ -15,6 +15,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/kelpie-lb/kelpie/discovery/consultest"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 // consulPropagation bounds how long a change registered in Consul may take
@@ -23,12 +25,10 @@ import (
 const consulPropagation = 2 * time.Second
 
 // checkLoad fails t if any request of l failed so far.
-func checkLoad(t *testing.T, l *loadRun, phase string) {
+func checkLoad(t *testing.T, l *testkit.Load, phase string) {
 	t.Helper()
-	if n := l.failed.Load(); n > 0 {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		t.Fatalf("%s: %d client errors (of %d ok), first: %v", phase, n, l.ok.Load(), l.errs)
+	if n := l.Failed(); n > 0 {
+		t.Fatalf("%s: %d client errors (of %d ok), first: %v", phase, n, l.OK(), l.Errors())
 	}
 }
 
@@ -103,8 +103,8 @@ upstreams:
 `, agent.HTTPAddr))
 	d := ta.waitBackends(t, 2*time.Second, b1.Addr, b2.Addr)
 	t.Logf("first sync visible in the admin API after %v", d)
-	l := startLoad(ta.ProxyAddr, loadOpts{workers: 4, requests: 1_000_000})
-	t.Cleanup(func() { l.stop() })
+	l := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 4, Requests: 1_000_000})
+	t.Cleanup(func() { l.Stop() })
 
 	// A new passing instance gets traffic within about a second.
 	register(agent, "b3", b3, api.HealthPassing)
@@ -129,7 +129,7 @@ upstreams:
 	// Consul hung (SIGSTOP), then dead: the pool stays as it was and every
 	// request still succeeds.
 	before := ta.webBackends(t)
-	okBefore := l.ok.Load()
+	okBefore := l.OK()
 	agent.Pause()
 	time.Sleep(2 * time.Second) // the outage under test
 	agent.Kill()
@@ -138,7 +138,7 @@ upstreams:
 		t.Fatalf("pool changed during the Consul outage: %v, was %v", got, before)
 	}
 	checkLoad(t, l, "Consul outage")
-	t.Logf("during the 5s outage: %d requests, 0 errors", l.ok.Load()-okBefore)
+	t.Logf("during the 5s outage: %d requests, 0 errors", l.OK()-okBefore)
 
 	// Consul back with other registrations: picked up. The new agent has
 	// forgotten everything and its index starts over.
@@ -149,7 +149,7 @@ upstreams:
 	ta.waitBackends(t, 15*time.Second, b3.Addr, b4.Addr)
 	t.Logf("restarted agent's registrations picked up after %v", time.Since(start))
 	eventually(t, time.Second, "b4 gets traffic", func() bool { return b4.Hits() > 0 })
-	l.stop()
+	l.Stop()
 	checkLoad(t, l, "whole test")
 
 	_, status := httpGet(t, ta.AdminURL+"/api/v1/status")
@@ -174,5 +174,5 @@ upstreams:
 			t.Fatalf("Consul token in %s", what)
 		}
 	}
-	t.Logf("total: %d requests, %d errors", l.ok.Load(), l.failed.Load())
+	t.Logf("total: %d requests, %d errors", l.OK(), l.Failed())
 }

@@ -8,9 +8,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
-func startTestDemo(t *testing.T, o demoOptions) (*demo, *syncBuffer) {
+func startTestDemo(t *testing.T, o demoOptions) (*demo, *testkit.LogBuffer) {
 	t.Helper()
 	t.Setenv("KELPIE_ADMIN_TOKEN", "")
 	if o.Listen == "" {
@@ -19,7 +21,7 @@ func startTestDemo(t *testing.T, o demoOptions) (*demo, *syncBuffer) {
 	if o.Slow == 0 {
 		o.Slow = time.Second
 	}
-	logs, out := &syncBuffer{}, &syncBuffer{}
+	logs, out := &testkit.LogBuffer{}, &testkit.LogBuffer{}
 	d, err := startDemo(o, slog.New(slog.NewTextHandler(logs, nil)), out)
 	if err != nil {
 		t.Fatal(err)

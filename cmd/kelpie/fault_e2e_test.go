@@ -11,7 +11,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,114 +20,9 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
-
-// loadOpts shapes one load run: workers goroutines each sending requests
-// requests (or fewer, once stop is called).
-type loadOpts struct {
-	workers, requests int
-	path              func(w, i int) string         // default "/load"
-	method            func(w, i int) string         // default GET
-	body              func(w, i int) string         // default none
-	between           func(w, i int)                // after each request: pacing
-	ok                func(code int, b []byte) bool // default: 200 with a body
-}
-
-// loadRun is a running or finished load: counts, first errors, latencies.
-type loadRun struct {
-	ok, failed atomic.Int64
-	stopped    atomic.Bool
-	wg         sync.WaitGroup
-	hc         *fasthttp.HostClient
-	mu         sync.Mutex
-	errs       []string
-	lat        []time.Duration
-}
-
-// startLoad runs o against the proxy at addr with a client that never
-// retries, so every failure is seen.
-func startLoad(addr string, o loadOpts) *loadRun {
-	r := &loadRun{hc: &fasthttp.HostClient{
-		Addr: addr, MaxConns: o.workers, ReadTimeout: 10 * time.Second, WriteTimeout: 5 * time.Second,
-		MaxIdleConnDuration:       time.Second,
-		MaxIdemponentCallAttempts: 1,
-		RetryIfErr:                func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
-	}}
-	if o.ok == nil {
-		o.ok = func(code int, b []byte) bool { return code == 200 && len(b) > 0 }
-	}
-	for w := range o.workers {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			lat := make([]time.Duration, 0, o.requests)
-			defer func() { r.mu.Lock(); r.lat = append(r.lat, lat...); r.mu.Unlock() }()
-			for i := 0; i < o.requests && !r.stopped.Load(); i++ {
-				req.Reset()
-				resp.Reset()
-				path, method := "/load", "GET"
-				if o.path != nil {
-					path = o.path(w, i)
-				}
-				if o.method != nil {
-					method = o.method(w, i)
-				}
-				req.SetRequestURI("http://" + addr + path)
-				req.Header.SetMethod(method)
-				if o.body != nil {
-					req.SetBodyString(o.body(w, i))
-				}
-				start := time.Now()
-				err := r.hc.Do(req, resp)
-				lat = append(lat, time.Since(start))
-				if err != nil || !o.ok(resp.StatusCode(), resp.Body()) {
-					r.failed.Add(1)
-					r.mu.Lock()
-					if len(r.errs) < 5 {
-						r.errs = append(r.errs, fmt.Sprintf("%s %s: %d %.60q %v", method, path, resp.StatusCode(), resp.Body(), err))
-					}
-					r.mu.Unlock()
-				} else {
-					r.ok.Add(1)
-				}
-				if o.between != nil {
-					o.between(w, i)
-				}
-			}
-		}()
-	}
-	return r
-}
-
-func (r *loadRun) stop() *loadRun { r.stopped.Store(true); return r.wait() }
-
-// wait ends the run and closes the client's connections.
-func (r *loadRun) wait() *loadRun {
-	r.wg.Wait()
-	r.hc.CloseIdleConnections()
-	return r
-}
-
-func (r *loadRun) total() int64 { return r.ok.Load() + r.failed.Load() }
-
-// quantile returns the q-quantile of the latencies (after wait).
-func (r *loadRun) quantile(q float64) time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.lat) == 0 {
-		return 0
-	}
-	slices.Sort(r.lat)
-	return r.lat[min(int(q*float64(len(r.lat))), len(r.lat)-1)]
-}
-
-func (r *loadRun) String() string {
-	return fmt.Sprintf("%d requests, %d errors (first: %v), p50 %s p99 %s max %s",
-		r.total(), r.failed.Load(), r.errs, r.quantile(0.5), r.quantile(0.99), r.quantile(1))
-}
 
 // eligible reports whether the balancer may pick addr in upstream web.
 func eligible(ta *testApp, addr string) bool {
@@ -148,118 +42,16 @@ func pause(d time.Duration) { <-time.After(d) }
 // of healthy backends do not time out on a busy 2-core machine.
 func paced(w, i int) { pause(time.Millisecond) }
 
-// killable is a fasthttp backend whose kill closes the listener and resets
-// every open connection (SO_LINGER 0), like a crashed process.
-type killable struct {
-	net.Listener
-	addr  string
-	hits  atomic.Int64 // requests other than /health
-	mu    sync.Mutex
-	conns []net.Conn
-	dead  bool
-}
-
-func startKillable(t *testing.T, name string) *killable {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := &killable{Listener: ln, addr: ln.Addr().String()}
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		if string(ctx.Path()) != "/health" {
-			k.hits.Add(1)
-		}
-		ctx.WriteString(name)
-	}}
-	go srv.Serve(k)
-	t.Cleanup(k.kill)
-	return k
-}
-
-func (k *killable) Accept() (net.Conn, error) {
-	c, err := k.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.dead {
-		resetConn(c)
-		return nil, net.ErrClosed
-	}
-	k.conns = append(k.conns, c)
-	return c, nil
-}
-
-func (k *killable) kill() {
-	k.mu.Lock()
-	conns := k.conns
-	k.conns, k.dead = nil, true
-	k.mu.Unlock()
-	k.Listener.Close()
-	for _, c := range conns {
-		resetConn(c)
-	}
-}
-
-// resetConn closes c with an RST instead of a FIN.
-func resetConn(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	c.Close()
-}
-
-// rawServe accepts connections on a loopback port and hands each to fn
-// until the test ends.
-func rawServe(t *testing.T, fn func(c net.Conn, br *bufio.Reader)) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var open []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range open {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			open = append(open, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				fn(c, bufio.NewReader(c))
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // TestFaultBackendKilledUnderLoad: one of three backends crashes (listener
 // closed, open connections reset) under 8 concurrent GET clients. With
 // retries.attempts 1 no client sees an error; with retries off the errors
-// are bounded by the requests caught on it. Either way it is ejected at
-// once and gets no attempt after that.
+// are bounded by the requests caught on it. Either way passive detection
+// ejects it at once (the admin API says ejected, not merely unhealthy), and
+// it gets no attempt after that.
 func TestFaultBackendKilledUnderLoad(t *testing.T) {
 	for _, retries := range []int{1, 0} {
 		t.Run(fmt.Sprintf("retries=%d", retries), func(t *testing.T) {
-			bs := []*killable{startKillable(t, "a"), startKillable(t, "b"), startKillable(t, "c")}
+			bs := []*backend{startBackend(t, named("a")), startBackend(t, named("b")), startBackend(t, named("c"))}
 			ta := startApp(t, fmt.Sprintf(`
 upstreams:
   - name: web
@@ -269,20 +61,20 @@ upstreams:
     health:
       active: {path: /health, interval: 500ms, timeout: 400ms, rise: 2, fall: 2}
       passive: {consecutive_failures: 3, ejection: 30s}
-`, yamlBackends(bs[0].addr, bs[1].addr, bs[2].addr), retries))
+`, yamlBackends(bs[0].Addr, bs[1].Addr, bs[2].Addr), retries))
 			dead := bs[1]
 			eventually(t, 3*time.Second, "first probes", func() bool { return ta.poolByName("web").Snapshot().EligibleCount() == 3 })
-			run := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 300, between: paced})
-			eventually(t, 10*time.Second, "load running", func() bool { return dead.hits.Load() > 200 })
-			b := ta.poolByName("web").Lookup(dead.addr)
+			run := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 8, Requests: 300, Between: paced})
+			eventually(t, 10*time.Second, "load running", func() bool { return dead.Hits() > 200 })
+			b := ta.poolByName("web").Lookup(dead.Addr)
 			killed := time.Now()
-			dead.kill()
-			eventually(t, 5*time.Second, "killed backend ineligible", func() bool { return !eligible(ta, dead.addr) })
+			dead.Kill()
+			eventually(t, 5*time.Second, "killed backend ineligible", func() bool { return !eligible(ta, dead.Addr) })
 			took := time.Since(killed)
 			eventually(t, 5*time.Second, "attempts on it finished", func() bool { return b.InFlight() == 0 })
 			attempts := b.Requests()
-			run.wait()
-			t.Logf("killed after %d hits; ineligible %s after the kill; %s", dead.hits.Load(), took, run)
+			run.Wait()
+			t.Logf("killed after %d hits; ineligible %s after the kill; %s", dead.Hits(), took, run)
 			// fall x interval + timeout, plus slack for the poll.
 			if bound := 2*500*time.Millisecond + 400*time.Millisecond; took > bound {
 				t.Errorf("killed backend ineligible after %s, want within %s", took, bound)
@@ -290,35 +82,39 @@ upstreams:
 			if n := b.Requests(); n != attempts {
 				t.Errorf("%d attempts reached the killed backend after it was ejected", n-attempts)
 			}
-			if run.total() != 8*300 {
-				t.Fatalf("load sent %d requests, want %d", run.total(), 8*300)
+			if el, ej, _ := ta.backendState(t, dead.Addr); el || !ej {
+				t.Errorf("killed backend: eligible=%v ejected=%v, want ejected by passive detection", el, ej)
 			}
-			if retries > 0 && run.failed.Load() != 0 {
+			if run.Total() != 8*300 {
+				t.Fatalf("load sent %d requests, want %d", run.Total(), 8*300)
+			}
+			if retries > 0 && run.Failed() != 0 {
 				t.Fatalf("with retries: %s", run)
 			}
 			// retries off: only requests on it at the kill and the connects
 			// before ejection may fail; at most 0.5%% of the run.
-			if n := run.failed.Load(); retries == 0 && n > run.total()/200 {
-				t.Fatalf("without retries %d errors, want at most %d: %s", n, run.total()/200, run)
+			if n := run.Failed(); retries == 0 && n > run.Total()/200 {
+				t.Fatalf("without retries %d errors, want at most %d: %s", n, run.Total()/200, run)
 			}
-			t.Logf("client errors: %d of %d (%s since kill)", run.failed.Load(), run.total(), time.Since(killed).Round(time.Millisecond))
+			t.Logf("client errors: %d of %d (%s since kill)", run.Failed(), run.Total(), time.Since(killed).Round(time.Millisecond))
 		})
 	}
 }
 
 // TestFaultHungBackendUnderLoad: a backend that accepts and never answers
 // (data and probes) costs no client more than timeouts.response plus one
-// retry, no GET fails, connections to it stay capped, and the total number
-// of attempts stays close to the number of requests.
+// retry, no GET fails, it is ejected after consecutive_failures timeouts,
+// connections to it stay capped, and the total number of attempts stays
+// close to the number of requests.
 func TestFaultHungBackendUnderLoad(t *testing.T) {
 	var open, maxOpen atomic.Int64
-	hung := rawServe(t, func(c net.Conn, br *bufio.Reader) {
+	hung := testkit.StartRaw(t, func(s *testkit.RawServer, c net.Conn, br *bufio.Reader) {
 		n := open.Add(1)
 		defer open.Add(-1)
 		for m := maxOpen.Load(); n > m && !maxOpen.CompareAndSwap(m, n); m = maxOpen.Load() {
 		}
-		io.Copy(io.Discard, br) // until kelpie gives up and closes
-	})
+		testkit.Hung(s, c, br) // until kelpie gives up and closes
+	}).Addr
 	good1, good2 := startBackend(t, named("g1")), startBackend(t, named("g2"))
 	const response = 300 * time.Millisecond
 	ta := startApp(t, fmt.Sprintf(`
@@ -332,12 +128,12 @@ upstreams:
       active: {path: /health, interval: 500ms, timeout: 400ms, rise: 2, fall: 2}
       passive: {consecutive_failures: 3, ejection: 30s}
 `, yamlBackends(hung, good1.Addr, good2.Addr)))
-	run := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 250, between: paced}).wait()
+	run := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 8, Requests: 250, Between: paced}).Wait()
 	t.Logf("%s; at most %d connections open to the hung backend", run, maxOpen.Load())
-	if run.failed.Load() != 0 {
+	if run.Failed() != 0 {
 		t.Fatalf("GETs failed: %s", run)
 	}
-	if worst := run.quantile(1); worst > response+250*time.Millisecond {
+	if worst := run.Quantile(1); worst > response+250*time.Millisecond {
 		t.Fatalf("slowest GET %s, want at most timeouts.response (%s) plus one quick retry", worst, response)
 	}
 	pool := ta.poolByName("web")
@@ -345,17 +141,17 @@ upstreams:
 	for _, b := range pool.Snapshot().Members {
 		attempts += b.Requests()
 	}
-	if ratio := float64(attempts) / float64(run.total()); ratio > 1.2 {
+	if ratio := float64(attempts) / float64(run.Total()); ratio > 1.2 {
 		t.Errorf("attempts/requests = %.3f, want <= 1.2", ratio)
 	}
 	// max_conns_per_backend plus the probe's own connection.
 	if m := maxOpen.Load(); m > 4+1 {
 		t.Errorf("%d connections open at once to the hung backend, want <= 4 (+1 probe)", m)
 	}
-	if eligible(ta, hung) {
-		t.Fatal("hung backend still eligible")
+	if el, ej, _ := ta.backendState(t, hung); el || !ej {
+		t.Fatalf("hung backend: eligible=%v ejected=%v, want ejected", el, ej)
 	}
-	t.Logf("attempts/requests = %d/%d, hung backend attempts %d", attempts, run.total(), pool.Lookup(hung).Requests())
+	t.Logf("attempts/requests = %d/%d, hung backend attempts %d", attempts, run.Total(), pool.Lookup(hung).Requests())
 }
 
 // TestFaultResetMidResponseNotRetried: a backend that sends the head and part
@@ -366,15 +162,15 @@ upstreams:
 func TestFaultResetMidResponseNotRetried(t *testing.T) {
 	const cl, sent = 100000, 5000
 	var heads atomic.Int64
-	partial := rawServe(t, func(c net.Conn, br *bufio.Reader) {
+	partial := testkit.StartRaw(t, func(_ *testkit.RawServer, c net.Conn, br *bufio.Reader) {
 		var req fasthttp.Request
 		if req.Header.Read(br) != nil {
 			return
 		}
 		heads.Add(1)
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", cl, strings.Repeat("x", sent))
-		resetConn(c)
-	})
+		testkit.ResetConn(c)
+	}).Addr
 	good := startBackend(t, named("good"))
 	ta := startApp(t, fmt.Sprintf(`
 upstreams:
@@ -385,19 +181,19 @@ upstreams:
       passive: {consecutive_failures: 0}
       breaker: {enabled: false}
 `, yamlBackends(partial, good.Addr)))
-	run := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 100,
-		ok: func(code int, b []byte) bool { return code == 200 && string(b) == "good" }}).wait()
+	run := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 8, Requests: 100,
+		Want: func(code int, b []byte) bool { return code == 200 && string(b) == "good" }}).Wait()
 	pool := ta.poolByName("web")
 	eventually(t, 5*time.Second, "attempts finished", func() bool { return pool.Lookup(partial).InFlight() == 0 })
 	t.Logf("%s; partial backend heads %d, good backend hits %d", run, heads.Load(), good.Hits())
-	if heads.Load() == 0 || run.ok.Load() == 0 {
+	if heads.Load() == 0 || run.OK() == 0 {
 		t.Fatalf("load missed a backend: %s", run)
 	}
-	if h := heads.Load(); h != run.failed.Load() {
-		t.Errorf("partial backend saw %d requests but clients saw %d errors: a reset was retried or hidden", h, run.failed.Load())
+	if h := heads.Load(); h != run.Failed() {
+		t.Errorf("partial backend saw %d requests but clients saw %d errors: a reset was retried or hidden", h, run.Failed())
 	}
-	if g := int64(good.Hits()); g != run.ok.Load() {
-		t.Errorf("good backend answered %d, clients got %d OK: a started response was retried", g, run.ok.Load())
+	if g := int64(good.Hits()); g != run.OK() {
+		t.Errorf("good backend answered %d, clients got %d OK: a started response was retried", g, run.OK())
 	}
 	if f := pool.Lookup(partial).Failures(); f != uint64(heads.Load()) {
 		t.Errorf("partial backend failures = %d, want one per reset (%d)", f, heads.Load())
@@ -471,9 +267,9 @@ upstreams:
 		}
 		return true
 	})
-	run := startLoad(ta.ProxyAddr, loadOpts{workers: 4, requests: 1 << 20, between: func(int, int) { pause(3 * time.Millisecond) }})
+	run := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 4, Requests: 1 << 20, Between: func(int, int) { pause(3 * time.Millisecond) }})
 	eventually(t, 15*time.Second, "16 probes", func() bool { return probes.Load() >= 16 })
-	run.stop()
+	run.Stop()
 	b := ta.poolByName("web").Lookup(flap.Addr)
 	var unhealthy, ejected uint64
 	b.Transitions(func(r balancer.Reason, on bool, n uint64) {
@@ -486,7 +282,7 @@ upstreams:
 	})
 	t.Logf("%s; %d probes, flapping backend: %d unhealthy transitions, %d ejections, %d attempts (%d failed)",
 		run, probes.Load(), unhealthy, ejected, b.Requests(), b.Failures())
-	if run.failed.Load() != 0 {
+	if run.Failed() != 0 {
 		t.Fatalf("GETs failed: %s", run)
 	}
 	if unhealthy != 0 {
@@ -503,17 +299,10 @@ upstreams:
 // no idempotent request fails, and the backend is never blamed.
 func TestFaultStaleKeepAliveRace(t *testing.T) {
 	idleClose := func(t *testing.T) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := &fasthttp.Server{Handler: named("ok"), IdleTimeout: 50 * time.Millisecond}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Shutdown() })
-		return ln.Addr().String()
+		return testkit.StartServer(t, &fasthttp.Server{Handler: named("ok"), IdleTimeout: 50 * time.Millisecond}).Addr
 	}
 	closeAfter3 := func(t *testing.T) string {
-		return rawServe(t, func(c net.Conn, br *bufio.Reader) {
+		return testkit.StartRaw(t, func(_ *testkit.RawServer, c net.Conn, br *bufio.Reader) {
 			var req fasthttp.Request
 			for range 3 {
 				if req.Read(br) != nil {
@@ -525,7 +314,7 @@ func TestFaultStaleKeepAliveRace(t *testing.T) {
 				}
 				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n%s", body)
 			}
-		})
+		}).Addr
 	}
 	for _, tc := range []struct {
 		name  string
@@ -542,21 +331,21 @@ upstreams:
 `, yamlBackends(addr)))
 			rng := rand.New(rand.NewPCG(1, 2))
 			var rmu sync.Mutex
-			run := startLoad(ta.ProxyAddr, loadOpts{workers: 8, requests: 400,
-				method: func(w, i int) string { return []string{"GET", "HEAD", "DELETE"}[i%3] },
-				ok:     func(code int, b []byte) bool { return code == 200 },
-				between: func(w, i int) {
+			run := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 8, Requests: 400,
+				Method: func(w, i int) string { return []string{"GET", "HEAD", "DELETE"}[i%3] },
+				Want:   func(code int, b []byte) bool { return code == 200 },
+				Between: func(w, i int) {
 					if i%16 == 15 { // bursts of 16, then 40-60ms around the idle timeout
 						rmu.Lock()
 						d := 40*time.Millisecond + time.Duration(rng.IntN(20))*time.Millisecond
 						rmu.Unlock()
 						pause(d)
 					}
-				}}).wait()
+				}}).Wait()
 			pool := ta.poolByName("web")
 			b := pool.Lookup(addr)
 			t.Logf("%s; stale retries %d, backend failures %d", run, ta.metrics.Upstream(pool).Retries.Load(), b.Failures())
-			if run.failed.Load() != 0 {
+			if run.Failed() != 0 {
 				t.Fatalf("idempotent requests failed: %s", run)
 			}
 			if ta.metrics.Upstream(pool).Retries.Load() == 0 {

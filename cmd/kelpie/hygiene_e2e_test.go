@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 // liveGoroutines counts goroutines other than fasthttp's idle pooled
@@ -45,20 +47,20 @@ func goroutineDump() string {
 // hygieneTraffic is a mixed run: 8 clients sending small GETs, 256 KiB
 // downloads and 16 KiB uploads, while 20 raw clients each start a download
 // and hang up after its first KiB.
-func hygieneTraffic(t *testing.T, addr string, perWorker int) *loadRun {
+func hygieneTraffic(t *testing.T, addr string, perWorker int) *testkit.Load {
 	upload := strings.Repeat("u", 16<<10)
-	run := startLoad(addr, loadOpts{workers: 8, requests: perWorker,
-		path: func(w, i int) string { return []string{"/small", "/big", "/upload"}[i%3] },
-		method: func(w, i int) string {
+	run := testkit.StartLoad(addr, testkit.LoadOptions{Workers: 8, Requests: perWorker,
+		Path: func(w, i int) string { return []string{"/small", "/big", "/upload"}[i%3] },
+		Method: func(w, i int) string {
 			if i%3 == 2 {
 				return "POST"
 			}
 			return "GET"
 		},
-		ok: func(code int, b []byte) bool {
+		Want: func(code int, b []byte) bool {
 			return code == 200 && (len(b) == 5 || len(b) == 256<<10 || len(b) == len(upload))
 		},
-		body: func(w, i int) string {
+		Body: func(w, i int) string {
 			if i%3 == 2 {
 				return upload
 			}
@@ -82,7 +84,7 @@ func hygieneTraffic(t *testing.T, addr string, perWorker int) *loadRun {
 		}()
 	}
 	wg.Wait()
-	return run.wait()
+	return run.Wait()
 }
 
 func hygieneBackend(ctx *fasthttp.RequestCtx) {
@@ -112,7 +114,7 @@ limits: {idle_timeout: 1s}
 	fd0 := openFDs(t)
 	// Warm up with the same shape, so that pools sized by concurrency exist
 	// before the baseline is taken.
-	if r := hygieneTraffic(t, ta.ProxyAddr, 30); r.failed.Load() != 0 {
+	if r := hygieneTraffic(t, ta.ProxyAddr, 30); r.Failed() != 0 {
 		t.Fatalf("warm-up: %s", r)
 	}
 	eventually(t, 5*time.Second, "warm-up connections closed", func() bool { return openFDs(t) <= fd0 })
@@ -120,7 +122,7 @@ limits: {idle_timeout: 1s}
 	g0 := liveGoroutines()
 
 	run := hygieneTraffic(t, ta.ProxyAddr, 300)
-	if run.failed.Load() != 0 {
+	if run.Failed() != 0 {
 		t.Fatalf("load: %s", run)
 	}
 	peakFD := openFDs(t)
@@ -138,8 +140,9 @@ limits: {idle_timeout: 1s}
 
 // TestHygieneSlowloris: 300 connections that send a request head one byte
 // per second do not slow a real client (p99 under 100ms, measured against
-// the same client without them), and each is cut with 408 within
-// limits.read_timeout plus one second of its first byte.
+// the same client without them, and no request over 200ms), never reach the
+// backend, and each is cut with 408 within limits.read_timeout plus one
+// second of its first byte.
 func TestHygieneSlowloris(t *testing.T) {
 	be := startBackend(t, named("ok"))
 	const readTimeout = 3 * time.Second
@@ -149,9 +152,9 @@ upstreams:
     backends:
 %slimits: {read_timeout: 3s, idle_timeout: 10s}
 `, yamlBackends(be.Addr)))
-	measure := func() *loadRun {
-		r := startLoad(ta.ProxyAddr, loadOpts{workers: 1, requests: 300}).wait()
-		if r.failed.Load() != 0 {
+	measure := func() *testkit.Load {
+		r := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 1, Requests: 300}).Wait()
+		if r.Failed() != 0 {
 			t.Fatalf("real client: %s", r)
 		}
 		return r
@@ -214,9 +217,17 @@ upstreams:
 		worst = max(worst, c.after)
 	}
 	t.Logf("real client p99 %s without slowloris, %s with %d slowloris connections (max %s); slowest cut after %s",
-		before.quantile(0.99), during.quantile(0.99), n, during.quantile(1), worst)
-	if p := during.quantile(0.99); p > 100*time.Millisecond {
-		t.Errorf("real client p99 %s under slowloris, want < 100ms (baseline %s)", p, before.quantile(0.99))
+		before.Quantile(0.99), during.Quantile(0.99), n, during.Quantile(1), worst)
+	if p := during.Quantile(0.99); p > 100*time.Millisecond {
+		t.Errorf("real client p99 %s under slowloris, want < 100ms (baseline %s)", p, before.Quantile(0.99))
+	}
+	if worst := during.Quantile(1); worst > 200*time.Millisecond {
+		t.Errorf("slowest real request %s under slowloris, want < 200ms", worst)
+	}
+	// Not one byte of a slowloris head reached the backend: it served the
+	// real requests and nothing else.
+	if n, want := int64(be.Hits()), before.Total()+during.Total(); n != want {
+		t.Errorf("backend served %d requests, want the %d real ones", n, want)
 	}
 	if worst > readTimeout+time.Second {
 		t.Errorf("slowest slowloris connection cut after %s, want within read_timeout+1s = %s", worst, readTimeout+time.Second)

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 // twoUpstreams routes /a/ to upstream a over as and /b/ to b over bs.
@@ -238,16 +240,6 @@ var buildKelpie = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestSignals runs the real binary: SIGHUP with a broken file keeps it
 // serving, SIGTERM exits 0.
 func TestSignals(t *testing.T) {
@@ -256,14 +248,14 @@ func TestSignals(t *testing.T) {
 		t.Fatal(err)
 	}
 	be := startBackend(t, named("one"))
-	listen, admin := freeAddr(t), freeAddr(t)
+	listen, admin := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	path := filepath.Join(t.TempDir(), "kelpie.yaml")
 	good := fmt.Sprintf("listen: %q\nadmin: {listen: %q}\nupstreams:\n  - name: a\n    backends:\n%s", listen, admin, yamlBackends(be.Addr))
 	if err := os.WriteFile(path, []byte(good), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "run", "-config", path)
-	logs := &syncBuffer{}
+	logs := &testkit.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = io.Discard, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -2,8 +2,9 @@
 // tests, on free loopback ports, and stops it by PID when the test ends.
 //
 // The binary comes from $KELPIE_CONSUL_BIN, else from the path
-// tools/consul/build.sh builds to. When it is missing the test fails (it
-// never skips) and says how to build it.
+// tools/consul/build.sh builds to. When it is missing the test fails and
+// says how to build it; only go test -short skips it instead
+// (testkit.ConsulBinary).
 package consultest
 
 import (
@@ -19,35 +20,22 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 // Version is the Consul release tools/consul pins.
-const Version = "1.20.6"
+const Version = testkit.ConsulVersion
 
 // startTimeout bounds how long an agent may take to elect itself leader.
 const startTimeout = 30 * time.Second
 
 // Binary returns the consul binary's path: $KELPIE_CONSUL_BIN, else
-// ${XDG_CACHE_HOME:-$HOME/.cache}/kelpie/bin/consul-<Version>. It fails t
-// when the file is missing.
+// ${XDG_CACHE_HOME:-$HOME/.cache}/kelpie/bin/consul-<Version>. When the file
+// is missing it fails t, or skips t under -short.
 func Binary(t testing.TB) string {
 	t.Helper()
-	path := os.Getenv("KELPIE_CONSUL_BIN")
-	if path == "" {
-		cache := os.Getenv("XDG_CACHE_HOME")
-		if cache == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				t.Fatalf("consul binary: no KELPIE_CONSUL_BIN and no home directory: %v", err)
-			}
-			cache = filepath.Join(home, ".cache")
-		}
-		path = filepath.Join(cache, "kelpie", "bin", "consul-"+Version)
-	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("consul binary not found at %s (%v): run tools/consul/build.sh (or set KELPIE_CONSUL_BIN)", path, err)
-	}
-	return path
+	return testkit.ConsulBinary(t)
 }
 
 // Agent is one consul agent -dev process: a single-node server, data in
@@ -75,7 +63,7 @@ func Start(t testing.TB) *Agent {
 	t.Helper()
 	a := &Agent{t: t, bin: Binary(t), dir: t.TempDir()}
 	for i := range a.ports {
-		a.ports[i] = freePort(t)
+		a.ports[i] = testkit.FreePort(t)
 	}
 	a.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(a.ports[0]))
 	cfg := api.DefaultConfig()
@@ -218,25 +206,4 @@ func (a *Agent) Deregister(id string) {
 	if err := a.Client.Agent().ServiceDeregister(id); err != nil {
 		a.t.Fatalf("deregister %s: %v", id, err)
 	}
-}
-
-// freePort returns a loopback port that is free for both TCP and UDP (Serf
-// uses both) at the time of the call.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port
-		}
-	}
-	t.Fatal("no free loopback port for TCP and UDP")
-	return 0
 }
