@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kelpie-lb/kelpie/admin"
+	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
 // drillConfig is one upstream "web" over addrs with fast active probes
@@ -60,10 +61,10 @@ func TestDrillEveryFaultE2E(t *testing.T) {
 			a, b, c := startBackend(t, named("a")), startBackend(t, named("b")), startBackend(t, named("c"))
 			ta := startApp(t, drillConfig(2, a.Addr, b.Addr, c.Addr))
 			waitHealthy(t, ta, a.Addr, b.Addr, c.Addr)
-			load := startLoad(ta.ProxyAddr, loadOpts{workers: 4, requests: 50000, between: func(w, i int) { pause(5 * time.Millisecond) }})
+			load := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 4, Requests: 50000, Between: func(w, i int) { pause(5 * time.Millisecond) }})
 			code, out, errOut := drillCLI("-admin", ta.AdminURL, "-token", e2eToken, "-fault", fault, "-for", "2s",
 				"-recover-within", "10s", "-json", "web", b.Addr)
-			load.stop()
+			load.Stop()
 			var r admin.DrillReport
 			if err := json.Unmarshal([]byte(out), &r); err != nil {
 				t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
@@ -79,7 +80,7 @@ func TestDrillEveryFaultE2E(t *testing.T) {
 			if r.RecoveredAfterMs == nil || r.ClientErrors != 0 || r.Requests == 0 {
 				t.Fatalf("recovered %v, client errors %d, requests %d: want recovered, 0 errors, traffic", r.RecoveredAfterMs, r.ClientErrors, r.Requests)
 			}
-			if n := load.failed.Load(); n != 0 {
+			if n := load.Failed(); n != 0 {
 				t.Fatalf("the load saw %d errors: %s", n, load)
 			}
 			if ta.poolByName("web").Lookup(b.Addr).Fault() != nil {
@@ -238,8 +239,8 @@ func TestDrillGuardsE2E(t *testing.T) {
 		a, b := startBackend(t, named("a")), startBackend(t, named("b"))
 		ta := startApp(t, drillConfig(0, a.Addr, b.Addr)) // no retries: the fault shows to clients
 		waitHealthy(t, ta, a.Addr, b.Addr)
-		load := startLoad(ta.ProxyAddr, loadOpts{workers: 4, requests: 50000, between: func(w, i int) { pause(2 * time.Millisecond) }})
-		defer load.stop()
+		load := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 4, Requests: 50000, Between: func(w, i int) { pause(2 * time.Millisecond) }})
+		defer load.Stop()
 		id := startDrillOK(t, ta, a.Addr, `{"fault":"refuse","for":"1m","max_client_errors":2}`)
 		r := waitDrill(t, ta, id)
 		if r.Outcome != admin.DrillAborted || r.ClientErrors <= 2 || !strings.Contains(strings.Join(r.Notes, "\n"), "passed max_client_errors (2)") {
