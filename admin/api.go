@@ -52,6 +52,14 @@ type Backend struct {
 	// Down lists why the backend is out of rotation: unhealthy, ejected,
 	// breaker_open, drain, critical, removed. Empty when none.
 	Down []string `json:"down"`
+	// LastDetectionMs is the last time to detect: first failure seen to
+	// out of rotation, by LastDetectedBy (active, passive or breaker).
+	// null until the backend first left rotation for a health reason.
+	LastDetectionMs *int64 `json:"last_detection_ms"`
+	LastDetectedBy  string `json:"last_detected_by,omitempty"`
+	// LastRecoveryMs is the last time to recover: out of rotation to back
+	// in full rotation. null until the backend first recovered.
+	LastRecoveryMs *int64 `json:"last_recovery_ms"`
 }
 
 // ErrorResponse is the body of every error reply.
@@ -98,7 +106,7 @@ func describeBackend(b *balancer.Backend, eligible bool) Backend {
 	if down != 0 {
 		reasons = strings.Split(down.String(), "+")
 	}
-	return Backend{
+	out := Backend{
 		Address:  b.Address(),
 		Weight:   b.Weight(),
 		Backup:   b.Backup(),
@@ -113,6 +121,13 @@ func describeBackend(b *balancer.Backend, eligible bool) Backend {
 		Failures: b.Failures(),
 		Down:     reasons,
 	}
+	if d, by, ok := b.LastDetection(); ok {
+		out.LastDetectionMs, out.LastDetectedBy = msPtr(d), by
+	}
+	if d, ok := b.LastRecovery(); ok {
+		out.LastRecoveryMs = msPtr(d)
+	}
+	return out
 }
 
 // describeOne renders b with its eligibility in the pool's current snapshot.

@@ -42,13 +42,13 @@ const (
 
 // Detection mechanisms, as drills and kelpie_backend_detection_seconds name them.
 const (
-	DetectedActive  = "active"
-	DetectedPassive = "passive"
-	DetectedBreaker = "breaker"
+	DetectedActive  = balancer.MechanismActive
+	DetectedPassive = balancer.MechanismPassive
+	DetectedBreaker = balancer.MechanismBreaker
 )
 
 // healthReasons are the reasons kelpie's own detection sets.
-const healthReasons = balancer.ReasonUnhealthy | balancer.ReasonEjected | balancer.ReasonBreakerOpen
+const healthReasons = balancer.HealthReasons
 
 // DrillRequest is the body of POST .../{address}/drill. Only Fault is
 // required.

@@ -192,11 +192,14 @@ type Backend struct {
 	guard Guard // set once, before the backend is published; nil = admit all
 
 	fault atomic.Pointer[Fault] // an injected fault (fault.go); nil = none
+	inc   incident              // failure timings (incident.go)
 }
 
 func newBackend(addr string, st State) *Backend {
 	b := &Backend{addr: addr, hash: hashString(addr)}
 	b.state.Store(&st)
+	b.inc.lastDetect.Store(-1)
+	b.inc.lastRecover.Store(-1)
 	b.weight.Store(1)
 	b.listed.Store(1)
 	return b
@@ -263,6 +266,7 @@ func (b *Backend) Release(r Result) {
 	if r == ResultLocal {
 		return
 	}
+	b.noteResult(r)
 	b.requests.Add(1)
 	if r.GatewayError() {
 		b.failures.Add(1)

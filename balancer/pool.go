@@ -66,6 +66,9 @@ type Options struct {
 	// detector) for each backend as it joins the pool. It is called with the
 	// pool's writer lock held and must not call back into the pool.
 	NewGuard func(*Backend) Guard
+	// Incidents, if set, receives time-to-detect, time-to-recover and
+	// failover events (incident.go).
+	Incidents IncidentObserver
 	// Logger receives state transitions. nil discards them.
 	Logger *slog.Logger
 	// Now is the clock for slow start. nil means time.Now.
@@ -280,6 +283,7 @@ func (p *Pool) update(b *Backend, detail string, change func(*State)) bool {
 	if was == now {
 		return false
 	}
+	p.noteTransition(b, was, now)
 	set, cleared := now&^was, was&^now
 	for i := range numReasons {
 		if set&(1<<i) != 0 {
@@ -398,6 +402,7 @@ func (p *Pool) Close() {
 // rebuild publishes a new snapshot. Called with mu held.
 func (p *Pool) rebuild() {
 	s, ramping := buildSnapshot(p, p.opts.Now())
+	p.noteTier(p.snap.Load(), s)
 	p.snap.Store(s)
 	if p.ramp != nil {
 		p.ramp.Stop()

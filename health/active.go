@@ -100,6 +100,7 @@ func (c *Checker) probeLoop(ctx context.Context, pool Pool, b *balancer.Backend,
 
 // apply folds one probe result into t's state and publishes a change.
 func (c *Checker) apply(pool Pool, b *balancer.Backend, t *probeTask, err error, a *ActiveOptions) {
+	b.NoteProbe(err == nil) // starts or stops the detection clock
 	prev := b.State().Health
 	next, changed := step(probeState{Health: prev, Streak: t.streak}, err == nil, a.Rise, a.Fall)
 	t.streak = next.Streak

@@ -18,7 +18,7 @@ import (
 // This file translates config into each package's Options: the only place,
 // with config.go's loader, that knows the config's shape.
 
-func poolOptions(u config.Upstream, c *health.Checker, log *slog.Logger) balancer.Options {
+func poolOptions(u config.Upstream, c *health.Checker, inc balancer.IncidentObserver, log *slog.Logger) balancer.Options {
 	algo, _ := balancer.ParseAlgorithm(u.Balance) // validated by config
 	return balancer.Options{
 		Name:           u.Name,
@@ -26,6 +26,7 @@ func poolOptions(u config.Upstream, c *health.Checker, log *slog.Logger) balance
 		SlowStart:      *u.SlowStart,
 		PanicThreshold: *u.PanicThreshold,
 		NewGuard:       c.NewGuard,
+		Incidents:      inc,
 		Logger:         log,
 	}
 }
