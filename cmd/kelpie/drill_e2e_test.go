@@ -86,6 +86,20 @@ func TestDrillEveryFaultE2E(t *testing.T) {
 			if ta.poolByName("web").Lookup(b.Addr).Fault() != nil {
 				t.Fatal("the fault outlived the drill")
 			}
+			// The drill was a real incident to kelpie: its time to detect
+			// and to recover are in the metrics and the API.
+			// (A short ejection may end during the fault and another
+			// mechanism take it out again: the API shows the last one.)
+			metricsText := httpGetBody(t, ta.AdminURL+"/metrics")
+			for _, m := range []string{`kelpie_backend_detection_seconds_count{mechanism="` + r.DetectedBy + `",upstream="web"} `,
+				`kelpie_backend_recovery_seconds_count{upstream="web"} `} {
+				if !strings.Contains(metricsText, m) {
+					t.Errorf("metrics lack %s", m)
+				}
+			}
+			if v := findBackend(t, ta, "web", b.Addr); v.LastDetectionMs == nil || v.LastRecoveryMs == nil || v.LastDetectedBy == "" {
+				t.Errorf("API: last detection %v by %q, last recovery %v", v.LastDetectionMs, v.LastDetectedBy, v.LastRecoveryMs)
+			}
 			// Traffic reaches the backend again after the drill.
 			after := b.Hits()
 			eventually(t, 5*time.Second, "traffic back on the drilled backend", func() bool {
@@ -94,6 +108,17 @@ func TestDrillEveryFaultE2E(t *testing.T) {
 			})
 		})
 	}
+}
+
+func httpGetBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 func deref(p *int64) any {
