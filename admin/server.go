@@ -60,6 +60,10 @@ type Options struct {
 	// judged by unless its request names one. nil or 0 means
 	// DefaultDrillDetectWithin.
 	DetectionBound func(*balancer.Pool) time.Duration
+	// Heartbeat records a heartbeat of b for PUT .../heartbeat; its error
+	// (heartbeats not configured for the pool) is answered 409. nil
+	// answers 404 to every heartbeat.
+	Heartbeat func(p *balancer.Pool, b *balancer.Backend) error
 }
 
 // Server is the admin HTTP handler. Safe for concurrent use.
@@ -84,6 +88,7 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("POST "+backend+"/drain", s.mutating(s.drain))
 	s.mux.HandleFunc("POST "+backend+"/ready", s.mutating(s.ready))
 	s.mux.HandleFunc("PUT "+backend+"/weight", s.mutating(s.weight))
+	s.mux.HandleFunc("PUT "+backend+"/heartbeat", s.mutating(s.heartbeat))
 	s.mux.HandleFunc("POST "+backend+"/drill", s.mutating(s.startDrill))
 	s.mux.HandleFunc("GET /api/v1/drills", s.listDrills)
 	s.mux.HandleFunc("GET /api/v1/drills/{id}", s.getDrill)

@@ -29,11 +29,12 @@ const (
 	ReasonDrain                          // an operator drained it (admin)
 	ReasonCritical                       // discovery reports it failing or in maintenance (discovery)
 	ReasonRemoved                        // no source lists it any more; in-flight requests finish
+	ReasonHeartbeatMissed                // no heartbeat within the TTL (health)
 
 	numReasons = iota
 )
 
-var reasonNames = [numReasons]string{"unhealthy", "ejected", "breaker_open", "drain", "critical", "removed"}
+var reasonNames = [numReasons]string{"unhealthy", "ejected", "breaker_open", "drain", "critical", "removed", "heartbeat_missed"}
 
 // String names the reason ("unhealthy", "ejected", "breaker_open", "drain",
 // "critical", "removed"); several bits are joined with "+".
@@ -139,6 +140,8 @@ type State struct {
 	Critical bool         // discovery reports it failing or in maintenance
 	Removed  bool         // no source lists it any more
 
+	HeartbeatMissed bool // no heartbeat arrived within the TTL (health's heartbeat checks)
+
 	eligibleSince int64 // unix nanos it last became eligible, for slow start; 0 = from the start
 }
 
@@ -162,6 +165,9 @@ func (s State) Down() Reason {
 	}
 	if s.Removed {
 		r |= ReasonRemoved
+	}
+	if s.HeartbeatMissed {
+		r |= ReasonHeartbeatMissed
 	}
 	return r
 }

@@ -10,11 +10,12 @@ import (
 const (
 	MechanismActive  = "active"  // active probes (ReasonUnhealthy)
 	MechanismPassive = "passive" // passive outlier detection (ReasonEjected)
-	MechanismBreaker = "breaker" // the circuit breaker (ReasonBreakerOpen)
+	MechanismBreaker   = "breaker"   // the circuit breaker (ReasonBreakerOpen)
+	MechanismHeartbeat = "heartbeat" // heartbeat checks (ReasonHeartbeatMissed)
 )
 
 // HealthReasons are the reasons kelpie's own failure detection sets.
-const HealthReasons = ReasonUnhealthy | ReasonEjected | ReasonBreakerOpen
+const HealthReasons = ReasonUnhealthy | ReasonEjected | ReasonBreakerOpen | ReasonHeartbeatMissed
 
 // IncidentObserver receives a pool's time to detect, time to recover and
 // failovers, measured on real incidents. Its methods are called with the
@@ -98,6 +99,8 @@ func mechanism(set Reason) string {
 		return MechanismActive
 	case set&ReasonEjected != 0:
 		return MechanismPassive
+	case set&ReasonHeartbeatMissed != 0:
+		return MechanismHeartbeat
 	}
 	return MechanismBreaker
 }

@@ -99,6 +99,16 @@ type Health struct {
 	Active  *Active `yaml:"active"`
 	Passive Passive `yaml:"passive"`
 	Breaker Breaker `yaml:"breaker"`
+	// Heartbeat checks; omitted means none.
+	Heartbeat *Heartbeat `yaml:"heartbeat"`
+}
+
+// Heartbeat checks: each backend (or its agent) calls
+// PUT /api/v1/upstreams/{name}/backends/{address}/heartbeat at least every
+// TTL; a backend that misses it leaves rotation (heartbeat_missed) until
+// rise beats in a row (health.active.rise, else 2) bring it back.
+type Heartbeat struct {
+	TTL time.Duration `yaml:"ttl"` // required
 }
 
 // Active probing; omitted means none.

@@ -135,6 +135,9 @@ func (v *validator) upstream(i int, u *Upstream) {
 			v.errf(up("consul", "warning_weight"), "upstream %q: consul.warning_weight must be a percentage in 1..100", u.Name)
 		}
 	}
+	if hb := u.Health.Heartbeat; hb != nil && hb.TTL < minHeartbeatTTL {
+		v.errf(up("health", "heartbeat", "ttl"), "upstream %q: health.heartbeat.ttl must be at least %s (how long a backend may go without a heartbeat)", u.Name, minHeartbeatTTL)
+	}
 	if a := u.Health.Active; a != nil {
 		switch a.Type {
 		case "http", "tcp":
@@ -259,3 +262,7 @@ func Token(env string) string {
 	}
 	return os.Getenv(env)
 }
+
+// minHeartbeatTTL is the shortest heartbeat TTL: beats more often than
+// this would be traffic, not liveness.
+const minHeartbeatTTL = 100 * time.Millisecond

@@ -44,6 +44,8 @@ type Checker struct {
 	rand   func() float64          // [0,1); tests replace it
 
 	mu sync.Mutex // serializes ejection decisions and the guards' c.mu fields
+
+	beats heartbeats // heartbeat.go
 }
 
 type poolBox struct{ p Pool }
@@ -106,6 +108,10 @@ func guardOf(b *balancer.Backend) *guard {
 func (c *Checker) Run(ctx context.Context, pool Pool) error {
 	c.pool.Store(&poolBox{pool})
 	defer c.pool.Store(nil)
+	hbDone := make(chan struct{})
+	hbCtx, hbStop := context.WithCancel(ctx)
+	go func() { defer close(hbDone); c.heartbeatLoop(hbCtx, pool) }()
+	defer func() { hbStop(); <-hbDone }()
 	probes := map[*balancer.Backend]*probeTask{}
 	defer func() {
 		for _, t := range probes {

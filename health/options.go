@@ -39,6 +39,8 @@ type Options struct {
 	Passive PassiveOptions
 	// Breaker configures the per-backend circuit breaker.
 	Breaker BreakerOptions
+	// Heartbeat configures heartbeat checks (heartbeat.go). nil means none.
+	Heartbeat *HeartbeatOptions
 	// Logger receives the transitions the pool does not log itself (a first
 	// probe verdict, a breaker closing, an ejection refused by the caps).
 	// nil discards them. Reason changes are logged by balancer.Pool.Update.
@@ -153,6 +155,11 @@ func (o Options) withDefaults() Options {
 		def(&a.Fall, DefaultFall)
 		def(&a.Jitter, DefaultJitter)
 		o.Active = &a
+	}
+	if o.Heartbeat != nil {
+		h := *o.Heartbeat
+		def(&h.Rise, DefaultRise)
+		o.Heartbeat = &h
 	}
 	p := &o.Passive
 	def(&p.Ejection, DefaultEjection)

@@ -105,6 +105,7 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 
 		Counts:         a.upstreamCounts,
 		DetectionBound: a.detectionBound,
+		Heartbeat:      a.heartbeat,
 	})
 	if cfg.Admin.StateFile != "" {
 		st, err := admin.LoadState(cfg.Admin.StateFile)

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/kelpie-lb/kelpie/admin"
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/kelpie-lb/kelpie/config"
+	"github.com/kelpie-lb/kelpie/health"
 )
 
 // upstreamCounts gives a drill the upstream's request figures.
@@ -35,4 +37,15 @@ func activeBound(ac *config.Active) time.Duration {
 		return 0
 	}
 	return time.Duration(ac.Fall)*(ac.Interval+ac.Timeout) + ac.Interval
+}
+
+// heartbeat records a heartbeat of b with its upstream's checker.
+func (a *app) heartbeat(p *balancer.Pool, b *balancer.Backend) error {
+	a.mu.Lock()
+	u := a.upstreams[p.Name()]
+	a.mu.Unlock()
+	if u == nil || u.pool != p {
+		return fmt.Errorf("upstream %q is no longer configured: %w", p.Name(), health.ErrNoHeartbeat)
+	}
+	return u.checker.Beat(b)
 }

@@ -143,6 +143,12 @@ func healthOptions(u config.Upstream, log *slog.Logger) health.Options {
 	if *u.Health.Passive.MaxEjectedPercent == 0 {
 		o.Passive.ConsecutiveFailures = 0 // "eject at most 0%": ejection is off
 	}
+	if hb := u.Health.Heartbeat; hb != nil {
+		o.Heartbeat = &health.HeartbeatOptions{TTL: hb.TTL}
+		if a := u.Health.Active; a != nil {
+			o.Heartbeat.Rise = a.Rise
+		}
+	}
 	if a := u.Health.Active; a != nil {
 		lo, hi, _ := config.ParseStatusRange(a.ExpectStatus) // validated by config
 		o.Active = &health.ActiveOptions{
