@@ -23,13 +23,13 @@ type Reason uint32
 // The reasons, one bit each. Several may be set at once. They are derived
 // from a backend's State (see State.Down), never stored on their own.
 const (
-	ReasonUnhealthy   Reason = 1 << iota // active probes failed `fall` times in a row (health)
-	ReasonEjected                        // passive outlier detection ejected it (health)
-	ReasonBreakerOpen                    // its circuit breaker is open (health)
-	ReasonDrain                          // an operator drained it (admin)
-	ReasonCritical                       // discovery reports it failing or in maintenance (discovery)
-	ReasonRemoved                        // no source lists it any more; in-flight requests finish
-	ReasonHeartbeatMissed                // no heartbeat within the TTL (health)
+	ReasonUnhealthy       Reason = 1 << iota // active probes failed `fall` times in a row (health)
+	ReasonEjected                            // passive outlier detection ejected it (health)
+	ReasonBreakerOpen                        // its circuit breaker is open (health)
+	ReasonDrain                              // an operator drained it (admin)
+	ReasonCritical                           // discovery reports it failing or in maintenance (discovery)
+	ReasonRemoved                            // no source lists it any more; in-flight requests finish
+	ReasonHeartbeatMissed                    // no heartbeat within the TTL (health)
 
 	numReasons = iota
 )

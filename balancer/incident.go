@@ -8,8 +8,8 @@ import (
 // Detection mechanisms: which of kelpie's health mechanisms took a backend
 // out of rotation.
 const (
-	MechanismActive  = "active"  // active probes (ReasonUnhealthy)
-	MechanismPassive = "passive" // passive outlier detection (ReasonEjected)
+	MechanismActive    = "active"    // active probes (ReasonUnhealthy)
+	MechanismPassive   = "passive"   // passive outlier detection (ReasonEjected)
 	MechanismBreaker   = "breaker"   // the circuit breaker (ReasonBreakerOpen)
 	MechanismHeartbeat = "heartbeat" // heartbeat checks (ReasonHeartbeatMissed)
 )

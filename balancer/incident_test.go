@@ -37,7 +37,9 @@ func (r *incidents) Failover(to Tier) {
 // near reports whether d is within 500ms of want: failures are stamped with
 // the real clock, the pool's clock (started at the real time) is advanced by
 // hand.
-func near(d, want time.Duration) bool { return d > want-500*time.Millisecond && d < want+500*time.Millisecond }
+func near(d, want time.Duration) bool {
+	return d > want-500*time.Millisecond && d < want+500*time.Millisecond
+}
 
 // TestIncidentTimings: time to detect runs from the first failure seen (a
 // failed probe or a gateway error, whichever came first; a success resets
