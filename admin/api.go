@@ -15,8 +15,12 @@ type UpstreamsResponse struct {
 type Upstream struct {
 	// Name is the upstream's name from the config.
 	Name string `json:"name"`
-	// Balance is the algorithm: round_robin, least_conn or ip_hash.
+	// Balance is the algorithm: round_robin, least_conn, ip_hash or hash.
 	Balance string `json:"balance"`
+	// Policy is the balancing policy in words: the algorithm and, where
+	// set, what it hashes, its load bound and sticky cookies (an
+	// extension; "hash header:X-User, bound 125%, sticky cookie lb").
+	Policy string `json:"policy"`
 	// Tier is the set new requests go to: primary, panic, backup or none.
 	Tier string `json:"tier"`
 	// EligibleBackends is how many backends new requests are spread over.
@@ -89,6 +93,7 @@ func describePool(p *balancer.Pool) Upstream {
 	u := Upstream{
 		Name:             p.Name(),
 		Balance:          p.Algorithm().String(),
+		Policy:           p.Policy(),
 		Tier:             s.Tier.String(),
 		EligibleBackends: s.EligibleCount(),
 		Backends:         make([]Backend, len(s.Members)),

@@ -78,7 +78,7 @@ func simulateTraffic(t *testing.T, rates map[*balancer.Backend]int) {
 // that it is draining, then drained, then ready again.
 func TestDashboardInBrowser(t *testing.T) {
 	web := newPool(t, "web", "127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
-	api := balancer.NewPool(balancer.Options{Name: "api", Algorithm: balancer.LeastConn})
+	api := balancer.NewPool(balancer.Options{Name: "api", Algorithm: balancer.LeastConn, Policy: "least_conn, sticky cookie kelpie_sticky"})
 	t.Cleanup(api.Close)
 	api.SetMembers(balancer.SourceConsul, []balancer.Member{
 		{Address: "127.0.1.11:8080", Weight: 2}, {Address: "127.0.1.12:8080", Weight: 2},
@@ -138,6 +138,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		if !strings.Contains(webText, want) {
 			t.Errorf("web section lacks %q:\n%s", want, webText)
 		}
+	}
+
+	apiText, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`section[data-upstream="api"]`)))
+	if err != nil {
+		t.Fatalf("read the api section: %v", err)
+	}
+	if want := "least conn, sticky cookie kelpie_sticky"; !strings.Contains(apiText, want) {
+		t.Errorf("api section lacks its policy %q:\n%s", want, apiText)
 	}
 
 	if err := chromedp.Do(ctx,

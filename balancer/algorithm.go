@@ -6,20 +6,22 @@ import (
 	"sync/atomic"
 )
 
-// Algorithm is a way of picking a backend among the eligible ones. All three
-// honour weights and slow start.
+// Algorithm is a way of picking a backend among the eligible ones. All of
+// them honour weights and slow start.
 type Algorithm uint8
 
-// The algorithms, named in config as round_robin, least_conn and ip_hash.
+// The algorithms, named in config as round_robin, least_conn, ip_hash and
+// hash.
 const (
 	RoundRobin Algorithm = iota // smooth weighted round robin
 	LeastConn                   // fewest in-flight requests per unit of weight
 	IPHash                      // weighted rendezvous hashing of the client address
+	Hash                        // weighted rendezvous hashing of a request key, with bounded loads
 )
 
 // algorithmNames are the config names, indexed by Algorithm. config
 // validates balance with ParseAlgorithm, so this is the one list.
-var algorithmNames = [...]string{"round_robin", "least_conn", "ip_hash"}
+var algorithmNames = [...]string{"round_robin", "least_conn", "ip_hash", "hash"}
 
 // ParseAlgorithm turns a config name into an Algorithm; "" is RoundRobin.
 func ParseAlgorithm(name string) (Algorithm, error) {
@@ -39,8 +41,9 @@ func (a Algorithm) String() string {
 	return algorithmNames[a]
 }
 
-// UsesKey reports whether the algorithm needs the client hash passed to Pick.
-func (a Algorithm) UsesKey() bool { return a == IPHash }
+// UsesKey reports whether the algorithm needs the key passed to Pick: the
+// client hash (HashIP) for ip_hash, the request key (HashKey) for hash.
+func (a Algorithm) UsesKey() bool { return a == IPHash || a == Hash }
 
 // selector picks from one tier. Implementations are built once per snapshot
 // by the pool's writer and are then read-only; pick must not lock or
@@ -50,12 +53,14 @@ type selector interface {
 	pick(t *tier, key uint64, tried []*Backend) *Backend
 }
 
-func newSelector(a Algorithm, t *tier, cursor *atomic.Uint64) selector {
-	switch a {
+func newSelector(o *Options, t *tier, cursor *atomic.Uint64) selector {
+	switch o.Algorithm {
 	case LeastConn:
 		return newLeastConn(t)
 	case IPHash:
 		return newIPHash(t)
+	case Hash:
+		return newKeyHash(t, o.HashBalanceFactor, o.HashFallback, cursor)
 	}
 	return newRoundRobin(t, cursor)
 }

@@ -81,3 +81,27 @@ func TestSetWeightSkipsMerge(t *testing.T) {
 	}
 	t.Logf("SetWeight on %d members: %v allocs", n, allocs)
 }
+
+// TestHashBoundedAllocs: the bounded-load hash pick (which sums the tier's
+// in-flight counts and may walk past full backends) and its no-key
+// fallbacks allocate nothing either.
+func TestHashBoundedAllocs(t *testing.T) {
+	for _, fallback := range []Algorithm{RoundRobin, LeastConn} {
+		for _, n := range []int{3, 12, 300} {
+			p := newTestPool(t, Options{Algorithm: Hash, HashBalanceFactor: 125, HashFallback: fallback}, equal(n))
+			busy := p.Snapshot().Members[0]
+			for range 5 {
+				busy.Acquire() // a full backend to walk past
+			}
+			var key uint64
+			allocs := testing.AllocsPerRun(2000, func() {
+				key++
+				p.Pick(key, nil)
+				p.Pick(NoKey, nil)
+			})
+			if allocs != 0 {
+				t.Errorf("%v fallback, %d backends: %v allocs/op, want 0", fallback, n, allocs)
+			}
+		}
+	}
+}

@@ -1,7 +1,7 @@
 // Package balancer holds kelpie's shared core: the long-lived Backend with its
 // per-request counters, the Pool of one upstream with its immutable Snapshot
 // published through an atomic pointer, and the picking algorithms
-// (round_robin, least_conn, ip_hash).
+// (round_robin, least_conn, ip_hash, hash).
 //
 // Control-plane writers (discovery, health, admin) change a Pool through its
 // methods; each change rebuilds a Snapshot under the pool's writer mutex and
@@ -14,6 +14,7 @@ package balancer
 import (
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Reason is one cause for a backend to be out of rotation. A backend with no
@@ -143,6 +144,17 @@ type State struct {
 	HeartbeatMissed bool // no heartbeat arrived within the TTL (health's heartbeat checks)
 
 	eligibleSince int64 // unix nanos it last became eligible, for slow start; 0 = from the start
+	drainedAt     int64 // unix nanos Drained was last set; 0 = unknown (restored, or drained while away)
+}
+
+// DrainedSince reports when an operator drained the backend, or the zero
+// time when it is not drained or the moment is unknown (a drain restored
+// from the state file, or set while the backend was away).
+func (s State) DrainedSince() time.Time {
+	if !s.Drained || s.drainedAt == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, s.drainedAt)
 }
 
 // Down reports the reasons s keeps a backend out of rotation (0 when none).
@@ -260,6 +272,20 @@ func (b *Backend) Transitions(fn func(r Reason, on bool, n uint64)) {
 func (b *Backend) Acquire() bool {
 	b.inFlight.Add(1)
 	if st := b.state.Load(); st.Drained || st.Removed {
+		b.inFlight.Add(-1)
+		return false
+	}
+	return true
+}
+
+// AcquireDraining is Acquire for a request a sticky session pins to b: it
+// also admits b while b was drained less than grace before now (a drain of
+// unknown age counts as old), so sessions on a draining backend can finish.
+// A removed backend is refused, as by Acquire.
+func (b *Backend) AcquireDraining(grace time.Duration, now time.Time) bool {
+	b.inFlight.Add(1)
+	st := b.state.Load()
+	if st.Removed || st.Drained && (st.drainedAt == 0 || now.UnixNano()-st.drainedAt >= int64(grace)) {
 		b.inFlight.Add(-1)
 		return false
 	}

@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// algorithms lists every picker, for tests that must hold for all three.
-var algorithms = []Algorithm{RoundRobin, LeastConn, IPHash}
+// algorithms lists every picker, for tests that must hold for all of them.
+var algorithms = []Algorithm{RoundRobin, LeastConn, IPHash, Hash}
 
 // addr names the i-th test backend; zero-padded so address order is index
 // order.

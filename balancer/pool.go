@@ -49,6 +49,21 @@ type Options struct {
 	Name string
 	// Algorithm picks among eligible backends. Zero is RoundRobin.
 	Algorithm Algorithm
+	// HashBalanceFactor bounds the load of a Hash pool, in percent: no
+	// backend takes a new request while its in-flight count is at or above
+	// this share of the average (weighted), so a key whose backend is full
+	// goes to the next backend in its own order. Values below 100 cannot be
+	// met and act as 100. 0 (the default) disables the bound: a key always
+	// reaches its first choice while that is eligible.
+	HashBalanceFactor int
+	// HashFallback picks, in a Hash pool, for requests without a key
+	// (Pick with NoKey): RoundRobin (the zero value) or LeastConn.
+	HashFallback Algorithm
+	// Policy describes in words how requests are spread, beyond the
+	// algorithm's name (what a hash pool hashes, its bound, sticky
+	// cookies), for the admin API and dashboard. "" shows the algorithm's
+	// name alone.
+	Policy string
 	// SlowStart ramps a backend that becomes eligible (after joining a
 	// running pool or recovering) from 10% to its full weight linearly over
 	// this long. 0 disables.
@@ -125,6 +140,14 @@ func (p *Pool) Name() string { return p.snap.Load().name }
 
 // Algorithm is the pool's picking algorithm.
 func (p *Pool) Algorithm() Algorithm { return p.snap.Load().algo }
+
+// Policy is Options.Policy, or the algorithm's name when that is empty.
+func (p *Pool) Policy() string {
+	if s := p.snap.Load(); s.policy != "" {
+		return s.policy
+	}
+	return p.Algorithm().String()
+}
 
 // Snapshot returns the current snapshot. Never nil.
 func (p *Pool) Snapshot() *Snapshot { return p.snap.Load() }
@@ -271,7 +294,10 @@ func (p *Pool) update(b *Backend, detail string, change func(*State)) bool {
 	old := *b.state.Load()
 	st := old
 	change(&st)
-	st.Removed, st.eligibleSince = old.Removed, old.eligibleSince // the pool's own
+	st.Removed, st.eligibleSince, st.drainedAt = old.Removed, old.eligibleSince, old.drainedAt // the pool's own
+	if st.Drained && !old.Drained {
+		st.drainedAt = p.opts.Now().UnixNano()
+	}
 	was, now := old.Down(), st.Down()
 	if was != 0 && now == 0 && p.opts.SlowStart > 0 {
 		st.eligibleSince = p.opts.Now().UnixNano()

@@ -32,6 +32,7 @@ type Snapshot struct {
 
 	name     string // the pool's, read lock-free by Pool.Name
 	algo     Algorithm
+	policy   string
 	eligible []bool // parallel to Members: may the balancer pick it now
 	active   tier
 }
@@ -56,6 +57,8 @@ func (s *Snapshot) pick(key uint64, tried []*Backend) *Backend {
 		return sel.pick(&s.active, key, tried)
 	case *ipHash:
 		return sel.pick(&s.active, key, tried)
+	case *keyHash:
+		return sel.pick(&s.active, key, tried)
 	}
 	panic("balancer: selector without a case in Snapshot.pick") // newSelector makes only these
 }
@@ -74,7 +77,7 @@ type tier struct {
 const rampScale = 10
 
 func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
-	s := &Snapshot{name: p.opts.Name, algo: p.opts.Algorithm}
+	s := &Snapshot{name: p.opts.Name, algo: p.opts.Algorithm, policy: p.opts.Policy}
 	s.Members = make([]*Backend, 0, len(p.members))
 	for _, b := range p.members {
 		s.Members = append(s.Members, b)
@@ -132,7 +135,7 @@ func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
 		weights[i] = uint32(w)
 	}
 	s.active = tier{set: set, weights: weights}
-	s.active.sel = newSelector(p.opts.Algorithm, &s.active, &p.rrCursor)
+	s.active.sel = newSelector(&p.opts, &s.active, &p.rrCursor)
 
 	s.eligible = make([]bool, len(s.Members))
 	for i, b := range s.Members {

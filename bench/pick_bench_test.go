@@ -10,7 +10,7 @@ import (
 )
 
 var (
-	algorithms = []balancer.Algorithm{balancer.RoundRobin, balancer.LeastConn, balancer.IPHash}
+	algorithms = []balancer.Algorithm{balancer.RoundRobin, balancer.LeastConn, balancer.IPHash, balancer.Hash}
 	poolSizes  = []int{3, 10, 100, 300}
 )
 
@@ -71,6 +71,30 @@ func serialPicks(b *testing.B, p *balancer.Pool) {
 
 // BenchmarkPick is one Pick on one goroutine, equal weights.
 func BenchmarkPick(b *testing.B) { runPicks(b, false, serialPicks) }
+
+// BenchmarkPickHashBounded is the hash algorithm with bounded loads
+// (factor 125%) while a tenth of the backends are at their bound: the pick
+// sums the tier's in-flight counts and walks past full backends.
+func BenchmarkPickHashBounded(b *testing.B) {
+	for _, n := range poolSizes {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			p := balancer.NewPool(balancer.Options{Name: "bench", Algorithm: balancer.Hash, HashBalanceFactor: 125})
+			ms := make([]balancer.Member, n)
+			for i := range ms {
+				ms[i] = balancer.Member{Address: fmt.Sprintf("10.%d.%d.%d:8080", i>>16, (i>>8)&255, i&255), Weight: 1}
+			}
+			p.SetMembers(balancer.SourceStatic, ms)
+			b.Cleanup(p.Close)
+			for i, m := range p.Snapshot().Members {
+				for range 1 + 3*(i%10/9) { // every tenth backend far above the average
+					m.Acquire()
+				}
+			}
+			b.ReportAllocs()
+			serialPicks(b, p)
+		})
+	}
+}
 
 // BenchmarkPickWeighted is BenchmarkPick with weights 1..3 (round robin's
 // schedule, ip_hash's logarithmic scores).

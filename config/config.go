@@ -58,7 +58,7 @@ type Consul struct {
 // Upstream is one backend pool.
 type Upstream struct {
 	Name     string        `yaml:"name"`
-	Balance  string        `yaml:"balance"` // round_robin (default) | least_conn | ip_hash
+	Balance  string        `yaml:"balance"` // round_robin (default) | least_conn | ip_hash | hash
 	Backends []Backend     `yaml:"backends"`
 	Consul   *ConsulSource `yaml:"consul"`
 	Health   Health        `yaml:"health"`
@@ -72,6 +72,31 @@ type Upstream struct {
 	PanicThreshold *int `yaml:"panic_threshold"`
 	// MaxConnsPerBackend caps connections to each backend. Default 1024.
 	MaxConnsPerBackend int `yaml:"max_conns_per_backend"`
+	// HashOn is what balance: hash hashes: ip (default), path,
+	// header:NAME, cookie:NAME or query:NAME.
+	HashOn string `yaml:"hash_on"`
+	// HashBalanceFactor bounds balance: hash loads, in percent of the
+	// average in-flight load (e.g. 125); 0 (default) = no bound.
+	HashBalanceFactor int `yaml:"hash_balance_factor"`
+	// HashFallback balances requests without a hash key: round_robin
+	// (default) or least_conn.
+	HashFallback string `yaml:"hash_fallback"`
+	// Sticky pins clients to backends with a cookie; omitted = off.
+	Sticky *Sticky `yaml:"sticky"`
+}
+
+// Sticky is cookie session affinity, on any balance.
+type Sticky struct {
+	Cookie     string         `yaml:"cookie"`      // cookie name; default kelpie_sticky
+	TTL        time.Duration  `yaml:"ttl"`         // Max-Age; default 0 = session cookie
+	Secure     bool           `yaml:"secure"`      // HTTPS only; default false
+	HTTPOnly   *bool          `yaml:"http_only"`   // hidden from scripts; default true
+	SameSite   string         `yaml:"same_site"`   // lax (default) | strict | none
+	DrainGrace *time.Duration `yaml:"drain_grace"` // a drained backend keeps its sticky clients; default 5s; 0 = move at once
+	// SecretEnv names an environment variable holding the key that signs
+	// cookie values (HMAC-SHA256). Default "": a random key per process,
+	// so cookies do not survive a restart nor work across instances.
+	SecretEnv string `yaml:"secret_env"`
 }
 
 // Backend is a static pool member.

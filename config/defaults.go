@@ -42,6 +42,11 @@ const (
 	// panic_threshold (balancer.Options' zero values disable both).
 	DefaultSlowStart      = 30 * time.Second
 	DefaultPanicThreshold = 50
+	// DefaultHashOn is hash_on (proxy.HashOn's zero value is the same).
+	DefaultHashOn = "ip"
+	// DefaultStickySameSite is sticky.same_site (proxy.Sticky's zero
+	// value sends no SameSite attribute).
+	DefaultStickySameSite = "lax"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -77,6 +82,18 @@ func applyDefaults(c *Config) {
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		orDefault(&u.Balance, balancer.RoundRobin.String())
+		orDefault(&u.HashOn, DefaultHashOn)
+		orDefault(&u.HashFallback, balancer.RoundRobin.String())
+		if s := u.Sticky; s != nil {
+			orDefault(&s.Cookie, proxy.DefaultStickyCookie)
+			if s.HTTPOnly == nil {
+				s.HTTPOnly = ptr(true)
+			}
+			orDefault(&s.SameSite, DefaultStickySameSite)
+			if s.DrainGrace == nil {
+				s.DrainGrace = ptr(proxy.DefaultStickyDrainGrace)
+			}
+		}
 		for j := range u.Backends {
 			if u.Backends[j].Weight == nil {
 				u.Backends[j].Weight = ptr(1)

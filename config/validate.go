@@ -113,6 +113,7 @@ func (v *validator) upstream(i int, u *Upstream) {
 	if _, err := balancer.ParseAlgorithm(u.Balance); err != nil {
 		v.errf(up("balance"), "upstream %q: %v", u.Name, err)
 	}
+	v.hashAndSticky(i, u)
 	if len(u.Backends) == 0 && u.Consul == nil {
 		v.errf(up(), "upstream %q has no backends and no consul service: it would be empty", u.Name)
 	}

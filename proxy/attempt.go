@@ -32,7 +32,13 @@ type attempt struct {
 // b, when b was drained or removed since it was picked or its guard refused
 // (an open breaker): the caller picks another backend.
 func (p *Proxy) begin(up *Upstream, b *balancer.Backend) (attempt, bool) {
-	if !b.Acquire() {
+	return p.admit(up, b, b.Acquire())
+}
+
+// admit is begin after the Acquire (or AcquireDraining) that returned
+// acquired.
+func (p *Proxy) admit(up *Upstream, b *balancer.Backend, acquired bool) (attempt, bool) {
+	if !acquired {
 		return attempt{}, false
 	}
 	done, err := b.Admit()

@@ -20,13 +20,17 @@ func peerIP(ctx *fasthttp.RequestCtx) netip.Addr {
 	return netip.Addr{}
 }
 
-// clientKey is the ip_hash key of a request: balancer.HashIP of the client
-// IP. Only computed for pools that use it.
+// clientKey is the key Pick gets: for ip_hash balancer.HashIP of the client
+// IP, for hash the request key (requestKey). Only computed for pools that
+// use it.
 func (p *Proxy) clientKey(up *Upstream, h *fasthttp.RequestHeader, peer netip.Addr) uint64 {
-	if !up.Pool.Algorithm().UsesKey() {
-		return 0
+	switch up.Pool.Algorithm() {
+	case balancer.IPHash:
+		return balancer.HashIP(p.clientIP(h.RawHeaders(), peer))
+	case balancer.Hash:
+		return p.requestKey(up, h, peer)
 	}
-	return balancer.HashIP(p.clientIP(h.RawHeaders(), peer))
+	return 0
 }
 
 // clientIP finds the client's address. When the peer is a trusted proxy, the

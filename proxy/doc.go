@@ -50,6 +50,17 @@
 // walked from the right, skipping trusted addresses, and the first untrusted
 // one is the client. ip_hash upstreams hash that address (balancer.HashIP).
 //
+// # Keys and sticky sessions
+//
+// Upstreams with the hash algorithm hash what Upstream.HashOn names (a
+// header, cookie, query parameter, the path, or the client IP), read from
+// the raw request without allocating (hashkey.go); a request without it is
+// picked with balancer.NoKey, which the pool's fallback balances. An
+// Upstream with Sticky first looks up its signed cookie (sticky.go): while
+// the backend it names is eligible, or drained within DrainGrace, the first
+// attempt goes there; otherwise the request is balanced as usual, and any
+// response from a backend other than the cookie's carries a new cookie.
+//
 // # Forwarding, timeouts and errors
 //
 // Each backend has one transport (transport.go): a fasthttp.HostClient with

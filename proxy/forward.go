@@ -48,8 +48,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 	var failed outcome      // the last failed attempt's outcome; zero status while none failed
 	attempts, stale := 0, 0 // stale retries do not use the budget
 	answered, streaming := false, false
-	for b := pool.Pick(key, tried); b != nil; {
-		a, ok := p.begin(up, b)
+	pin := p.pinned(ctx, up)
+	for b := pin.first(pool, key); b != nil; {
+		a, ok := pin.begin(p, up, b)
 		if !ok {
 			tried = append(tried, b)
 			b = pool.Pick(key, tried)
@@ -87,6 +88,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 	}
 	if !answered {
 		p.replyFailure(ctx, failed, rb, stats)
+	} else {
+		p.stickyReply(ctx, up, last, &pin)
 	}
 	if retries = max(attempts-1, 0); retries > 0 {
 		stats.Retries.Add(uint64(retries))

@@ -66,6 +66,12 @@ type Upstream struct {
 	// IdleConnTimeout closes pooled keep-alive connections idle this long.
 	// Keep it below the backends' own keep-alive timeout. Default 4s.
 	IdleConnTimeout time.Duration
+	// HashOn is what a pool with the hash algorithm hashes; the zero value
+	// hashes the client IP. Other algorithms ignore it.
+	HashOn HashOn
+	// Sticky, if set, pins each client to a backend with a cookie (see
+	// Sticky). nil: no stickiness.
+	Sticky *Sticky
 	// Dial, if set, opens connections to backends instead of TCP (tests and
 	// benchmarks use in-memory listeners). timeout is ConnectTimeout.
 	Dial func(addr string, timeout time.Duration) (net.Conn, error)

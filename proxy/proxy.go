@@ -37,6 +37,8 @@ type Proxy struct {
 	idSeq    atomic.Uint64 // X-Request-ID counter
 	logSeq   atomic.Uint64 // access log sampling
 	retryAft []byte        // Retry-After value
+
+	stickySecret []byte // random per process: HMAC key of sticky cookies without a Sticky.Secret
 }
 
 // New returns a Proxy serving routes. It does not listen; call Serve.
@@ -47,6 +49,10 @@ func New(o Options, routes []Route) (*Proxy, error) {
 		return nil, fmt.Errorf("request id seed: %w", err)
 	}
 	hex.Encode(p.idPrefix[:], p.idPrefix[:8])
+	var err error
+	if p.stickySecret, err = newStickyKey(); err != nil {
+		return nil, err
+	}
 	secs := int64((o.RetryAfter + time.Second - 1) / time.Second)
 	p.retryAft = strconv.AppendInt(nil, max(secs, 1), 10)
 	for _, pr := range o.TrustedProxies {

@@ -97,8 +97,10 @@ func (a *app) plan(cfg *config.Config) (_ *plan, err error) {
 		if fresh {
 			u.pool = balancer.NewPool(pu.pool)
 		}
-		pu.data = upstreamData(uc, u.pool)
 		p.upstreams = append(p.upstreams, pu) // before any error: discard closes it
+		if pu.data, err = upstreamData(uc, u.pool); err != nil {
+			return nil, err
+		}
 		if uc.Consul != nil {
 			if err := a.step("watch " + uc.Name); err != nil {
 				return nil, err

@@ -20,7 +20,7 @@ import (
 
 func poolOptions(u config.Upstream, c *health.Checker, inc balancer.IncidentObserver, log *slog.Logger) balancer.Options {
 	algo, _ := balancer.ParseAlgorithm(u.Balance) // validated by config
-	return balancer.Options{
+	o := balancer.Options{
 		Name:           u.Name,
 		Algorithm:      algo,
 		SlowStart:      *u.SlowStart,
@@ -29,6 +29,26 @@ func poolOptions(u config.Upstream, c *health.Checker, inc balancer.IncidentObse
 		Incidents:      inc,
 		Logger:         log,
 	}
+	o.HashBalanceFactor = u.HashBalanceFactor
+	o.HashFallback, _ = balancer.ParseAlgorithm(u.HashFallback)
+	o.Policy = policy(u)
+	return o
+}
+
+// policy describes how u spreads requests, for the admin API and the
+// dashboard: "hash header:X-User, bound 125%, sticky cookie lb".
+func policy(u config.Upstream) string {
+	parts := []string{u.Balance}
+	if u.Balance == balancer.Hash.String() {
+		parts[0] += " " + u.HashOn
+		if u.HashBalanceFactor > 0 {
+			parts = append(parts, fmt.Sprintf("bound %d%%", u.HashBalanceFactor))
+		}
+	}
+	if u.Sticky != nil {
+		parts = append(parts, "sticky cookie "+u.Sticky.Cookie)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func staticMembers(u config.Upstream) []balancer.Member {
@@ -49,7 +69,12 @@ func watchSpec(c config.ConsulSource) discovery.WatchSpec {
 	}
 }
 
-func upstreamData(u config.Upstream, p *balancer.Pool) *proxy.Upstream {
+func upstreamData(u config.Upstream, p *balancer.Pool) (*proxy.Upstream, error) {
+	hashOn, _ := proxy.ParseHashOn(u.HashOn) // validated by config
+	sticky, err := stickyOptions(u)
+	if err != nil {
+		return nil, err
+	}
 	return &proxy.Upstream{
 		Pool:               p,
 		ConnectTimeout:     u.Timeouts.Connect,
@@ -57,7 +82,29 @@ func upstreamData(u config.Upstream, p *balancer.Pool) *proxy.Upstream {
 		IdleConnTimeout:    u.Timeouts.Idle,
 		Retries:            *u.Retries.Attempts,
 		MaxConnsPerBackend: u.MaxConnsPerBackend,
+		HashOn:             hashOn,
+		Sticky:             sticky,
+	}, nil
+}
+
+// stickyOptions is the upstream's sticky block, nil when it has none. A
+// secret_env that names an empty variable is an error: silently falling
+// back to a per-process key would break sessions across instances.
+func stickyOptions(u config.Upstream) (*proxy.Sticky, error) {
+	s := u.Sticky
+	if s == nil {
+		return nil, nil
 	}
+	out := &proxy.Sticky{Cookie: s.Cookie, TTL: s.TTL, Secure: s.Secure, HTTPOnly: *s.HTTPOnly,
+		SameSite: s.SameSite, DrainGrace: *s.DrainGrace}
+	if s.SecretEnv != "" {
+		secret := config.Token(s.SecretEnv)
+		if secret == "" {
+			return nil, fmt.Errorf("upstream %s: sticky.secret_env: $%s is empty", u.Name, s.SecretEnv)
+		}
+		out.Secret = []byte(secret)
+	}
+	return out, nil
 }
 
 // buildRoutes turns config routes into proxy routes; with no routes, the
