@@ -31,11 +31,12 @@ const (
 	ReasonCritical                           // discovery reports it failing or in maintenance (discovery)
 	ReasonRemoved                            // no source lists it any more; in-flight requests finish
 	ReasonHeartbeatMissed                    // no heartbeat within the TTL (health)
+	ReasonAwaitingReady                      // recovered under manual failback: waits for an operator's ready (pool)
 
 	numReasons = iota
 )
 
-var reasonNames = [numReasons]string{"unhealthy", "ejected", "breaker_open", "drain", "critical", "removed", "heartbeat_missed"}
+var reasonNames = [numReasons]string{"unhealthy", "ejected", "breaker_open", "drain", "critical", "removed", "heartbeat_missed", "awaiting_ready"}
 
 // String names the reason ("unhealthy", "ejected", "breaker_open", "drain",
 // "critical", "removed"); several bits are joined with "+".
@@ -142,6 +143,7 @@ type State struct {
 	Removed  bool         // no source lists it any more
 
 	HeartbeatMissed bool // no heartbeat arrived within the TTL (health's heartbeat checks)
+	AwaitingReady   bool // recovered from a health exit under manual failback; the pool sets it, an operator's ready clears it
 
 	eligibleSince int64 // unix nanos it last became eligible, for slow start; 0 = from the start
 	drainedAt     int64 // unix nanos Drained was last set; 0 = unknown (restored, or drained while away)
@@ -180,6 +182,9 @@ func (s State) Down() Reason {
 	}
 	if s.HeartbeatMissed {
 		r |= ReasonHeartbeatMissed
+	}
+	if s.AwaitingReady {
+		r |= ReasonAwaitingReady
 	}
 	return r
 }
@@ -323,20 +328,26 @@ func (b *Backend) Admit() (done func(Result), err error) {
 type AdminState uint8
 
 // Admin states: ready; draining (drained, requests still in flight);
-// drained (drained and idle).
+// drained (drained and idle); awaiting_ready (recovered under manual
+// failback, waiting for an operator's ready).
 const (
 	AdminReady AdminState = iota
 	AdminDraining
 	AdminDrained
+	AdminAwaitingReady
 )
 
 func (s AdminState) String() string {
-	return [...]string{"ready", "draining", "drained"}[s]
+	return [...]string{"ready", "draining", "drained", "awaiting_ready"}[s]
 }
 
 // Admin reports the backend's admin state.
 func (b *Backend) Admin() AdminState {
-	if !b.state.Load().Drained {
+	st := b.state.Load()
+	if !st.Drained {
+		if st.AwaitingReady {
+			return AdminAwaitingReady
+		}
 		return AdminReady
 	}
 	if b.InFlight() > 0 {

@@ -81,6 +81,10 @@ type Options struct {
 	// detector) for each backend as it joins the pool. It is called with the
 	// pool's writer lock held and must not call back into the pool.
 	NewGuard func(*Backend) Guard
+	// Failback says how a backend that left rotation for a health reason
+	// returns once healthy: FailbackAuto (the zero value) at once,
+	// FailbackManual only after an operator readies it (failback.go).
+	Failback Failback
 	// Incidents, if set, receives time-to-detect, time-to-recover and
 	// failover events (incident.go).
 	Incidents IncidentObserver
@@ -295,6 +299,7 @@ func (p *Pool) update(b *Backend, detail string, change func(*State)) bool {
 	st := old
 	change(&st)
 	st.Removed, st.eligibleSince, st.drainedAt = old.Removed, old.eligibleSince, old.drainedAt // the pool's own
+	p.holdFailback(old, &st)
 	if st.Drained && !old.Drained {
 		st.drainedAt = p.opts.Now().UnixNano()
 	}
@@ -356,7 +361,12 @@ func (p *Pool) setDrain(addr string, on bool) (*Backend, error) {
 		}
 		return nil, fmt.Errorf("upstream %s: backend %s: %w", p.opts.Name, addr, ErrUnknownBackend)
 	}
-	p.update(b, "admin", func(s *State) { s.Drained = on })
+	p.update(b, "admin", func(s *State) {
+		s.Drained = on
+		if !on {
+			s.AwaitingReady = false // ready is the operator's go for a manual failback
+		}
+	})
 	return b, nil
 }
 

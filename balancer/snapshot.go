@@ -94,8 +94,8 @@ func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
 			}
 			continue
 		}
-		if down&(ReasonDrain|ReasonRemoved) != 0 {
-			continue
+		if down&(ReasonDrain|ReasonRemoved|ReasonAwaitingReady) != 0 {
+			continue // out by an operator's decision, or awaiting one: not for panic mode either
 		}
 		primTotal++
 		switch {

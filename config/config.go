@@ -70,6 +70,9 @@ type Upstream struct {
 	// PanicThreshold, percent of primaries eligible below which traffic
 	// spreads over all non-drained primaries. Default 50; 0 disables.
 	PanicThreshold *int `yaml:"panic_threshold"`
+	// Failback is auto (default: a recovered backend returns at once) or
+	// manual (it waits as awaiting_ready for an operator's ready).
+	Failback string `yaml:"failback"`
 	// MaxConnsPerBackend caps connections to each backend. Default 1024.
 	MaxConnsPerBackend int `yaml:"max_conns_per_backend"`
 	// HashOn is what balance: hash hashes: ip (default), path,

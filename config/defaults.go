@@ -42,6 +42,8 @@ const (
 	// panic_threshold (balancer.Options' zero values disable both).
 	DefaultSlowStart      = 30 * time.Second
 	DefaultPanicThreshold = 50
+	// DefaultFailback is failback (balancer.Options' zero value is auto).
+	DefaultFailback = "auto"
 	// DefaultHashOn is hash_on (proxy.HashOn's zero value is the same).
 	DefaultHashOn = "ip"
 	// DefaultStickySameSite is sticky.same_site (proxy.Sticky's zero
@@ -139,6 +141,7 @@ func applyDefaults(c *Config) {
 		if u.SlowStart == nil {
 			u.SlowStart = ptr(DefaultSlowStart)
 		}
+		orDefault(&u.Failback, DefaultFailback)
 		if u.PanicThreshold == nil {
 			u.PanicThreshold = ptr(DefaultPanicThreshold)
 		}

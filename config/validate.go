@@ -194,6 +194,9 @@ func (v *validator) upstream(i int, u *Upstream) {
 	v.positive(up("timeouts", "response"), "timeouts.response", u.Timeouts.Response)
 	v.positive(up("timeouts", "idle"), "timeouts.idle", u.Timeouts.Idle)
 	v.nonNegative(up("slow_start"), "slow_start", *u.SlowStart)
+	if _, err := balancer.ParseFailback(u.Failback); err != nil {
+		v.errf(up("failback"), "upstream %q: %v", u.Name, err)
+	}
 	if t := *u.PanicThreshold; t < 0 || t > 100 {
 		v.errf(up("panic_threshold"), "upstream %q: panic_threshold must be a percentage in 0..100", u.Name)
 	}

@@ -19,12 +19,14 @@ import (
 // with config.go's loader, that knows the config's shape.
 
 func poolOptions(u config.Upstream, c *health.Checker, inc balancer.IncidentObserver, log *slog.Logger) balancer.Options {
-	algo, _ := balancer.ParseAlgorithm(u.Balance) // validated by config
+	algo, _ := balancer.ParseAlgorithm(u.Balance)     // validated by config
+	failback, _ := balancer.ParseFailback(u.Failback) // validated by config
 	o := balancer.Options{
 		Name:           u.Name,
 		Algorithm:      algo,
 		SlowStart:      *u.SlowStart,
 		PanicThreshold: *u.PanicThreshold,
+		Failback:       failback,
 		NewGuard:       c.NewGuard,
 		Incidents:      inc,
 		Logger:         log,
