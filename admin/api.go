@@ -64,6 +64,9 @@ type Backend struct {
 	// LastRecoveryMs is the last time to recover: out of rotation to back
 	// in full rotation. null until the backend first recovered.
 	LastRecoveryMs *int64 `json:"last_recovery_ms"`
+	// CheckOutput is the first 4 KiB of the last script check's output
+	// (health.active.type exec); omitted otherwise.
+	CheckOutput string `json:"check_output,omitempty"`
 }
 
 // ErrorResponse is the body of every error reply.
@@ -116,7 +119,7 @@ func describeBackend(b *balancer.Backend, eligible bool) Backend {
 		Weight:   b.Weight(),
 		Backup:   b.Backup(),
 		Source:   b.Sources().String(),
-		Health:   st.Health.String(),
+		Health:   healthOf(st),
 		Ejected:  st.Ejected,
 		Breaker:  st.Breaker.String(),
 		Admin:    b.Admin().String(),
@@ -126,6 +129,7 @@ func describeBackend(b *balancer.Backend, eligible bool) Backend {
 		Failures: b.Failures(),
 		Down:     reasons,
 	}
+	out.CheckOutput = b.CheckOutput()
 	if d, by, ok := b.LastDetection(); ok {
 		out.LastDetectionMs, out.LastDetectedBy = msPtr(d), by
 	}
@@ -144,4 +148,13 @@ func describeOne(p *balancer.Pool, b *balancer.Backend) Backend {
 		}
 	}
 	return describeBackend(b, false)
+}
+
+// healthOf is the API's health: the probe verdict, or "degraded" for a
+// healthy backend whose script check warns.
+func healthOf(st balancer.State) string {
+	if st.Degraded && st.Health == balancer.HealthHealthy {
+		return "degraded"
+	}
+	return st.Health.String()
 }

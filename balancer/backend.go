@@ -144,6 +144,7 @@ type State struct {
 
 	HeartbeatMissed bool // no heartbeat arrived within the TTL (health's heartbeat checks)
 	AwaitingReady   bool // recovered from a health exit under manual failback; the pool sets it, an operator's ready clears it
+	Degraded        bool // its script check warns (exit 1): eligible at 1/DegradedDivisor of its weight (health)
 
 	eligibleSince int64 // unix nanos it last became eligible, for slow start; 0 = from the start
 	drainedAt     int64 // unix nanos Drained was last set; 0 = unknown (restored, or drained while away)
@@ -216,6 +217,8 @@ type Backend struct {
 
 	fault atomic.Pointer[Fault] // an injected fault (fault.go); nil = none
 	inc   incident              // failure timings (incident.go)
+
+	checkOutput atomic.Pointer[string] // the last active check's output (exec checks); health writes it
 }
 
 func newBackend(addr string, st State) *Backend {

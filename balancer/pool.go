@@ -312,6 +312,9 @@ func (p *Pool) update(b *Backend, detail string, change func(*State)) bool {
 	}
 	b.state.Store(&st)
 	if was == now {
+		if st.Degraded != old.Degraded && p.members[b.addr] == b {
+			p.rebuild() // same rotation, another weight
+		}
 		return false
 	}
 	p.noteTransition(b, was, now)

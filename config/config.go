@@ -24,6 +24,9 @@ type Config struct {
 	Shutdown       Shutdown   `yaml:"shutdown"`
 	AccessLog      AccessLog  `yaml:"access_log"`
 	Log            Log        `yaml:"log"`
+	// AllowExecChecks permits health.active.type exec (script checks).
+	// Default false: a config that may run programs must say so.
+	AllowExecChecks bool `yaml:"allow_exec_checks"`
 
 	// Path is the file the config was loaded from.
 	Path string `yaml:"-"`
@@ -141,7 +144,10 @@ type Heartbeat struct {
 
 // Active probing; omitted means none.
 type Active struct {
-	Type         string        `yaml:"type"`          // http (default) | tcp
+	Type string `yaml:"type"` // http (default) | tcp | exec
+	// Command is the program and arguments of an exec check (no shell);
+	// needs allow_exec_checks.
+	Command      []string      `yaml:"command,omitempty"`
 	Path         string        `yaml:"path"`          // default /health
 	Host         string        `yaml:"host"`          // Host header; default the backend address
 	ExpectStatus string        `yaml:"expect_status"` // default "200-399"

@@ -15,8 +15,9 @@ import (
 )
 
 type validator struct {
-	root *yaml.Node
-	add  func(line int, format string, args ...any)
+	root      *yaml.Node
+	add       func(line int, format string, args ...any)
+	allowExec bool // allow_exec_checks
 }
 
 func (v *validator) errf(path []any, format string, args ...any) {
@@ -26,6 +27,7 @@ func (v *validator) errf(path []any, format string, args ...any) {
 func at(path ...any) []any { return path }
 
 func (v *validator) validate(c *Config) {
+	v.allowExec = c.AllowExecChecks
 	v.hostPort(at("listen"), "listen", c.Listen)
 	v.hostPort(at("admin", "listen"), "admin.listen", c.Admin.Listen)
 	if !IsLoopback(c.Admin.Listen) && c.Admin.TokenEnv == "" {
@@ -142,8 +144,13 @@ func (v *validator) upstream(i int, u *Upstream) {
 	if a := u.Health.Active; a != nil {
 		switch a.Type {
 		case "http", "tcp":
+			if len(a.Command) > 0 {
+				v.errf(up("health", "active", "command"), "upstream %q: health.active.command is for type exec", u.Name)
+			}
+		case "exec":
+			v.execCheck(u, a, up)
 		default:
-			v.errf(up("health", "active", "type"), "upstream %q: health.active.type %q: want http or tcp", u.Name, a.Type)
+			v.errf(up("health", "active", "type"), "upstream %q: health.active.type %q: want http, tcp or exec", u.Name, a.Type)
 		}
 		if !strings.HasPrefix(a.Path, "/") {
 			v.errf(up("health", "active", "path"), "upstream %q: health.active.path %q must start with /", u.Name, a.Path)

@@ -45,7 +45,8 @@ type Checker struct {
 
 	mu sync.Mutex // serializes ejection decisions and the guards' c.mu fields
 
-	beats heartbeats // heartbeat.go
+	beats     heartbeats    // heartbeat.go
+	execSlots chan struct{} // script checks running (exec.go)
 }
 
 type poolBox struct{ p Pool }
@@ -56,6 +57,8 @@ func New(opts Options) *Checker {
 		wake:   make(chan struct{}, 1),
 		reconf: make(chan struct{}, 1),
 		rand:   rand.Float64,
+
+		execSlots: make(chan struct{}, MaxExecChecks),
 	}
 	o := opts.withDefaults()
 	c.opts.Store(&o)

@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 )
@@ -26,7 +27,16 @@ const (
 	DefaultBucketPeriod      = time.Second
 	DefaultOpenTimeout       = 10 * time.Second
 	DefaultHalfOpenRequests  = 3
+	// ExecPath is the PATH of script checks: their environment starts
+	// clean.
+	ExecPath = "/usr/local/bin:/usr/bin:/bin"
+	// MaxExecChecks is how many script checks of one upstream run at once.
+	MaxExecChecks = 4
 )
+
+// ErrCheckWarning marks a script check that exited 1: a warning. The backend
+// stays eligible, degraded, at reduced weight.
+var ErrCheckWarning = errors.New("check warning")
 
 // Options configures a Checker for one upstream pool. The zero value runs no
 // active probes, no passive ejection, and a circuit breaker with the defaults
@@ -75,6 +85,12 @@ type ActiveOptions struct {
 	// the interval, so backends are not probed in lockstep (the wait never
 	// exceeds the interval). 0 means 0.1; negative disables.
 	Jitter float64
+	// Command, when set, makes the probe a script check (exec.go): the
+	// program and its arguments, run without a shell. Exit 0 passes, 1
+	// warns (the backend stays eligible, degraded), anything else fails.
+	Command []string
+	// Upstream names the pool, for script checks' KELPIE_UPSTREAM.
+	Upstream string
 	// Probe, if set, replaces the built-in HTTP/TCP probe: it returns nil
 	// when addr passes. It is called with a context bounded by Timeout.
 	// Tests use it to script results.

@@ -210,8 +210,11 @@ func healthOptions(u config.Upstream, log *slog.Logger) health.Options {
 			Rise:              a.Rise,
 			Fall:              a.Fall,
 		}
-		if a.Type == "http" {
+		switch a.Type {
+		case "http":
 			o.Active.Path = a.Path // an empty path makes a TCP connect probe
+		case "exec":
+			o.Active.Command, o.Active.Upstream = a.Command, u.Name
 		}
 	}
 	return o
