@@ -149,7 +149,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	if err := chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(row+` button[data-action="drain"]`)),
+		click(row+` button[data-action="drain"]`),
 		waitText(row+" .admin-state", "draining"),
 	); err != nil {
 		t.Fatalf("click Drain: %v", err)
@@ -177,7 +177,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	screenshot(t, ctx)
 
 	if err := chromedp.Do(ctx,
-		chromedp.Click(chromedp.CSS(row+` button[data-action="ready"]`)),
+		click(row+` button[data-action="ready"]`),
 		waitText(row+" .admin-state", "ready"),
 	); err != nil {
 		t.Fatalf("click Ready: %v", err)
@@ -187,6 +187,23 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if n := prompts.Load(); n != 1 {
 		t.Errorf("token prompts = %d, want 1 (the token is kept for the tab)", n)
+	}
+}
+
+// click clicks the element at sel with the mouse, as a user would. The page
+// re-renders its rows on every poll, so the node found can be replaced
+// before the click lands ("Could not find node with given id"); the click
+// is then made again on the new node, a few times at most.
+func click(sel string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, tgt *chromedp.Target) (chromedp.Void, error) {
+		var err error
+		for range 5 {
+			var v chromedp.Void
+			if v, err = chromedp.Click(chromedp.CSS(sel))(ctx, tgt); err == nil || !strings.Contains(err.Error(), "Could not find node") {
+				return v, err
+			}
+		}
+		return chromedp.Void{}, err
 	}
 }
 
