@@ -47,7 +47,7 @@ func TestDashboardDrillButton(t *testing.T) {
 		chromedp.Navigate(srv.URL+"/"),
 		chromedp.WaitVisible(chromedp.CSS(row)),
 		waitText(`tr[data-address="127.0.0.1:9001"] .ttx`, "detected in 0ms (passive) · recovered in 0ms"),
-		chromedp.Click(chromedp.CSS(row+` button[data-action="drill"]`)),
+		click(row+` button[data-action="drill"]`),
 		waitText(row+" .drill-state", "drill running"),
 	); err != nil {
 		t.Fatalf("click Drill: %v", err)
