@@ -339,6 +339,10 @@ func (s *Server) abortDrill(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown drill %q", r.PathValue("id")))
 		return
 	}
+	if rep := d.report(); rep.Outcome != DrillRunning {
+		writeError(w, http.StatusConflict, fmt.Sprintf("drill %s has already ended: %s", rep.ID, rep.Outcome))
+		return
+	}
 	select {
 	case d.abort <- "aborted by an operator (" + r.RemoteAddr + ")":
 	default:

@@ -256,6 +256,9 @@ func TestDrillGuardsE2E(t *testing.T) {
 		if ta.poolByName("web").Lookup(a.Addr).Fault() != nil {
 			t.Fatal("fault still set after the abort")
 		}
+		if resp, err := http.DefaultClient.Do(req.Clone(req.Context())); err != nil || resp.StatusCode != 409 {
+			t.Fatalf("second abort: %v %v, want 409", resp, err)
+		}
 		// The upstream is free again.
 		id = startDrillOK(t, ta, b.Addr, `{"fault":"refuse","for":"200ms"}`)
 		waitDrill(t, ta, id)
