@@ -1,5 +1,8 @@
 package main
 
+// Wiring of the failover features into the admin API: drills (counts,
+// detection bound) and heartbeats.
+
 import (
 	"fmt"
 	"time"
