@@ -67,6 +67,10 @@ type Backend struct {
 	// CheckOutput is the first 4 KiB of the last script check's output
 	// (health.active.type exec); omitted otherwise.
 	CheckOutput string `json:"check_output,omitempty"`
+	// Drain says who drained the backend, why, and whether for this
+	// instance (scope local) or the whole cluster (scope fleet). Absent
+	// when the backend is ready.
+	Drain *DrainInfo `json:"drain,omitempty"`
 }
 
 // ErrorResponse is the body of every error reply.

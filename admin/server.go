@@ -64,6 +64,11 @@ type Options struct {
 	// (heartbeats not configured for the pool) is answered 409. nil
 	// answers 404 to every heartbeat.
 	Heartbeat func(p *balancer.Pool, b *balancer.Backend) error
+	// Fleet, when set, serves drain and ready with ?scope=fleet: drains
+	// recorded for every instance of the cluster. Nil answers 400 to them.
+	Fleet FleetDrains
+	// HA returns GET /api/v1/ha's body. Nil answers 404.
+	HA func() any
 }
 
 // Server is the admin HTTP handler. Safe for concurrent use.
@@ -73,6 +78,7 @@ type Server struct {
 	mux     *http.ServeMux
 	stateMu sync.Mutex // serializes SaveState
 	drills  drills
+	local   localDrains
 }
 
 // New returns the admin handler for o.
@@ -94,6 +100,7 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET /api/v1/drills/{id}", s.getDrill)
 	s.mux.HandleFunc("POST /api/v1/drills/{id}/abort", s.mutating(s.abortDrill))
 	s.mux.HandleFunc("GET /api/v1/status", s.status)
+	s.mux.HandleFunc("GET /api/v1/ha", s.ha)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("GET /metrics", s.metrics)
@@ -166,7 +173,9 @@ func (s *Server) pools() []*balancer.Pool {
 }
 
 func (s *Server) listUpstreams(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, describePools(s.pools()))
+	resp := describePools(s.pools())
+	s.annotate(&resp)
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // target resolves the {name} and {address} of a backend route, writing a 404
@@ -199,13 +208,42 @@ func (s *Server) setDrain(w http.ResponseWriter, r *http.Request, on bool) {
 	if !emptyBody(w, r) {
 		return
 	}
+	info, ok := s.drainScope(w, r)
+	if !ok {
+		return
+	}
 	p, b := s.target(w, r)
 	if b == nil {
 		return
 	}
-	set, verb := p.Undrain, "ready"
+	verb := "ready"
 	if on {
-		set, verb = p.Drain, "drain"
+		verb = "drain"
+	}
+	if !on && info.Scope == ScopeLocal && s.opts.Fleet != nil {
+		if _, fleet := s.opts.Fleet.Lookup(p.Name(), b.Address()); fleet {
+			writeError(w, http.StatusConflict, fmt.Sprintf("%s in %s is drained fleet-wide: ready it with scope=fleet (kelpie ready -fleet)", b.Address(), p.Name()))
+			return
+		}
+	}
+	if info.Scope == ScopeFleet {
+		ctx, cancel := context.WithTimeout(r.Context(), fleetTimeout)
+		defer cancel()
+		var err error
+		if on {
+			err = s.opts.Fleet.Drain(ctx, p.Name(), b.Address(), info)
+		} else {
+			err = s.opts.Fleet.Ready(ctx, p.Name(), b.Address())
+		}
+		if err != nil {
+			s.log.Error("admin fleet "+verb+" failed", "upstream", p.Name(), "backend", b.Address(), "err", err)
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+	}
+	set := p.Undrain
+	if on {
+		set = p.Drain
 	}
 	// Drain publishes the new snapshot before returning, so once this reply
 	// is sent no new request is picked for b.
@@ -213,9 +251,17 @@ func (s *Server) setDrain(w http.ResponseWriter, r *http.Request, on bool) {
 		s.writePoolError(w, err)
 		return
 	}
-	s.log.Info("admin "+verb, "upstream", p.Name(), "backend", b.Address(), "in_flight", b.InFlight(), "remote", r.RemoteAddr)
+	if on && info.Scope == ScopeLocal {
+		s.local.set(p.Name(), b.Address(), &info)
+	} else if !on {
+		s.local.set(p.Name(), b.Address(), nil)
+	}
+	s.log.Info("admin "+verb, "upstream", p.Name(), "backend", b.Address(), "scope", info.Scope, "by", info.By, "reason", info.Reason,
+		"in_flight", b.InFlight(), "remote", r.RemoteAddr)
 	s.saveState()
-	writeJSON(w, http.StatusOK, describeOne(p, b))
+	out := describeOne(p, b)
+	s.annotateOne(p.Name(), &out)
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) weight(w http.ResponseWriter, r *http.Request) {
@@ -259,7 +305,11 @@ func (s *Server) saveState() {
 	}
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
-	if err := SaveState(s.opts.StatePath, s.pools()); err != nil {
+	var fleet func(upstream, address string) bool
+	if s.opts.Fleet != nil {
+		fleet = func(upstream, address string) bool { _, ok := s.opts.Fleet.Lookup(upstream, address); return ok }
+	}
+	if err := saveState(s.opts.StatePath, s.pools(), fleet); err != nil {
 		s.log.Error("admin state not saved", "path", s.opts.StatePath, "err", err)
 	}
 }

@@ -52,9 +52,21 @@ func (st State) Apply(pools []*balancer.Pool) {
 // temporary file in the same directory, synced, then renamed over path, so a
 // crash leaves either the old file or the new one.
 func SaveState(path string, pools []*balancer.Pool) error {
+	return saveState(path, pools, nil)
+}
+
+// saveState is SaveState leaving out the drains skip reports (fleet drains:
+// Consul keeps those, and a local copy would outlive their lifting).
+func saveState(path string, pools []*balancer.Pool, skip func(upstream, address string) bool) error {
 	st := State{Drained: map[string][]string{}}
 	for _, p := range pools {
-		if d := p.Drained(); len(d) > 0 {
+		var d []string
+		for _, a := range p.Drained() {
+			if skip == nil || !skip(p.Name(), a) {
+				d = append(d, a)
+			}
+		}
+		if len(d) > 0 {
 			st.Drained[p.Name()] = d
 		}
 	}

@@ -21,8 +21,12 @@ func WriteTable(w io.Writer, resp UpstreamsResponse) error {
 			if b.Backup {
 				source += ",backup"
 			}
+			adm := b.Admin
+			if b.Drain != nil && b.Drain.Scope == ScopeFleet {
+				adm += "(fleet)"
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n",
-				u.Name, b.Address, yesNo(b.Eligible), b.Health, b.Breaker, b.Admin,
+				u.Name, b.Address, yesNo(b.Eligible), b.Health, b.Breaker, adm,
 				b.Weight, b.InFlight, b.Requests, b.Failures, dash(source), dash(strings.Join(b.Down, ",")))
 		}
 	}
@@ -32,8 +36,14 @@ func WriteTable(w io.Writer, resp UpstreamsResponse) error {
 // WriteBackend prints one backend's state after a drain, ready or weight
 // call, as one line.
 func WriteBackend(w io.Writer, upstream string, b Backend) error {
-	_, err := fmt.Fprintf(w, "%s %s: admin=%s eligible=%s in_flight=%d weight=%d\n",
+	_, err := fmt.Fprintf(w, "%s %s: admin=%s eligible=%s in_flight=%d weight=%d",
 		upstream, b.Address, b.Admin, yesNo(b.Eligible), b.InFlight, b.Weight)
+	if err == nil && b.Drain != nil {
+		_, err = fmt.Fprintf(w, " scope=%s by=%q reason=%q", b.Drain.Scope, b.Drain.By, b.Drain.Reason)
+	}
+	if err == nil {
+		_, err = fmt.Fprintln(w)
+	}
 	return err
 }
 

@@ -27,6 +27,9 @@ type Config struct {
 	// AllowExecChecks permits health.active.type exec (script checks).
 	// Default false: a config that may run programs must say so.
 	AllowExecChecks bool `yaml:"allow_exec_checks"`
+	// Cluster and HA: see cluster.go. Nil when absent.
+	Cluster *Cluster `yaml:"cluster"`
+	HA      *HA      `yaml:"ha"`
 
 	// Path is the file the config was loaded from.
 	Path string `yaml:"-"`

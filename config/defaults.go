@@ -150,6 +150,7 @@ func applyDefaults(c *Config) {
 	for i := range c.Routes {
 		orDefault(&c.Routes[i].PathPrefix, "/")
 	}
+	clusterDefaults(c)
 }
 
 // Defaults returns the config a file gets from defaults alone, every key

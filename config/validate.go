@@ -72,6 +72,7 @@ func (v *validator) validate(c *Config) {
 		v.errf(at("log", "format"), "log.format %q: want text or json", c.Log.Format)
 	}
 
+	v.cluster(c)
 	if len(c.Upstreams) == 0 {
 		v.errf(at("upstreams"), "at least one upstream is required")
 	}

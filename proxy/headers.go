@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/netip"
+	"strconv"
 
 	"github.com/valyala/fasthttp"
 )
@@ -110,6 +111,8 @@ func (p *Proxy) rewriteRequest(req *fasthttp.Request, peer netip.Addr, tls bool)
 			xff = append(xff, value...)
 		case equalFold(name, hdrRequestID):
 			ids[0], hasID = value, validRequestID(value)
+		case p.opts.FencingHeader != "" && equalFold(name, p.opts.FencingHeader):
+			h.DelBytes(name) // only kelpie may claim a token
 		case dropName(name):
 			h.DelBytes(name)
 		}
@@ -144,6 +147,12 @@ func (p *Proxy) rewriteRequest(req *fasthttp.Request, peer netip.Addr, tls bool)
 		h.Del(hdrRequestID)
 		var id [33]byte
 		h.SetBytesV(hdrRequestID, p.newRequestID(id[:0]))
+	}
+	if p.opts.FencingHeader != "" && p.opts.FencingToken != nil {
+		if tok := p.opts.FencingToken(); tok != 0 {
+			var buf [20]byte
+			h.SetBytesV(p.opts.FencingHeader, strconv.AppendUint(buf[:0], tok, 10))
+		}
 	}
 }
 

@@ -138,6 +138,15 @@ type Options struct {
 	AccessLogSample int
 	// Logger receives errors and state transitions. nil discards them.
 	Logger *slog.Logger
+	// FencingHeader, when set (e.g. "X-Kelpie-Fencing-Token"), is a request
+	// header carrying FencingToken's value to backends, so that a backend
+	// can refuse a request from a leader an HA failover has replaced. A
+	// client-sent header of that name is always removed; with FencingToken
+	// nil or returning 0 (not leading) none is sent. Default: none.
+	FencingHeader string
+	// FencingToken returns the current fencing token; it is called once per
+	// request and must be cheap (an atomic load).
+	FencingToken func() uint64
 }
 
 func (o Options) withDefaults() Options {

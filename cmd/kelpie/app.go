@@ -37,6 +37,7 @@ type app struct {
 	consul  atomic.Pointer[discovery.Consul] // nil until an upstream uses Consul
 	metrics *metrics.Metrics
 	admin   *admin.Server
+	cl      *clusterPart // nil without a cluster: block
 
 	mu        sync.Mutex // serializes reloads, start and shutdown
 	cfg       *config.Config
@@ -78,7 +79,9 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 		return nil, err
 	}
 	a.accessLog = closer
-	p, err := proxy.New(proxyOptions(cfg, log, access), nil)
+	po := proxyOptions(cfg, log, access)
+	po.FencingHeader, po.FencingToken = fencing(cfg, a)
+	p, err := proxy.New(po, nil)
 	if err != nil {
 		a.close()
 		return nil, err
@@ -94,7 +97,13 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 		a.close()
 		return nil, err
 	}
+	if a.cl, err = newClusterPart(cfg, a.poolList, a.metrics, log); err != nil {
+		a.close()
+		return nil, err
+	}
 	a.admin = admin.New(admin.Options{
+		Fleet:     a.cl.fleet(),
+		HA:        a.cl.haStatusFunc(),
 		Token:     token,
 		Upstreams: a.poolList,
 		Ready:     a.ready,
@@ -185,6 +194,9 @@ func (a *app) start(proxyAddr, adminAddr string) error {
 	if c := a.consul.Load(); c != nil {
 		a.runConsul(c)
 	}
+	if a.cl != nil {
+		a.cl.start(a.ctx, &a.wg, a.proxyLn.Addr(), a.adminLn.Addr())
+	}
 	a.adminSrv = &http.Server{Handler: a.admin, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	a.wg.Add(2)
 	go func() {
@@ -207,7 +219,7 @@ func (a *app) start(proxyAddr, adminAddr string) error {
 // ready is /readyz: config loaded, not shutting down, and every upstream has
 // an eligible backend or has synced with discovery.
 func (a *app) ready() bool {
-	if a.stopping.Load() {
+	if a.stopping.Load() || a.cl != nil && !a.cl.ready() {
 		return false
 	}
 	a.mu.Lock()
@@ -261,6 +273,9 @@ func (a *app) shutdown() error {
 	delay, grace := a.cfg.Shutdown.ReadinessDelay, a.cfg.Shutdown.Grace
 	a.mu.Unlock()
 	a.log.Info("shutting down", "readiness_delay", delay, "grace", grace)
+	if a.cl != nil {
+		a.cl.stepDown()
+	}
 	if delay > 0 {
 		time.Sleep(delay)
 	}

@@ -54,31 +54,40 @@ func runBackends(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// runDrain is `kelpie drain UPSTREAM ADDRESS`.
+// runDrain is `kelpie drain [-fleet] [-reason R] UPSTREAM ADDRESS`.
 func runDrain(args []string, stdout, stderr io.Writer) int {
-	return runBackendCall("drain", (*admin.Client).Drain, args, stdout, stderr)
+	return runBackendCall("drain", (*admin.Client).DrainWith, args, stdout, stderr)
 }
 
-// runReady is `kelpie ready UPSTREAM ADDRESS`.
+// runReady is `kelpie ready [-fleet] UPSTREAM ADDRESS`.
 func runReady(args []string, stdout, stderr io.Writer) int {
-	return runBackendCall("ready", (*admin.Client).Ready, args, stdout, stderr)
+	return runBackendCall("ready", (*admin.Client).ReadyWith, args, stdout, stderr)
 }
 
-type backendCall func(c *admin.Client, ctx context.Context, upstream, address string) (admin.Backend, []byte, error)
+type backendCall func(c *admin.Client, ctx context.Context, upstream, address string, o admin.DrainOptions) (admin.Backend, []byte, error)
 
 func runBackendCall(name string, do backendCall, args []string, stdout, stderr io.Writer) int {
 	fs, c, asJSON := clientFlags(name, stderr)
+	fleet := fs.Bool("fleet", false, "for every instance of the cluster (recorded in Consul)")
+	var o admin.DrainOptions
+	if name == "drain" {
+		fs.StringVar(&o.Reason, "reason", "", "why, shown by the API, the CLI and the dashboard")
+		fs.StringVar(&o.By, "by", whoAmI(), "who")
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() != 2 {
-		fmt.Fprintf(stderr, "usage: kelpie %s [-admin URL] [-token T] [-json] UPSTREAM ADDRESS\n", name)
+		fmt.Fprintf(stderr, "usage: kelpie %s [-admin URL] [-token T] [-json] [-fleet] UPSTREAM ADDRESS\n", name)
 		return 2
+	}
+	if *fleet {
+		o.Scope = admin.ScopeFleet
 	}
 	upstream, address := fs.Arg(0), fs.Arg(1)
 	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
 	defer cancel()
-	b, raw, err := do(c, ctx, upstream, address)
+	b, raw, err := do(c, ctx, upstream, address, o)
 	if err != nil {
 		return clientError(stderr, name, c, err)
 	}

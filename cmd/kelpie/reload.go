@@ -249,6 +249,9 @@ func (a *app) reloadFile() error {
 	if a.level != nil {
 		a.level.Set(logLevel(cfg.Log.Level))
 	}
+	if a.cl != nil {
+		a.cl.drainer.Apply() // new upstreams get their fleet drains
+	}
 	a.log.Info("config reloaded", "file", a.path, "upstreams", len(cfg.Upstreams), "routes", len(cfg.Routes))
 	return nil
 }
@@ -270,6 +273,10 @@ func (a *app) keepRestartOnly(old, cfg *config.Config) {
 	keep("trusted_proxies", old.TrustedProxies, cfg.TrustedProxies)
 	keep("access_log", old.AccessLog, cfg.AccessLog)
 	cfg.Listen, cfg.Admin, cfg.Limits, cfg.TrustedProxies, cfg.AccessLog = old.Listen, old.Admin, old.Limits, old.TrustedProxies, old.AccessLog
+	if !sameCluster(old, cfg) {
+		a.log.Warn("config change needs a restart; keeping the running value", "key", "cluster, ha")
+	}
+	cfg.Cluster, cfg.HA = old.Cluster, old.HA
 	if a.consul.Load() == nil {
 		return // the file's consul block is used when the first Consul upstream arrives
 	}
