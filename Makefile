@@ -6,7 +6,7 @@ GO ?= go
 # exceeded" when it expires mid-execution (golang/go#75804, unfixed in Go 1.26).
 FUZZTIME ?= 20000x
 
-.PHONY: test test-short deps vet unit allocs fuzz bench build demo
+.PHONY: test test-short deps vet unit allocs fuzz bench build demo image example-images
 
 test: deps vet unit allocs fuzz
 
@@ -39,6 +39,15 @@ fuzz:
 
 build:
 	$(GO) build -o bin/kelpie ./cmd/kelpie
+
+# kelpie:<version> and kelpie:latest, FROM scratch, from a static binary.
+image:
+	@tools/image.sh
+
+# The test backend and a Consul agent, FROM scratch, for deploy/compose and
+# the container tests (the static Consul build takes minutes the first time).
+example-images:
+	@tools/example-images.sh
 
 demo:
 	$(GO) run ./cmd/kelpie demo

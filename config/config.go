@@ -81,6 +81,10 @@ type Upstream struct {
 	Failback string `yaml:"failback"`
 	// MaxConnsPerBackend caps connections to each backend. Default 1024.
 	MaxConnsPerBackend int `yaml:"max_conns_per_backend"`
+	// DNSCache is how long the addresses of a backend named by DNS are
+	// reused for new connections. Default 5s; 0 looks the name up for
+	// every new connection.
+	DNSCache *time.Duration `yaml:"dns_cache"`
 	// HashOn is what balance: hash hashes: ip (default), path,
 	// header:NAME, cookie:NAME or query:NAME.
 	HashOn string `yaml:"hash_on"`

@@ -146,6 +146,9 @@ func applyDefaults(c *Config) {
 			u.PanicThreshold = ptr(DefaultPanicThreshold)
 		}
 		orDefault(&u.MaxConnsPerBackend, proxy.DefaultMaxConnsPerBackend)
+		if u.DNSCache == nil {
+			u.DNSCache = ptr(proxy.DefaultDNSCache)
+		}
 	}
 	for i := range c.Routes {
 		orDefault(&c.Routes[i].PathPrefix, "/")

@@ -205,6 +205,7 @@ func (v *validator) upstream(i int, u *Upstream) {
 	if _, err := balancer.ParseFailback(u.Failback); err != nil {
 		v.errf(up("failback"), "upstream %q: %v", u.Name, err)
 	}
+	v.nonNegative(up("dns_cache"), "dns_cache", *u.DNSCache)
 	if t := *u.PanicThreshold; t < 0 || t > 100 {
 		v.errf(up("panic_threshold"), "upstream %q: panic_threshold must be a percentage in 0..100", u.Name)
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -66,6 +67,15 @@ type Upstream struct {
 	// IdleConnTimeout closes pooled keep-alive connections idle this long.
 	// Keep it below the backends' own keep-alive timeout. Default 4s.
 	IdleConnTimeout time.Duration
+	// DNSCache is how long a backend named by DNS (host:port with a name,
+	// such as a container or a Kubernetes Service) keeps its looked-up
+	// addresses before a new connection looks the name up again. The
+	// addresses are also forgotten as soon as none of them accepts a
+	// connection, so a name that moved is followed at the next connect.
+	// A name with several addresses stays one backend; its new connections
+	// rotate over them. Default 5s (DefaultDNSCache); negative: look the
+	// name up for every new connection.
+	DNSCache time.Duration
 	// HashOn is what a pool with the hash algorithm hashes; the zero value
 	// hashes the client IP. Other algorithms ignore it.
 	HashOn HashOn
@@ -79,6 +89,9 @@ type Upstream struct {
 	// newTransport, if set, makes each backend's transport instead of a
 	// fasthttp.HostClient: tests script backends through it.
 	newTransport func(addr string) transport
+	// lookup, if set, resolves backend names instead of the system
+	// resolver: tests script DNS answers through it.
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // Route sends requests for Host (exact, case-insensitive, port ignored; ""
@@ -184,10 +197,11 @@ func (o Options) withDefaults() Options {
 type settings struct {
 	connect, response, write, idle time.Duration
 	maxConns                       int
+	dnsCache                       time.Duration
 }
 
 func (u *Upstream) settings() settings {
-	s := settings{u.ConnectTimeout, u.ResponseTimeout, u.WriteTimeout, u.IdleConnTimeout, u.MaxConnsPerBackend}
+	s := settings{u.ConnectTimeout, u.ResponseTimeout, u.WriteTimeout, u.IdleConnTimeout, u.MaxConnsPerBackend, u.DNSCache}
 	if s.connect <= 0 {
 		s.connect = DefaultConnectTimeout
 	}
@@ -202,6 +216,9 @@ func (u *Upstream) settings() settings {
 	}
 	if s.maxConns <= 0 {
 		s.maxConns = DefaultMaxConnsPerBackend
+	}
+	if s.dnsCache == 0 {
+		s.dnsCache = DefaultDNSCache
 	}
 	return s
 }

@@ -73,7 +73,7 @@ func (ts *transports) get(up *Upstream, b *balancer.Backend) transport {
 	// transport: a reload that swaps one set hook for another keeps the
 	// first. kelpie's config sets no hooks; tests and benchmarks set them
 	// once per Upstream.
-	hooked := up.Dial != nil || up.newTransport != nil
+	hooked := up.Dial != nil || up.newTransport != nil || up.lookup != nil
 	for {
 		c := slot.cur.Load()
 		if c != nil && c.set == set && c.hooked == hooked {
@@ -83,7 +83,7 @@ func (ts *transports) get(up *Upstream, b *balancer.Backend) transport {
 		if up.newTransport != nil {
 			n.t = up.newTransport(b.Address())
 		} else {
-			n.t = newHostTransport(b.Address(), set, up.Dial)
+			n.t = newHostTransport(b.Address(), set, up.dial(set))
 		}
 		if slot.cur.CompareAndSwap(c, n) {
 			if c != nil {
@@ -159,12 +159,9 @@ type hostTransport struct {
 	hc *fasthttp.HostClient
 }
 
+// newHostTransport dials with dial: Upstream.dial's, a resolver for DNS
+// names (resolve.go) unless a test set Upstream.Dial.
 func newHostTransport(addr string, set settings, dial func(string, time.Duration) (net.Conn, error)) *hostTransport {
-	if dial == nil {
-		dial = func(addr string, timeout time.Duration) (net.Conn, error) {
-			return net.DialTimeout("tcp", addr, timeout)
-		}
-	}
 	hc := &fasthttp.HostClient{
 		Addr: addr,
 		Dial: func(addr string) (net.Conn, error) {

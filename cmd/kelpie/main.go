@@ -5,6 +5,7 @@
 //	kelpie config -defaults      print the default config
 //	kelpie demo                  zero-setup tour on localhost
 //	kelpie backends|drain|ready|drill  admin API clients
+//	kelpie probe URL             health check for images without a shell
 //	kelpie version
 package main
 
@@ -17,7 +18,8 @@ import (
 const usage = `kelpie: a health-aware HTTP/1.1 load balancer
 
 usage:
-  kelpie run -config FILE                 run the balancer (SIGHUP reloads, SIGTERM drains and stops)
+  kelpie run -config FILE [-watch]        run the balancer (SIGHUP reloads, SIGTERM drains and stops;
+                                          -watch reloads on file change; -config defaults to $KELPIE_CONFIG)
   kelpie check -config FILE               validate a config file; prints FILE:LINE: problems
   kelpie config -defaults                 print the default config, every key with its default
   kelpie config -config FILE              print FILE's effective config, defaults filled in
@@ -27,6 +29,7 @@ usage:
   kelpie ready [-admin URL] [-token T] [-json] UPSTREAM ADDRESS
   kelpie drill [-admin URL] [-token T] [-fault refuse|blackhole|status=503|delay=500ms] [-for 30s]
                [-min-eligible N] [-max-client-errors N] [-json] UPSTREAM ADDRESS
+  kelpie probe [-timeout 2s] URL          exit 0 if URL answers 2xx in time (image HEALTHCHECK)
   kelpie version
 `
 
@@ -58,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runReady(rest, stdout, stderr)
 	case "drill":
 		return runDrill(rest, stdout, stderr)
+	case "probe":
+		return runProbe(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "kelpie", version())
 		return 0

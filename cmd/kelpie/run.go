@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -16,14 +17,19 @@ import (
 func runRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "", "config file")
+	path := fs.String("config", os.Getenv("KELPIE_CONFIG"), "config file (default $KELPIE_CONFIG)")
+	watch := fs.Bool("watch", false, "reload when the config file's content changes (same rules as SIGHUP)")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off by default")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *path == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: kelpie run -config FILE [-pprof ADDR]")
+		fmt.Fprintln(stderr, "usage: kelpie run -config FILE [-watch] [-pprof ADDR]")
 		return 2
+	}
+	var cw *configWatch
+	if *watch {
+		cw = newConfigWatch(*path) // before loading: a change in between reloads once more
 	}
 	cfg, ok := loadConfig(*path, stderr)
 	if !ok {
@@ -49,6 +55,18 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		a.shutdown()
 		return 1
+	}
+	if *watch {
+		// A change is handled exactly like SIGHUP, by the loop below.
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go watchConfig(ctx, cw, watchInterval, func() {
+			log.Info("config file changed", "file", *path)
+			select {
+			case sigs <- syscall.SIGHUP:
+			case <-ctx.Done():
+			}
+		})
 	}
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/kelpie-lb/kelpie/config"
@@ -84,6 +85,7 @@ func upstreamData(u config.Upstream, p *balancer.Pool) (*proxy.Upstream, error) 
 		IdleConnTimeout:    u.Timeouts.Idle,
 		Retries:            *u.Retries.Attempts,
 		MaxConnsPerBackend: u.MaxConnsPerBackend,
+		DNSCache:           dnsCache(*u.DNSCache),
 		HashOn:             hashOn,
 		Sticky:             sticky,
 	}, nil
@@ -107,6 +109,15 @@ func stickyOptions(u config.Upstream) (*proxy.Sticky, error) {
 		out.Secret = []byte(secret)
 	}
 	return out, nil
+}
+
+// dnsCache maps dns_cache (0: no cache) onto proxy.Upstream.DNSCache
+// (0: the default; negative: no cache).
+func dnsCache(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // buildRoutes turns config routes into proxy routes; with no routes, the

@@ -30,7 +30,9 @@ trap 'rm -f "$tmp"' EXIT INT TERM
 echo "building consul $version into $out (first build takes minutes)" >&2
 start=$(date +%s)
 # -mod=readonly: go.sum is the source of truth; no GONOSUMDB needed.
-(cd "$here" && GOFLAGS=-mod=readonly go build -o "$tmp" github.com/hashicorp/consul)
+# CGO_ENABLED=0: a static binary, so the same build also runs in the
+# FROM-scratch image of the container tests (tools/example-images.sh).
+(cd "$here" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -o "$tmp" github.com/hashicorp/consul)
 mv "$tmp" "$out"
 echo "built consul $version in $(( $(date +%s) - start ))s" >&2
 echo "$out"

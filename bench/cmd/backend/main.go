@@ -7,6 +7,11 @@
 //
 //	backend -n 3 -addrs /tmp/addrs     # three backends on free ports
 //	backend -free 4                    # print four free loopback ports and exit
+//	backend -listen :8080 -name b1     # one backend on :8080 (in a container)
+//
+// -name puts the name in the body and an X-Backend header, so tests see who
+// answered; -delays honours ?delay=DURATION (at most a minute) for tests
+// that need requests in flight. Both are off in the benchmark.
 package main
 
 import (
@@ -18,6 +23,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -26,6 +32,9 @@ func main() {
 	n := flag.Int("n", 3, "number of listeners (backends) to open on 127.0.0.1")
 	addrsFile := flag.String("addrs", "", "write the listen addresses here, one per line (default stdout)")
 	free := flag.Int("free", 0, "print this many free 127.0.0.1 ports and exit")
+	listen := flag.String("listen", "", "serve on this one address instead of -n loopback listeners (e.g. :8080 in a container)")
+	name := flag.String("name", "", "answer with this name in the body and an X-Backend header")
+	delays := flag.Bool("delays", false, "honour ?delay=DURATION (at most 1m) before answering")
 	flag.Parse()
 
 	if *free > 0 {
@@ -36,12 +45,23 @@ func main() {
 	}
 
 	body := []byte("hello from the kelpie bench backend\n")
+	if *name != "" {
+		body = []byte("hello from " + *name + "\n")
+	}
 	srv := &fasthttp.Server{
 		Name:                          "bench-backend",
 		NoDefaultDate:                 true,
 		NoDefaultContentType:          true,
 		DisableHeaderNamesNormalizing: true,
 		Handler: func(ctx *fasthttp.RequestCtx) {
+			if *delays {
+				if d, err := time.ParseDuration(string(ctx.QueryArgs().Peek("delay"))); err == nil && d > 0 {
+					time.Sleep(min(d, time.Minute))
+				}
+			}
+			if *name != "" {
+				ctx.Response.Header.Set("X-Backend", *name)
+			}
 			ctx.Response.Header.SetContentTypeBytes([]byte("text/plain"))
 			ctx.SetBody(body)
 		},
@@ -50,7 +70,14 @@ func main() {
 	lns := make([]net.Listener, 0, *n)
 	addrs := make([]string, 0, *n)
 	for i := 0; i < *n; i++ {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		addr := "127.0.0.1:0"
+		if *listen != "" {
+			if i > 0 {
+				break
+			}
+			addr = *listen
+		}
+		ln, err := net.Listen("tcp4", addr)
 		if err != nil {
 			log.Fatalf("listen %d: %v", i, err)
 		}
