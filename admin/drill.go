@@ -358,15 +358,7 @@ func (s *Server) Close() {
 }
 
 // detectedBy names the mechanism behind a backend's health reasons.
-func detectedBy(down balancer.Reason) string {
-	switch {
-	case down&balancer.ReasonUnhealthy != 0:
-		return DetectedActive
-	case down&balancer.ReasonEjected != 0:
-		return DetectedPassive
-	}
-	return DetectedBreaker
-}
+func detectedBy(down balancer.Reason) string { return balancer.Mechanism(down) }
 
 func msPtr(d time.Duration) *int64 {
 	ms := d.Milliseconds()

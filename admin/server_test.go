@@ -52,7 +52,7 @@ func TestListUpstreamsShape(t *testing.T) {
 	resp := upstreams(t, srv.URL)
 	got1 := findIn(t, resp, "web", "127.0.0.1:9001")
 	wantB1 := Backend{Address: "127.0.0.1:9001", Weight: 1, Source: "static", Health: "unknown", Breaker: "closed",
-		Admin: "ready", Eligible: true, Down: []string{}}
+		Admin: "ready", Eligible: true, Down: []string{}, SuccessRate: 1}
 	if !equalBackend(got1, wantB1) {
 		t.Errorf("backend 1 = %+v, want %+v", got1, wantB1)
 	}
@@ -61,7 +61,7 @@ func TestListUpstreamsShape(t *testing.T) {
 	// after 0ms.
 	zero := int64(0)
 	wantB2 := Backend{Address: "127.0.0.1:9002", Weight: 1, Source: "static", Health: "unhealthy", Breaker: "half-open",
-		Admin: "ready", Eligible: false, Down: []string{"unhealthy"}, LastDetectionMs: &zero, LastDetectedBy: "active"}
+		Admin: "ready", Eligible: false, Down: []string{"unhealthy"}, SuccessRate: 1, LastDetectionMs: &zero, LastDetectedBy: "active"}
 	if !equalBackend(got2, wantB2) {
 		t.Errorf("backend 2 = %+v, want %+v", got2, wantB2)
 	}

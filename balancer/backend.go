@@ -1,7 +1,7 @@
 // Package balancer holds kelpie's shared core: the long-lived Backend with its
 // per-request counters, the Pool of one upstream with its immutable Snapshot
 // published through an atomic pointer, and the picking algorithms
-// (round_robin, least_conn, ip_hash, hash).
+// (round_robin, least_conn, ip_hash, hash, least_latency).
 //
 // Control-plane writers (discovery, health, admin) change a Pool through its
 // methods; each change rebuilds a Snapshot under the pool's writer mutex and
@@ -30,16 +30,19 @@ const (
 	ReasonDrain                              // an operator drained it (admin)
 	ReasonCritical                           // discovery reports it failing or in maintenance (discovery)
 	ReasonRemoved                            // no source lists it any more; in-flight requests finish
+	ReasonSlow                               // latency outlier detection ejected it (health)
+	ReasonErrors                             // success-rate or failure-percentage detection ejected it (health)
 	ReasonHeartbeatMissed                    // no heartbeat within the TTL (health)
 	ReasonAwaitingReady                      // recovered under manual failback: waits for an operator's ready (pool)
 
 	numReasons = iota
 )
 
-var reasonNames = [numReasons]string{"unhealthy", "ejected", "breaker_open", "drain", "critical", "removed", "heartbeat_missed", "awaiting_ready"}
+var reasonNames = [numReasons]string{"unhealthy", "ejected", "breaker_open", "drain", "critical", "removed", "slow", "errors",
+	"heartbeat_missed", "awaiting_ready"}
 
 // String names the reason ("unhealthy", "ejected", "breaker_open", "drain",
-// "critical", "removed"); several bits are joined with "+".
+// "critical", "removed", "slow", "errors"); several bits are joined with "+".
 func (r Reason) String() string {
 	if r == 0 {
 		return "none"
@@ -131,7 +134,7 @@ type Guard interface {
 // State is a backend's rotation state: one immutable value per change,
 // published by the pool's writer (Pool.Update) and read by anyone with
 // Backend.State. Each field has one owner: Health the active prober,
-// Breaker and Ejected the health layer, Drained the operator (admin API),
+// Breaker, Ejected, Slow and Errors the health layer, Drained the operator (admin API),
 // Critical discovery, Removed the pool's membership. The reasons a backend
 // is out of rotation (Down) are computed from it.
 type State struct {
@@ -141,6 +144,8 @@ type State struct {
 	Drained  bool         // an operator drained it
 	Critical bool         // discovery reports it failing or in maintenance
 	Removed  bool         // no source lists it any more
+	Slow     bool         // latency outlier detection ejected it
+	Errors   bool         // success-rate or failure-percentage detection ejected it
 
 	HeartbeatMissed bool // no heartbeat arrived within the TTL (health's heartbeat checks)
 	AwaitingReady   bool // recovered from a health exit under manual failback; the pool sets it, an operator's ready clears it
@@ -181,6 +186,12 @@ func (s State) Down() Reason {
 	if s.Removed {
 		r |= ReasonRemoved
 	}
+	if s.Slow {
+		r |= ReasonSlow
+	}
+	if s.Errors {
+		r |= ReasonErrors
+	}
 	if s.HeartbeatMissed {
 		r |= ReasonHeartbeatMissed
 	}
@@ -210,6 +221,7 @@ type Backend struct {
 	inFlight atomic.Int64
 	requests atomic.Uint64
 	failures atomic.Uint64
+	lat      latency // response latency and errors, for least_latency and outlier detection
 
 	transitions [numReasons][2]atomic.Uint64 // [reason][0=set,1=cleared]
 

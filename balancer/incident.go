@@ -9,13 +9,13 @@ import (
 // out of rotation.
 const (
 	MechanismActive    = "active"    // active probes (ReasonUnhealthy)
-	MechanismPassive   = "passive"   // passive outlier detection (ReasonEjected)
+	MechanismPassive   = "passive"   // passive outlier detection (ReasonEjected, ReasonSlow, ReasonErrors)
 	MechanismBreaker   = "breaker"   // the circuit breaker (ReasonBreakerOpen)
 	MechanismHeartbeat = "heartbeat" // heartbeat checks (ReasonHeartbeatMissed)
 )
 
 // HealthReasons are the reasons kelpie's own failure detection sets.
-const HealthReasons = ReasonUnhealthy | ReasonEjected | ReasonBreakerOpen | ReasonHeartbeatMissed
+const HealthReasons = ReasonUnhealthy | ReasonEjected | ReasonSlow | ReasonErrors | ReasonBreakerOpen | ReasonHeartbeatMissed
 
 // IncidentObserver receives a pool's time to detect, time to recover and
 // failovers, measured on real incidents. Its methods are called with the
@@ -91,13 +91,14 @@ func (b *Backend) LastRecovery() (time.Duration, bool) {
 	return time.Duration(d), d >= 0
 }
 
-// mechanism names the mechanism behind health reasons set together; active
-// probes first, as they are what an operator configured to decide.
-func mechanism(set Reason) string {
+// Mechanism names the mechanism behind health reasons set together; active
+// probes first, as they are what an operator configured to decide. Passive
+// covers the consecutive-error, latency and success-rate ejections.
+func Mechanism(set Reason) string {
 	switch {
 	case set&ReasonUnhealthy != 0:
 		return MechanismActive
-	case set&ReasonEjected != 0:
+	case set&(ReasonEjected|ReasonSlow|ReasonErrors) != 0:
 		return MechanismPassive
 	case set&ReasonHeartbeatMissed != 0:
 		return MechanismHeartbeat
@@ -118,7 +119,7 @@ func (p *Pool) noteTransition(b *Backend, was, now Reason) {
 		if first != 0 && first < at {
 			d = time.Duration(at - first)
 		}
-		mech := mechanism(now &^ was)
+		mech := Mechanism(now &^ was)
 		b.inc.leftAt = at
 		b.inc.lastDetect.Store(int64(d))
 		b.inc.lastMech.Store(&mech)

@@ -77,6 +77,9 @@ type Options struct {
 	// the panic rule); backups still serve only when no primary is
 	// eligible. 0 disables: only eligible backends ever get traffic.
 	PanicThreshold int
+	// EWMADecay is the time constant of the latency average least_latency
+	// picks by. 0 means DefaultEWMADecay (10s).
+	EWMADecay time.Duration
 	// NewGuard, if set, makes the guard (circuit breaker and passive
 	// detector) for each backend as it joins the pool. It is called with the
 	// pool's writer lock held and must not call back into the pool.
@@ -306,6 +309,9 @@ func (p *Pool) update(b *Backend, detail string, change func(*State)) bool {
 	was, now := old.Down(), st.Down()
 	if was != 0 && now == 0 && p.opts.SlowStart > 0 {
 		st.eligibleSince = p.opts.Now().UnixNano()
+	}
+	if was != 0 && now == 0 {
+		b.lat.forget() // back at the pool's median, not at what got it out
 	}
 	if st == old {
 		return false

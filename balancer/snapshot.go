@@ -59,6 +59,8 @@ func (s *Snapshot) pick(key uint64, tried []*Backend) *Backend {
 		return sel.pick(&s.active, key, tried)
 	case *keyHash:
 		return sel.pick(&s.active, key, tried)
+	case *leastLatency:
+		return sel.pick(&s.active, key, tried)
 	}
 	panic("balancer: selector without a case in Snapshot.pick") // newSelector makes only these
 }
@@ -81,6 +83,7 @@ func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
 	s.Members = make([]*Backend, 0, len(p.members))
 	for _, b := range p.members {
 		s.Members = append(s.Members, b)
+		b.lat.tau.Store(int64(p.opts.EWMADecay)) // follows a reload
 	}
 	slices.SortFunc(s.Members, func(a, b *Backend) int { return strings.Compare(a.addr, b.addr) })
 

@@ -63,13 +63,15 @@ type Consul struct {
 
 // Upstream is one backend pool.
 type Upstream struct {
-	Name     string        `yaml:"name"`
-	Balance  string        `yaml:"balance"` // round_robin (default) | least_conn | ip_hash | hash
-	Backends []Backend     `yaml:"backends"`
-	Consul   *ConsulSource `yaml:"consul"`
-	Health   Health        `yaml:"health"`
-	Retries  Retries       `yaml:"retries"`
-	Timeouts Timeouts      `yaml:"timeouts"`
+	Name    string `yaml:"name"`
+	Balance string `yaml:"balance"` // round_robin (default) | least_conn | ip_hash | hash | least_latency
+	// EWMADecay is least_latency's latency averaging time constant. Default 10s.
+	EWMADecay time.Duration `yaml:"ewma_decay"`
+	Backends  []Backend     `yaml:"backends"`
+	Consul    *ConsulSource `yaml:"consul"`
+	Health    Health        `yaml:"health"`
+	Retries   Retries       `yaml:"retries"`
+	Timeouts  Timeouts      `yaml:"timeouts"`
 	// SlowStart ramps a backend's weight from 10% over this long after it
 	// becomes eligible. Default 30s; 0 disables.
 	SlowStart *time.Duration `yaml:"slow_start"`
@@ -172,6 +174,42 @@ type Passive struct {
 	Ejection            time.Duration `yaml:"ejection"`             // default 30s
 	MaxEjection         time.Duration `yaml:"max_ejection"`         // default 300s
 	MaxEjectedPercent   *int          `yaml:"max_ejected_percent"`  // default 50
+	// UnejectOnProbe: rise passing active probes end an ejection for
+	// gateway errors. Default true.
+	UnejectOnProbe *bool `yaml:"uneject_on_probe"`
+	// CountAsFailure is what success_rate and failure_percentage count as
+	// a failure: "5xx" (default: every 5xx status and gateway error) or
+	// "gateway" (connect failure, reset, timeout, 502, 503, 504).
+	CountAsFailure    string             `yaml:"count_as_failure"`
+	Latency           *LatencyOutlier    `yaml:"latency"`
+	SuccessRate       *SuccessRate       `yaml:"success_rate"`
+	FailurePercentage *FailurePercentage `yaml:"failure_percentage"`
+}
+
+// LatencyOutlier ejects a backend whose mean latency over an interval is
+// more than factor x the pool's median (reason slow).
+type LatencyOutlier struct {
+	Factor      *float64      `yaml:"factor"`       // default 3; 0 = off
+	MinRequests int           `yaml:"min_requests"` // default 50
+	Interval    time.Duration `yaml:"interval"`     // default 10s
+}
+
+// SuccessRate ejects a backend whose success rate is more than
+// stdev_factor standard deviations below the pool's mean (reason errors).
+type SuccessRate struct {
+	StdevFactor   *float64      `yaml:"stdev_factor"`   // default 1.9; 0 = off
+	MinimumHosts  int           `yaml:"minimum_hosts"`  // default 5
+	RequestVolume int           `yaml:"request_volume"` // default 100
+	Interval      time.Duration `yaml:"interval"`       // default 10s
+}
+
+// FailurePercentage ejects a backend whose failures are more than
+// threshold percent of its requests (reason errors).
+type FailurePercentage struct {
+	Threshold     *int          `yaml:"threshold"`      // percent; default 0 = off
+	MinimumHosts  int           `yaml:"minimum_hosts"`  // default 5
+	RequestVolume int           `yaml:"request_volume"` // default 50
+	Interval      time.Duration `yaml:"interval"`       // default 10s
 }
 
 // Breaker is the per-backend circuit breaker.
@@ -187,6 +225,15 @@ type Breaker struct {
 // Retries re-send a failed request to another backend.
 type Retries struct {
 	Attempts *int `yaml:"attempts"` // extra tries; default 1
+	// Hedge, if set, hedges idempotent requests; omitted means never.
+	Hedge *Hedge `yaml:"hedge"`
+}
+
+// Hedge sends one more attempt to another backend when the first has not
+// answered within After; the first answer wins.
+type Hedge struct {
+	After time.Duration `yaml:"after"` // required, positive
+	Max   int           `yaml:"max"`   // hedged attempts per request; only 1 is supported (default)
 }
 
 // Timeouts towards backends.

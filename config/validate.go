@@ -183,6 +183,8 @@ func (v *validator) upstream(i int, u *Upstream) {
 	if *p.MaxEjectedPercent < 0 || *p.MaxEjectedPercent > 100 {
 		v.errf(up("health", "passive", "max_ejected_percent"), "upstream %q: max_ejected_percent must be in 0..100", u.Name)
 	}
+	v.outliers(up, u.Name, p)
+	v.positive(up("ewma_decay"), "ewma_decay", u.EWMADecay)
 	b := u.Health.Breaker
 	if b.FailureRatio <= 0 || b.FailureRatio > 1 {
 		v.errf(up("health", "breaker", "failure_ratio"), "upstream %q: breaker.failure_ratio must be in (0, 1]", u.Name)
@@ -195,6 +197,12 @@ func (v *validator) upstream(i int, u *Upstream) {
 	}
 	v.positive(up("health", "breaker", "window"), "health.breaker.window", b.Window)
 	v.positive(up("health", "breaker", "open_timeout"), "health.breaker.open_timeout", b.OpenTimeout)
+	if h := u.Retries.Hedge; h != nil {
+		v.positive(up("retries", "hedge", "after"), "retries.hedge.after", h.After)
+		if h.Max != 1 {
+			v.errf(up("retries", "hedge", "max"), "upstream %q: retries.hedge.max must be 1 (the only value supported)", u.Name)
+		}
+	}
 	if a := *u.Retries.Attempts; a < 0 || a > 10 {
 		v.errf(up("retries", "attempts"), "upstream %q: retries.attempts must be in 0..10", u.Name)
 	}
@@ -279,3 +287,34 @@ func Token(env string) string {
 // minHeartbeatTTL is the shortest heartbeat TTL: beats more often than
 // this would be traffic, not liveness.
 const minHeartbeatTTL = 100 * time.Millisecond
+
+// outliers checks health.passive's outlier detection keys.
+func (v *validator) outliers(up func(...any) []any, name string, p Passive) {
+	pp := func(rest ...any) []any { return up(append([]any{"health", "passive"}, rest...)...) }
+	switch p.CountAsFailure {
+	case "5xx", "gateway":
+	default:
+		v.errf(pp("count_as_failure"), "upstream %q: health.passive.count_as_failure %q: want 5xx or gateway", name, p.CountAsFailure)
+	}
+	if f := *p.Latency.Factor; f != 0 && f <= 1 {
+		v.errf(pp("latency", "factor"), "upstream %q: health.passive.latency.factor must be above 1 (or 0: off)", name)
+	}
+	if p.Latency.MinRequests < 1 {
+		v.errf(pp("latency", "min_requests"), "upstream %q: health.passive.latency.min_requests must be at least 1", name)
+	}
+	v.positive(pp("latency", "interval"), "health.passive.latency.interval", p.Latency.Interval)
+	if *p.SuccessRate.StdevFactor < 0 {
+		v.errf(pp("success_rate", "stdev_factor"), "upstream %q: health.passive.success_rate.stdev_factor must be positive (or 0: off)", name)
+	}
+	if p.SuccessRate.MinimumHosts < 1 || p.SuccessRate.RequestVolume < 1 {
+		v.errf(pp("success_rate"), "upstream %q: health.passive.success_rate: minimum_hosts and request_volume must be at least 1", name)
+	}
+	v.positive(pp("success_rate", "interval"), "health.passive.success_rate.interval", p.SuccessRate.Interval)
+	if t := *p.FailurePercentage.Threshold; t < 0 || t > 100 {
+		v.errf(pp("failure_percentage", "threshold"), "upstream %q: health.passive.failure_percentage.threshold must be in 0..100 (0: off)", name)
+	}
+	if p.FailurePercentage.MinimumHosts < 1 || p.FailurePercentage.RequestVolume < 1 {
+		v.errf(pp("failure_percentage"), "upstream %q: health.passive.failure_percentage: minimum_hosts and request_volume must be at least 1", name)
+	}
+	v.positive(pp("failure_percentage", "interval"), "health.passive.failure_percentage.interval", p.FailurePercentage.Interval)
+}

@@ -68,8 +68,8 @@ func (c *Checker) reconcileProbes(ctx context.Context, pool Pool, tasks map[*bal
 }
 
 // probeLoop probes b at once, then every interval less jitter (or the
-// unhealthy interval while it is unhealthy), and publishes each change of
-// verdict.
+// unhealthy interval while it is unhealthy), counted from the start of the
+// previous probe, and publishes each change of verdict.
 func (c *Checker) probeLoop(ctx context.Context, pool Pool, b *balancer.Backend, t *probeTask, a *ActiveOptions) {
 	defer close(t.done)
 	probe := a.Probe
@@ -87,6 +87,7 @@ func (c *Checker) probeLoop(ctx context.Context, pool Pool, b *balancer.Backend,
 			return
 		case <-timer.C:
 		}
+		began := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, a.Timeout)
 		err := probeFaulted(pctx, probe, b, a)
 		cancel()
@@ -94,11 +95,14 @@ func (c *Checker) probeLoop(ctx context.Context, pool Pool, b *balancer.Backend,
 			return // stopped mid-probe: the result says nothing about b
 		}
 		c.apply(pool, b, t, err, a)
+		c.probed(pool, b, err == nil, a.Rise)
 		every := a.Interval
 		if b.State().Health == balancer.HealthUnhealthy {
 			every = a.UnhealthyInterval
 		}
-		timer.Reset(c.jitter(every, a.Jitter, -1))
+		// Probes start every interval, whatever they took, so fall x
+		// interval (+ one timeout) bounds detection even when probes time out.
+		timer.Reset(max(c.jitter(every, a.Jitter, -1)-time.Since(began), 0))
 	}
 }
 

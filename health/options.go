@@ -119,6 +119,24 @@ type PassiveOptions struct {
 	// time, so backends ejected together do not return together. 0 means
 	// 0.1; negative disables.
 	Jitter float64
+	// KeepEjectedOnProbe turns off the default that a run of Rise passing
+	// active probes since an ejection for gateway errors ends it (Envoy's
+	// successful_active_health_check_uneject_host). Ejections for latency
+	// or error rate are never ended by probes: a probe does not see them.
+	KeepEjectedOnProbe bool
+	// Latency, if set, ejects backends whose mean latency is an outlier.
+	Latency *LatencyOptions
+	// SuccessRate, if set, ejects backends whose success rate is an
+	// outlier (Envoy's success_rate algorithm).
+	SuccessRate *SuccessRateOptions
+	// FailurePercentage, if set, ejects backends whose share of failures
+	// is above a threshold (Envoy's failure_percentage algorithm).
+	FailurePercentage *FailurePercentageOptions
+	// CountGatewayOnly makes the two error-rate detectors count only
+	// gateway errors (connect failure, reset, timeout, 502, 503, 504) as
+	// failures. The default counts every 5xx status too. Client errors
+	// (4xx) never count.
+	CountGatewayOnly bool
 }
 
 // BreakerOptions configures the per-backend circuit breaker, a
@@ -183,6 +201,7 @@ func (o Options) withDefaults() Options {
 	def(&p.MaxEjectedPercent, DefaultMaxEjectedPercent)
 	p.MaxEjectedPercent = min(p.MaxEjectedPercent, 100)
 	def(&p.Jitter, DefaultJitter)
+	p.outlierDefaults()
 	b := &o.Breaker
 	def(&b.FailureRatio, DefaultFailureRatio)
 	def(&b.MinRequests, DefaultMinRequests)

@@ -11,6 +11,7 @@
 //	requests_total{upstream,backend,code}          counter   finished attempts by HTTP status (kelpie's own 502/504 included)
 //	request_duration_seconds{upstream}             histogram whole client requests, all attempts
 //	retries_total{upstream}                        counter   extra attempts, each on another backend
+//	hedges_total{upstream}                         counter   hedged attempts (retries.hedge)
 //	upstream_unavailable_total{upstream}           counter   requests answered 503: no eligible backend
 //	upstream_eligible_backends{upstream}           gauge     backends new requests are spread over
 //	backend_eligible{upstream,backend}             gauge     1 when the balancer may pick the backend
@@ -18,7 +19,7 @@
 //	backend_weight{upstream,backend}               gauge     configured weight (admin override included)
 //	backend_failures_total{upstream,backend}       counter   attempts that ended in a gateway error
 //	backend_transitions_total{upstream,backend,reason}  counter  rotation changes; reason is what was set
-//	                                               (unhealthy, ejected, breaker_open, drain, critical, removed)
+//	                                               (unhealthy, ejected, breaker_open, drain, critical, removed, slow, errors)
 //	                                               or cleared (the same with a "_cleared" suffix)
 //	config_reloads_total{result}                   counter   result is "success" or "error"
 //	consul_last_sync_age_seconds{service}          gauge     time since a Consul watch last synced

@@ -17,6 +17,9 @@ type UpstreamStats struct {
 	Latency Histogram
 	// Retries counts extra attempts, each on another backend.
 	Retries atomic.Uint64
+	// Hedges counts hedged attempts: a second attempt sent because the
+	// first had not answered within the hedge delay.
+	Hedges atomic.Uint64
 	// Unavailable counts requests answered 503 because no backend was
 	// eligible.
 	Unavailable atomic.Uint64

@@ -60,6 +60,11 @@ type Upstream struct {
 	// retried for every method; resets, timeouts and 502/503/504 only for
 	// idempotent methods whose body (if any) was not yet sent.
 	Retries int
+	// HedgeAfter, when positive, hedges idempotent requests whose body
+	// kelpie holds whole: if the first attempt has not answered within
+	// this, one more attempt goes to another backend and the first answer
+	// wins (see hedge). 0 (the default) never hedges.
+	HedgeAfter time.Duration
 	// MaxConnsPerBackend caps open connections to one backend. A backend at
 	// its cap is skipped as if it refused the connection (not counted
 	// against it). Default 1024.

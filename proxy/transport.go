@@ -179,7 +179,7 @@ func newHostTransport(addr string, set settings, dial func(string, time.Duration
 		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 		ConnPoolStrategy:              fasthttp.LIFO,
 		DisablePathNormalizing:        true,
-		DisableHeaderNamesNormalizing: false,
+		DisableHeaderNamesNormalizing: true, // names as sent, both ways (cleanResponse folds case)
 		NoDefaultUserAgentHeader:      true,
 		StreamResponseBody:            true,
 		ReadBufferSize:                16 << 10,

@@ -28,6 +28,7 @@ func poolOptions(u config.Upstream, c *health.Checker, inc balancer.IncidentObse
 		SlowStart:      *u.SlowStart,
 		PanicThreshold: *u.PanicThreshold,
 		Failback:       failback,
+		EWMADecay:      u.EWMADecay,
 		NewGuard:       c.NewGuard,
 		Incidents:      inc,
 		Logger:         log,
@@ -84,6 +85,7 @@ func upstreamData(u config.Upstream, p *balancer.Pool) (*proxy.Upstream, error) 
 		ResponseTimeout:    u.Timeouts.Response,
 		IdleConnTimeout:    u.Timeouts.Idle,
 		Retries:            *u.Retries.Attempts,
+		HedgeAfter:         hedgeAfter(u.Retries),
 		MaxConnsPerBackend: u.MaxConnsPerBackend,
 		DNSCache:           dnsCache(*u.DNSCache),
 		HashOn:             hashOn,
@@ -200,8 +202,10 @@ func healthOptions(u config.Upstream, log *slog.Logger) health.Options {
 		},
 		Logger: log.With("upstream", u.Name),
 	}
+	outlierOptions(&o.Passive, u.Health.Passive)
 	if *u.Health.Passive.MaxEjectedPercent == 0 {
-		o.Passive.ConsecutiveFailures = 0 // "eject at most 0%": ejection is off
+		// "eject at most 0%": ejection is off
+		o.Passive.ConsecutiveFailures, o.Passive.Latency, o.Passive.SuccessRate, o.Passive.FailurePercentage = 0, nil, nil, nil
 	}
 	if hb := u.Health.Heartbeat; hb != nil {
 		o.Heartbeat = &health.HeartbeatOptions{TTL: hb.TTL}
@@ -261,4 +265,30 @@ func consulOptions(c config.Consul, log *slog.Logger) discovery.ConsulOptions {
 		EmptyGrace:        c.EmptyGrace,
 		Logger:            log.With("component", "consul"),
 	}
+}
+
+// outlierOptions translates health.passive's outlier detection keys; a
+// zero factor or threshold leaves that detector off.
+func outlierOptions(o *health.PassiveOptions, p config.Passive) {
+	o.KeepEjectedOnProbe = !*p.UnejectOnProbe
+	o.CountGatewayOnly = p.CountAsFailure == "gateway"
+	if l := p.Latency; *l.Factor > 0 {
+		o.Latency = &health.LatencyOptions{Factor: *l.Factor, MinRequests: l.MinRequests, Interval: l.Interval}
+	}
+	if s := p.SuccessRate; *s.StdevFactor > 0 {
+		o.SuccessRate = &health.SuccessRateOptions{StdevFactor: *s.StdevFactor, MinimumHosts: s.MinimumHosts,
+			RequestVolume: s.RequestVolume, Interval: s.Interval}
+	}
+	if f := p.FailurePercentage; *f.Threshold > 0 {
+		o.FailurePercentage = &health.FailurePercentageOptions{Threshold: *f.Threshold, MinimumHosts: f.MinimumHosts,
+			RequestVolume: f.RequestVolume, Interval: f.Interval}
+	}
+}
+
+// hedgeAfter is the hedge delay of retries.hedge, 0 (never) when omitted.
+func hedgeAfter(r config.Retries) time.Duration {
+	if r.Hedge == nil {
+		return 0
+	}
+	return r.Hedge.After
 }
