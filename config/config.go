@@ -30,6 +30,8 @@ type Config struct {
 	// Cluster and HA: see cluster.go. Nil when absent.
 	Cluster *Cluster `yaml:"cluster"`
 	HA      *HA      `yaml:"ha"`
+	// TLS is the TLS listener; nil (omitted): none.
+	TLS *TLS `yaml:"tls"`
 
 	// Path is the file the config was loaded from.
 	Path string `yaml:"-"`
@@ -98,6 +100,8 @@ type Upstream struct {
 	HashFallback string `yaml:"hash_fallback"`
 	// Sticky pins clients to backends with a cookie; omitted = off.
 	Sticky *Sticky `yaml:"sticky"`
+	// TLS makes the backends HTTPS; nil (omitted): plain HTTP.
+	TLS *UpstreamTLS `yaml:"tls"`
 }
 
 // Sticky is cookie session affinity, on any balance.
@@ -241,6 +245,12 @@ type Timeouts struct {
 	Connect  time.Duration `yaml:"connect"`  // default 3s
 	Response time.Duration `yaml:"response"` // until the response head; default 15s
 	Idle     time.Duration `yaml:"idle"`     // idle upstream keep-alive; default 4s
+	// TunnelIdle closes a WebSocket/Upgrade tunnel idle this long either
+	// way. Default 10m.
+	TunnelIdle time.Duration `yaml:"tunnel_idle"`
+	// TunnelDrain is how long a tunnel outlives its backend's drain or
+	// removal before kelpie closes it. Default 30s.
+	TunnelDrain time.Duration `yaml:"tunnel_drain"`
 }
 
 // Route sends matching requests to an upstream.
@@ -260,6 +270,7 @@ type Limits struct {
 	WriteTimeout   time.Duration `yaml:"write_timeout"`    // default 0 = none
 	IdleTimeout    time.Duration `yaml:"idle_timeout"`     // keep-alive idle; default 120s
 	MaxConns       int           `yaml:"max_conns"`        // concurrent client connections; default 10000
+	MaxTunnels     int           `yaml:"max_tunnels"`      // open WebSocket/Upgrade tunnels; default 10000 (503 beyond)
 }
 
 // Shutdown is the graceful stop on SIGTERM/SIGINT.

@@ -30,6 +30,7 @@ func (v *validator) validate(c *Config) {
 	v.allowExec = c.AllowExecChecks
 	v.hostPort(at("listen"), "listen", c.Listen)
 	v.hostPort(at("admin", "listen"), "admin.listen", c.Admin.Listen)
+	v.tls(c.TLS, c.Listen)
 	if !IsLoopback(c.Admin.Listen) && c.Admin.TokenEnv == "" {
 		v.errf(at("admin", "listen"), "admin.listen %q is not a loopback address: set admin.token_env to protect it", c.Admin.Listen)
 	}
@@ -50,7 +51,8 @@ func (v *validator) validate(c *Config) {
 		key string
 		n   int64
 	}{{"max_header_bytes", int64(c.Limits.MaxHeaderBytes)}, {"max_uri_bytes", int64(c.Limits.MaxURIBytes)},
-		{"max_headers", int64(c.Limits.MaxHeaders)}, {"max_conns", int64(c.Limits.MaxConns)}} {
+		{"max_headers", int64(c.Limits.MaxHeaders)}, {"max_conns", int64(c.Limits.MaxConns)},
+		{"max_tunnels", int64(c.Limits.MaxTunnels)}} {
 		if l.n <= 0 {
 			v.errf(at("limits", l.key), "limits.%s must be positive", l.key)
 		}
@@ -87,6 +89,7 @@ func (v *validator) validate(c *Config) {
 			names[u.Name] = i
 		}
 		v.upstream(i, u)
+		v.upstreamTLS(i, u)
 	}
 
 	if len(c.Routes) == 0 && len(c.Upstreams) > 1 {
@@ -209,6 +212,8 @@ func (v *validator) upstream(i int, u *Upstream) {
 	v.positive(up("timeouts", "connect"), "timeouts.connect", u.Timeouts.Connect)
 	v.positive(up("timeouts", "response"), "timeouts.response", u.Timeouts.Response)
 	v.positive(up("timeouts", "idle"), "timeouts.idle", u.Timeouts.Idle)
+	v.positive(up("timeouts", "tunnel_idle"), "timeouts.tunnel_idle", u.Timeouts.TunnelIdle)
+	v.positive(up("timeouts", "tunnel_drain"), "timeouts.tunnel_drain", u.Timeouts.TunnelDrain)
 	v.nonNegative(up("slow_start"), "slow_start", *u.SlowStart)
 	if _, err := balancer.ParseFailback(u.Failback); err != nil {
 		v.errf(up("failback"), "upstream %q: %v", u.Name, err)

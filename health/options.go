@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"time"
@@ -65,6 +66,10 @@ type ActiveOptions struct {
 	Path string
 	// Host is the Host header of HTTP probes. "" sends the backend address.
 	Host string
+	// TLS, if set, makes HTTP probes HTTPS with this client config (the
+	// upstream's, so probes check what requests use); an empty ServerName
+	// is the backend's host. TCP probes stay plain connects. nil: HTTP.
+	TLS *tls.Config
 	// ExpectStatusMin and ExpectStatusMax bound the statuses that pass,
 	// inclusive. Zero values mean 200 and 399. Redirects are not followed.
 	ExpectStatusMin, ExpectStatusMax int

@@ -13,6 +13,7 @@
 //	retries_total{upstream}                        counter   extra attempts, each on another backend
 //	hedges_total{upstream}                         counter   hedged attempts (retries.hedge)
 //	upstream_unavailable_total{upstream}           counter   requests answered 503: no eligible backend
+//	tunnels_open{upstream}                         gauge     open tunnels (WebSockets) to the upstream
 //	upstream_eligible_backends{upstream}           gauge     backends new requests are spread over
 //	backend_eligible{upstream,backend}             gauge     1 when the balancer may pick the backend
 //	backend_in_flight{upstream,backend}            gauge     requests in flight

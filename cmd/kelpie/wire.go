@@ -84,6 +84,8 @@ func upstreamData(u config.Upstream, p *balancer.Pool) (*proxy.Upstream, error) 
 		ConnectTimeout:     u.Timeouts.Connect,
 		ResponseTimeout:    u.Timeouts.Response,
 		IdleConnTimeout:    u.Timeouts.Idle,
+		TunnelIdle:         u.Timeouts.TunnelIdle,
+		TunnelDrain:        u.Timeouts.TunnelDrain,
 		Retries:            *u.Retries.Attempts,
 		HedgeAfter:         hedgeAfter(u.Retries),
 		MaxConnsPerBackend: u.MaxConnsPerBackend,
@@ -249,10 +251,13 @@ func proxyOptions(cfg *config.Config, log, access *slog.Logger) proxy.Options {
 		IdleTimeout:     cfg.Limits.IdleTimeout,
 		WriteTimeout:    cfg.Limits.WriteTimeout, // 0 = none, in both
 		Concurrency:     cfg.Limits.MaxConns,
+		MaxTunnels:      cfg.Limits.MaxTunnels,
 		TrustedProxies:  trustedProxies(cfg.TrustedProxies),
 		AccessLog:       access,
 		AccessLogSample: sample,
 		Logger:          log.With("component", "proxy"),
+
+		HTTPSRedirectPort: redirectPort(cfg),
 	}
 }
 
