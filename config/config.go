@@ -24,6 +24,9 @@ type Config struct {
 	Shutdown       Shutdown   `yaml:"shutdown"`
 	AccessLog      AccessLog  `yaml:"access_log"`
 	Log            Log        `yaml:"log"`
+	// AllowExecChecks permits health.active.type exec (script checks).
+	// Default false: a config that may run programs must say so.
+	AllowExecChecks bool `yaml:"allow_exec_checks"`
 	// Cluster and HA: see cluster.go. Nil when absent.
 	Cluster *Cluster `yaml:"cluster"`
 	HA      *HA      `yaml:"ha"`
@@ -77,6 +80,9 @@ type Upstream struct {
 	// PanicThreshold, percent of primaries eligible below which traffic
 	// spreads over all non-drained primaries. Default 50; 0 disables.
 	PanicThreshold *int `yaml:"panic_threshold"`
+	// Failback is auto (default: a recovered backend returns at once) or
+	// manual (it waits as awaiting_ready for an operator's ready).
+	Failback string `yaml:"failback"`
 	// MaxConnsPerBackend caps connections to each backend. Default 1024.
 	MaxConnsPerBackend int `yaml:"max_conns_per_backend"`
 	// DNSCache is how long the addresses of a backend named by DNS are
@@ -137,11 +143,24 @@ type Health struct {
 	Active  *Active `yaml:"active"`
 	Passive Passive `yaml:"passive"`
 	Breaker Breaker `yaml:"breaker"`
+	// Heartbeat checks; omitted means none.
+	Heartbeat *Heartbeat `yaml:"heartbeat"`
+}
+
+// Heartbeat checks: each backend (or its agent) calls
+// PUT /api/v1/upstreams/{name}/backends/{address}/heartbeat at least every
+// TTL; a backend that misses it leaves rotation (heartbeat_missed) until
+// rise beats in a row (health.active.rise, else 2) bring it back.
+type Heartbeat struct {
+	TTL time.Duration `yaml:"ttl"` // required
 }
 
 // Active probing; omitted means none.
 type Active struct {
-	Type         string        `yaml:"type"`          // http (default) | tcp
+	Type string `yaml:"type"` // http (default) | tcp | exec
+	// Command is the program and arguments of an exec check (no shell);
+	// needs allow_exec_checks.
+	Command      []string      `yaml:"command,omitempty"`
 	Path         string        `yaml:"path"`          // default /health
 	Host         string        `yaml:"host"`          // Host header; default the backend address
 	ExpectStatus string        `yaml:"expect_status"` // default "200-399"

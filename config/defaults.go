@@ -43,6 +43,8 @@ const (
 	// panic_threshold (balancer.Options' zero values disable both).
 	DefaultSlowStart      = 30 * time.Second
 	DefaultPanicThreshold = 50
+	// DefaultFailback is failback (balancer.Options' zero value is auto).
+	DefaultFailback = "auto"
 	// DefaultCountAsFailure is health.passive.count_as_failure.
 	DefaultCountAsFailure = "5xx"
 	// DefaultFailurePercentThreshold is failure_percentage.threshold: off,
@@ -157,6 +159,7 @@ func applyDefaults(c *Config) {
 		if u.SlowStart == nil {
 			u.SlowStart = ptr(DefaultSlowStart)
 		}
+		orDefault(&u.Failback, DefaultFailback)
 		if u.PanicThreshold == nil {
 			u.PanicThreshold = ptr(DefaultPanicThreshold)
 		}

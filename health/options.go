@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"time"
 )
@@ -27,7 +28,16 @@ const (
 	DefaultBucketPeriod      = time.Second
 	DefaultOpenTimeout       = 10 * time.Second
 	DefaultHalfOpenRequests  = 3
+	// ExecPath is the PATH of script checks: their environment starts
+	// clean.
+	ExecPath = "/usr/local/bin:/usr/bin:/bin"
+	// MaxExecChecks is how many script checks of one upstream run at once.
+	MaxExecChecks = 4
 )
+
+// ErrCheckWarning marks a script check that exited 1: a warning. The backend
+// stays eligible, degraded, at reduced weight.
+var ErrCheckWarning = errors.New("check warning")
 
 // Options configures a Checker for one upstream pool. The zero value runs no
 // active probes, no passive ejection, and a circuit breaker with the defaults
@@ -40,6 +50,8 @@ type Options struct {
 	Passive PassiveOptions
 	// Breaker configures the per-backend circuit breaker.
 	Breaker BreakerOptions
+	// Heartbeat configures heartbeat checks (heartbeat.go). nil means none.
+	Heartbeat *HeartbeatOptions
 	// Logger receives the transitions the pool does not log itself (a first
 	// probe verdict, a breaker closing, an ejection refused by the caps).
 	// nil discards them. Reason changes are logged by balancer.Pool.Update.
@@ -78,6 +90,12 @@ type ActiveOptions struct {
 	// the interval, so backends are not probed in lockstep (the wait never
 	// exceeds the interval). 0 means 0.1; negative disables.
 	Jitter float64
+	// Command, when set, makes the probe a script check (exec.go): the
+	// program and its arguments, run without a shell. Exit 0 passes, 1
+	// warns (the backend stays eligible, degraded), anything else fails.
+	Command []string
+	// Upstream names the pool, for script checks' KELPIE_UPSTREAM.
+	Upstream string
 	// Probe, if set, replaces the built-in HTTP/TCP probe: it returns nil
 	// when addr passes. It is called with a context bounded by Timeout.
 	// Tests use it to script results.
@@ -176,6 +194,11 @@ func (o Options) withDefaults() Options {
 		def(&a.Fall, DefaultFall)
 		def(&a.Jitter, DefaultJitter)
 		o.Active = &a
+	}
+	if o.Heartbeat != nil {
+		h := *o.Heartbeat
+		def(&h.Rise, DefaultRise)
+		o.Heartbeat = &h
 	}
 	p := &o.Passive
 	def(&p.Ejection, DefaultEjection)

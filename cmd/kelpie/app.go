@@ -126,6 +126,10 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 		Metrics:   a.metrics.Handler(),
 		Logger:    log.With("component", "admin"),
 		StatePath: cfg.Admin.StateFile,
+
+		Counts:         a.upstreamCounts,
+		DetectionBound: a.detectionBound,
+		Heartbeat:      a.heartbeat,
 	})
 	if cfg.Admin.StateFile != "" {
 		st, err := admin.LoadState(cfg.Admin.StateFile)
@@ -336,6 +340,9 @@ func (a *app) shutdown() error {
 		if a.tlsLn != nil {
 			a.tlsLn.Close()
 		}
+	}
+	if a.admin != nil {
+		a.admin.Close() // ends running drills and their faults
 	}
 	a.mu.Lock() // a reload either finished starting its goroutines or sees ctx done
 	a.cancel()

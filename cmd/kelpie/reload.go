@@ -100,7 +100,7 @@ func (a *app) plan(cfg *config.Config) (_ *plan, err error) {
 			// until Run, and a pool no route leads to is private.
 			u = &upstream{checker: health.New(h)}
 		}
-		pu := &planned{u: u, fresh: fresh, health: h, pool: poolOptions(uc, u.checker, a.log), static: staticMembers(uc)}
+		pu := &planned{u: u, fresh: fresh, health: h, pool: poolOptions(uc, u.checker, a.metrics.Incidents(uc.Name), a.log), static: staticMembers(uc)}
 		if fresh {
 			u.pool = balancer.NewPool(pu.pool)
 		}
