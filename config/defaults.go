@@ -81,6 +81,7 @@ func applyDefaults(c *Config) {
 	orDefault(&c.Limits.WriteTimeout, proxy.DefaultWriteTimeout)
 	orDefault(&c.Limits.IdleTimeout, proxy.DefaultIdleTimeout)
 	orDefault(&c.Limits.MaxConns, proxy.DefaultConcurrency)
+	orDefault(&c.IO, string(proxy.DefaultIO))
 	orDefault(&c.Shutdown.Grace, DefaultGrace)
 	orDefault(&c.AccessLog.Sample, 1)
 	orDefault(&c.Log.Level, DefaultLogLevel)
