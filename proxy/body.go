@@ -147,7 +147,7 @@ func (p *Proxy) prepareBody(ctx *fasthttp.RequestCtx) (*reqBody, int, string) {
 	}
 	r := reqBodyPool.Get().(*reqBody)
 	r.src, r.ctx, r.limit, r.idle = ctx.RequestBodyStream(), ctx, p.opts.MaxBodyBytes, p.opts.ReadTimeout
-	r.conn, _ = ctx.Conn().(*clientConn)
+	r.conn = clientConnOf(ctx.Conn())
 	r.req = int(ctx.ConnRequestNum())
 	r.armed = time.Now()
 	if cl == -1 {

@@ -109,6 +109,18 @@ func (c *clientConn) bodyErr(n int) error {
 	return nil
 }
 
+// clientConnOf returns the clientConn under a connection fasthttp serves,
+// plain or TLS, or nil for a connection kelpie's listeners did not wrap.
+func clientConnOf(c net.Conn) *clientConn {
+	switch c := c.(type) {
+	case *clientConn:
+		return c
+	case *tlsClientConn:
+		return c.clientConn
+	}
+	return nil
+}
+
 // listener hands fasthttp's server clientConns, raw or not (Options.IO).
 type listener struct {
 	net.Listener

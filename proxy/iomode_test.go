@@ -24,7 +24,7 @@ import (
 var stdIOFiles = []string{
 	"truncate_test.go", "framing_test.go", "differential_test.go", "timeout_test.go",
 	"stream_test.go", "e2e_test.go", "hostile_test.go", "forward_test.go",
-	"connect_test.go", "reached_test.go", "iomode_test.go",
+	"connect_test.go", "reached_test.go", "tunnel_test.go", "iomode_test.go",
 }
 
 // The proxy's end-to-end tests pass with Options.IO = IOStd too: the test

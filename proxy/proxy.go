@@ -30,6 +30,7 @@ type Proxy struct {
 	log     *slog.Logger
 	table   atomic.Pointer[table]
 	conns   transports // each backend's transport, kept across reloads
+	tunnels tunnelSet  // open upgraded connections (tunnel.go)
 	server  *fasthttp.Server
 	trusted []netip.Prefix
 
@@ -148,10 +149,20 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 		p.access(ctx, nil, nil, 0, start)
 		return
 	}
+	if p.opts.HTTPSRedirectPort != 0 && !ctx.IsTLS() {
+		p.redirectHTTPS(ctx)
+		p.access(ctx, nil, nil, 0, start)
+		return
+	}
 	rt := p.table.Load().match(req.Header.Host(), pathOf(req.Header.RequestURI()))
 	if rt == nil {
 		p.reply(ctx, fasthttp.StatusNotFound, "no route")
 		p.access(ctx, nil, nil, 0, start)
+		return
+	}
+	if isUpgrade(&req.Header) {
+		b, retries := p.upgrade(ctx, rt.Upstream, start)
+		p.access(ctx, rt.Upstream, b, retries, start)
 		return
 	}
 	rb, status, msg := p.prepareBody(ctx)
@@ -178,7 +189,7 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 // it cheap, and it is set only on those: a connection kelpie's listener did
 // not make (a handler called with a bare RequestCtx) is left alone.
 func (p *Proxy) flushAfter(ctx *fasthttp.RequestCtx) {
-	if _, ok := ctx.Conn().(*clientConn); !ok {
+	if clientConnOf(ctx.Conn()) == nil {
 		return
 	}
 	var wd time.Time

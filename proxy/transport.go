@@ -165,6 +165,9 @@ type hostTransport struct {
 // newHostTransport dials with dial: Upstream.dial's, a resolver for DNS
 // names (resolve.go) unless a test set Upstream.Dial.
 func newHostTransport(addr string, set settings, dial func(string, time.Duration) (net.Conn, error)) *hostTransport {
+	if set.tls != nil {
+		dial = dialTLS(dial, set.tls)
+	}
 	hc := &fasthttp.HostClient{
 		Addr: addr,
 		Dial: func(addr string) (net.Conn, error) {
