@@ -7,6 +7,7 @@ package rawio
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -477,3 +478,45 @@ func TestContractServerHeadReadErrorReachesErrorHandler(t *testing.T) {
 type quiet struct{}
 
 func (quiet) Printf(string, ...any) {}
+
+// tlsLike has the two methods fasthttp looks for on a TLS connection.
+type tlsLike struct{ net.Conn }
+
+func (tlsLike) Handshake() error { return nil }
+func (tlsLike) ConnectionState() tls.ConnectionState {
+	return tls.ConnectionState{ServerName: "rawio.contract"}
+}
+
+type tlsLikeListener struct{ net.Listener }
+
+func (l tlsLikeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return tlsLike{c}, nil
+}
+
+// Assumption 8: a connection with Handshake and ConnectionState is TLS to
+// fasthttp, whatever its type.
+func TestContractServerTLSByMethods(t *testing.T) {
+	type seen struct {
+		isTLS bool
+		sni   string
+	}
+	got := make(chan seen, 1)
+	ln := listen(t)
+	serve(t, &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		s := seen{isTLS: ctx.IsTLS()}
+		if st := ctx.TLSConnectionState(); st != nil {
+			s.sni = st.ServerName
+		}
+		got <- s
+	}, Logger: quiet{}}, tlsLikeListener{ln})
+	if out := dialSend(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 200") {
+		t.Fatalf("response %q", out)
+	}
+	if s := <-got; !s.isTLS || s.sni != "rawio.contract" {
+		broken(t, 8, "a conn with Handshake and ConnectionState is TLS", "IsTLS %v, TLSConnectionState().ServerName %q", s.isTLS, s.sni)
+	}
+}

@@ -42,6 +42,10 @@
 //     the two.
 //  7. Both: one goroutine at a time reads a connection, and one at a time
 //     writes it. Conn and Deadline keep per-direction state without locks.
+//  8. Server: RequestCtx.IsTLS and TLSConnectionState recognise a TLS
+//     connection by its Handshake and ConnectionState methods, not by its
+//     type. proxy's TLS listener hands fasthttp a clientConn above TLS
+//     (tlsClientConn, proxy/tls.go) that has those two methods.
 //
 // What the proxy does not rely on: how often fasthttp moves a deadline, or
 // in which order (Deadline is correct for any sequence of calls), and how
