@@ -30,6 +30,11 @@ type Config struct {
 	// Cluster and HA: see cluster.go. Nil when absent.
 	Cluster *Cluster `yaml:"cluster"`
 	HA      *HA      `yaml:"ha"`
+	// IO is how the proxy reads and writes its sockets: "raw" (default)
+	// uses raw non-blocking system calls under Go's netpoller, "std" Go's
+	// net.Conn Read and Write, the fallback should raw I/O misbehave (for
+	// example after a fasthttp upgrade). Needs a restart.
+	IO string `yaml:"io"`
 	// TLS is the TLS listener; nil (omitted): none.
 	TLS *TLS `yaml:"tls"`
 

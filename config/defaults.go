@@ -84,6 +84,7 @@ func applyDefaults(c *Config) {
 	orDefault(&c.Limits.WriteTimeout, proxy.DefaultWriteTimeout)
 	orDefault(&c.Limits.IdleTimeout, proxy.DefaultIdleTimeout)
 	orDefault(&c.Limits.MaxConns, proxy.DefaultConcurrency)
+	orDefault(&c.IO, string(proxy.DefaultIO))
 	orDefault(&c.Limits.MaxTunnels, proxy.DefaultMaxTunnels)
 	orDefault(&c.Shutdown.Grace, DefaultGrace)
 	orDefault(&c.AccessLog.Sample, 1)

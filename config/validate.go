@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/proxy"
 )
 
 type validator struct {
@@ -67,6 +68,11 @@ func (v *validator) validate(c *Config) {
 	case "debug", "info", "warn", "error":
 	default:
 		v.errf(at("log", "level"), "log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch proxy.IOMode(c.IO) {
+	case proxy.IORaw, proxy.IOStd:
+	default:
+		v.errf(at("io"), "io %q: want %s or %s", c.IO, proxy.IORaw, proxy.IOStd)
 	}
 	switch c.Log.Format {
 	case "text", "json":

@@ -1,89 +1,16 @@
 package proxy
 
 import (
-	"errors"
 	"io"
 	"net"
-	"os"
 	"time"
+
+	"github.com/kelpie-lb/kelpie/proxy/internal/rawio"
 )
 
-// Lazy deadlines. fasthttp moves a connection's read deadline two or three
-// times per request (idle wait, then read timeout; response timeout), and
-// every move is a runtime timer update under the poller's lock. A deadline
-// that only moves later does not need the timer moved: lazyDeadline keeps the
-// armed one, which fires no later than the one asked for, and when it fires
-// early the read (or write) re-arms it to the deadline asked for and carries
-// on. The timer is then touched about once per timeout period per connection
-// instead of several times per request, and a deadline still cuts a read off
-// at the time asked for.
-//
-// Not done, on measurement (bench/README.md): yielding the processor before a
-// read that will likely find nothing (the response just after the request
-// was written, the next request just after a response) saves Go's
-// read-EAGAIN-park round trip, but starves the netpoller under load: the p99
-// at saturation doubled.
-
-// lazyDeadline is one direction's deadline on a connection. A connection is
-// used by one goroutine at a time per direction (fasthttp's model), so it
-// needs no locking.
-type lazyDeadline struct {
-	want  time.Time             // the deadline asked for; zero: none
-	armed time.Time             // the deadline set on the socket; zero: none
-	apply func(time.Time) error // the socket's SetReadDeadline or SetWriteDeadline
-}
-
-// set records t as the deadline. The socket's moves only when t is earlier
-// than the armed one, or none is armed; otherwise the armed one fires first
-// and rearm moves it on.
-func (d *lazyDeadline) set(t time.Time) error {
-	d.want = t
-	if t.IsZero() || (!d.armed.IsZero() && !t.Before(d.armed)) {
-		return nil
-	}
-	d.armed = t
-	return d.apply(t)
-}
-
-// rearm reports whether err is the armed deadline firing before the one asked
-// for, and if so arms the one asked for: the caller retries its read or write.
-func (d *lazyDeadline) rearm(err error) bool {
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		return false
-	}
-	if !d.want.IsZero() && !time.Now().Before(d.want) {
-		return false // the real deadline
-	}
-	d.armed = d.want
-	return d.apply(d.want) == nil
-}
-
-// read reads from r into b; when the armed deadline fires before the one
-// asked for, it re-arms it and reads again.
-func (d *lazyDeadline) read(r io.Reader, b []byte) (int, error) {
-	for {
-		n, err := r.Read(b)
-		if n > 0 || err == nil || !d.rearm(err) {
-			return n, err
-		}
-	}
-}
-
-// write writes all of b to w; when the armed deadline fires before the one
-// asked for, it re-arms it and writes the rest.
-func (d *lazyDeadline) write(w io.Writer, b []byte) (int, error) {
-	n, err := w.Write(b)
-	for n < len(b) && err != nil && d.rearm(err) {
-		var m int
-		m, err = w.Write(b[n:])
-		n += m
-	}
-	return n, err
-}
-
 // clientConn is a client connection as kelpie's fasthttp server sees it: its
-// deadlines are lazy, and it reads and writes with raw system calls where it
-// can (rawio_linux.go). fasthttp moves the write deadline before every
+// deadlines are lazy (rawio.Deadline), and in raw I/O mode it reads and
+// writes with raw system calls where it can (rawio.Conn). fasthttp moves the write deadline before every
 // response, and kelpie's streamed bodies keep it rolling; lazily, neither
 // touches the socket's timer while the armed deadline is still ahead.
 //
@@ -93,8 +20,8 @@ func (d *lazyDeadline) write(w io.Writer, b []byte) (int, error) {
 // that the client's stream ended inside a request (bodyErr).
 type clientConn struct {
 	net.Conn
-	rw     io.ReadWriter // a *rawIO, or the Conn itself
-	rd, wd lazyDeadline
+	rw     io.ReadWriter // a *rawio.Conn, or the Conn itself
+	rd, wd rawio.Deadline
 	scan   headScan
 	// The stream's end: the first read error (a close inside a request as
 	// io.ErrUnexpectedEOF, a reset, a timeout) or the scan's refusal
@@ -105,32 +32,36 @@ type clientConn struct {
 	rerrReq int
 }
 
-func newClientConn(c net.Conn) *clientConn {
+// newClientConn wraps c; with raw set (IORaw) it reads and writes c with
+// raw system calls when c is a TCP connection.
+func newClientConn(c net.Conn, raw bool) *clientConn {
 	cc := &clientConn{Conn: c, rw: c, scan: newHeadScan()}
-	cc.rd.apply, cc.wd.apply = c.SetReadDeadline, c.SetWriteDeadline
-	if r := newRawIO(c); r != nil {
-		cc.rw = r
+	cc.rd.Apply, cc.wd.Apply = c.SetReadDeadline, c.SetWriteDeadline
+	if raw {
+		if r := rawio.New(c); r != nil {
+			cc.rw = r
+		}
 	}
 	return cc
 }
 
 // SetDeadline sets both deadlines, lazily.
 func (c *clientConn) SetDeadline(t time.Time) error {
-	if err := c.rd.set(t); err != nil {
+	if err := c.rd.Set(t); err != nil {
 		return err
 	}
-	return c.wd.set(t)
+	return c.wd.Set(t)
 }
 
 // SetReadDeadline moves the socket's read deadline only when t is earlier
 // than the armed one.
-func (c *clientConn) SetReadDeadline(t time.Time) error { return c.rd.set(t) }
+func (c *clientConn) SetReadDeadline(t time.Time) error { return c.rd.Set(t) }
 
 // SetWriteDeadline moves the socket's write deadline only when t is earlier
 // than the armed one.
-func (c *clientConn) SetWriteDeadline(t time.Time) error { return c.wd.set(t) }
+func (c *clientConn) SetWriteDeadline(t time.Time) error { return c.wd.Set(t) }
 
-func (c *clientConn) Write(b []byte) (int, error) { return c.wd.write(c.rw, b) }
+func (c *clientConn) Write(b []byte) (int, error) { return c.wd.Write(c.rw, b) }
 
 // Read reads from the client. Bytes up to a bare LF in a request head are
 // returned; from then on every Read returns errBareLF, which fasthttp passes
@@ -143,7 +74,7 @@ func (c *clientConn) Read(b []byte) (int, error) {
 	if c.rerr == errBareLF {
 		return 0, c.rerr
 	}
-	n, err := c.rd.read(c.rw, b)
+	n, err := c.rd.Read(c.rw, b)
 	if n > 0 && c.scan.state != scanOff {
 		var serr error
 		if n, serr = c.scan.scan(b[:n]); serr != nil {
@@ -190,13 +121,16 @@ func clientConnOf(c net.Conn) *clientConn {
 	return nil
 }
 
-// listener hands fasthttp's server clientConns.
-type listener struct{ net.Listener }
+// listener hands fasthttp's server clientConns, raw or not (Options.IO).
+type listener struct {
+	net.Listener
+	raw bool
+}
 
 func (l listener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return newClientConn(c), nil
+	return newClientConn(c, l.raw), nil
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kelpie-lb/kelpie/proxy/internal/rawio"
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
@@ -57,10 +59,10 @@ func readFor(c net.Conn) (int, time.Duration, error) {
 // early, and the read must carry on until the deadline asked for.
 func TestLazyReadDeadlineLaterWaitsForIt(t *testing.T) {
 	a, _ := tcpPair(t)
-	c := newClientConn(a)
+	c := newClientConn(a, true)
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
 	_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if c.rd.armed.Equal(c.rd.want) {
+	if c.rd.Armed().Equal(c.rd.Want()) {
 		t.Fatal("a later deadline moved the socket's deadline; the test would not test laziness")
 	}
 	n, took, err := readFor(c)
@@ -74,7 +76,7 @@ func TestLazyReadDeadlineLaterWaitsForIt(t *testing.T) {
 
 func TestLazyReadDeadlineEarlierCutsOff(t *testing.T) {
 	a, _ := tcpPair(t)
-	c := newClientConn(a)
+	c := newClientConn(a, true)
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	n, took, err := readFor(c)
@@ -95,7 +97,7 @@ func TestLazyReadDeadlineHidesEarlyFiring(t *testing.T) {
 	}{{"later", 2 * time.Second}, {"cleared", 0}} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := tcpPair(t)
-			c := newClientConn(a)
+			c := newClientConn(a, true)
 			_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 			var final time.Time
 			if tc.final > 0 {
@@ -110,8 +112,8 @@ func TestLazyReadDeadlineHidesEarlyFiring(t *testing.T) {
 			if err != nil || n != 4 {
 				t.Fatalf("read = %d, %v after %v; want the 4 bytes sent at 150ms", n, err, took)
 			}
-			if !c.rd.armed.Equal(final) {
-				t.Fatalf("armed deadline %v after the early firing, want it re-armed to %v", c.rd.armed, final)
+			if !c.rd.Armed().Equal(final) {
+				t.Fatalf("armed deadline %v after the early firing, want it re-armed to %v", c.rd.Armed(), final)
 			}
 		})
 	}
@@ -120,7 +122,7 @@ func TestLazyReadDeadlineHidesEarlyFiring(t *testing.T) {
 // An expired deadline is renewed when asked: the next read waits again.
 func TestLazyReadDeadlineRenewedAfterExpiry(t *testing.T) {
 	a, b := tcpPair(t)
-	c := newClientConn(a)
+	c := newClientConn(a, true)
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 	if _, _, err := readFor(c); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("first read: %v, want a deadline error", err)
@@ -143,9 +145,9 @@ func TestUpConnWriteDeadlineCutsOffStalledPeer(t *testing.T) {
 		_ = tc.SetWriteBuffer(4 << 10)
 	}
 	u := newUpConn(a, settings{response: time.Second, write: 300 * time.Millisecond})
-	_ = u.wd.set(time.Now().Add(30 * time.Millisecond)) // armed on the socket
+	_ = u.wd.Set(time.Now().Add(30 * time.Millisecond)) // armed on the socket
 	_ = u.SetWriteDeadline(time.Now().Add(u.writeIdle)) // later: not moved
-	if u.wd.armed.Equal(u.wd.want) {
+	if u.wd.Armed().Equal(u.wd.Want()) {
 		t.Fatal("the later write deadline moved the socket's; the test would not test laziness")
 	}
 	start := time.Now()
@@ -187,11 +189,11 @@ func TestClientConnLazyWriteDeadline(t *testing.T) {
 			if tc, ok := a.(*net.TCPConn); ok {
 				_ = tc.SetWriteBuffer(4 << 10)
 			}
-			c := newClientConn(a)
+			c := newClientConn(a, true)
 			_ = c.SetWriteDeadline(time.Now().Add(tc.first))
 			set := time.Now() // the deadline is at least tc.second after this
 			_ = c.SetWriteDeadline(time.Now().Add(tc.second))
-			if tc.second > tc.first && c.wd.armed.Equal(c.wd.want) {
+			if tc.second > tc.first && c.wd.Armed().Equal(c.wd.Want()) {
 				t.Fatal("a later write deadline moved the socket's; the test would not test laziness")
 			}
 			stop := time.AfterFunc(10*time.Second, func() { a.Close() }) // a write that never times out
@@ -218,7 +220,7 @@ func TestListenerWrapsConns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := listener{ln}
+	l := listener{ln, true}
 	defer l.Close()
 	go func() {
 		if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
@@ -242,9 +244,9 @@ func TestListenerWrapsConns(t *testing.T) {
 // net.ErrClosed.
 func TestRawIOBehavesLikeNetConn(t *testing.T) {
 	a, b := tcpPair(t)
-	c := newClientConn(a)
-	if _, ok := c.rw.(*rawIO); !ok && runtime.GOOS == "linux" {
-		t.Fatalf("clientConn uses %T, want *rawIO on linux", c.rw)
+	c := newClientConn(a, true)
+	if _, ok := c.rw.(*rawio.Conn); !ok && runtime.GOOS == "linux" {
+		t.Fatalf("clientConn uses %T, want *rawio.Conn on linux", c.rw)
 	}
 	want := make([]byte, 16<<20) // more than the socket buffers hold
 
@@ -293,7 +295,7 @@ func TestRawIOBehavesLikeNetConn(t *testing.T) {
 
 func TestRawIOReset(t *testing.T) {
 	a, b := tcpPair(t)
-	c := newClientConn(a)
+	c := newClientConn(a, true)
 	// A close with unread data, or with SO_LINGER 0, sends a reset.
 	if tc, ok := b.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)

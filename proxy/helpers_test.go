@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -91,9 +92,22 @@ type testProxy struct {
 	addr string
 }
 
+// testIO is the I/O mode the end-to-end tests run the proxy in when they
+// leave Options.IO empty: the default, or what KELPIE_TEST_IO names
+// (TestStdIOSuite reruns them with "std").
+var testIO = IOMode(os.Getenv("KELPIE_TEST_IO"))
+
+// withTestIO sets o.IO to testIO unless the test chose a mode.
+func withTestIO(o Options) Options {
+	if o.IO == "" {
+		o.IO = testIO
+	}
+	return o
+}
+
 func startProxy(t testing.TB, o Options, routes ...Route) *testProxy {
 	t.Helper()
-	p, err := New(o, routes)
+	p, err := New(withTestIO(o), routes)
 	if err != nil {
 		t.Fatal(err)
 	}

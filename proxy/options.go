@@ -182,6 +182,13 @@ type Options struct {
 	// FencingToken returns the current fencing token; it is called once per
 	// request and must be cheap (an atomic load).
 	FencingToken func() uint64
+	// IO is how the proxy reads and writes its sockets, client and backend
+	// alike: IORaw (the default, "" too) uses raw non-blocking system calls
+	// under Go's netpoller and lazy deadlines; IOStd uses net.Conn's own
+	// Read and Write (deadlines stay lazy). IOStd is the switch back when
+	// raw I/O misbehaves, e.g. after a fasthttp upgrade
+	// (proxy/internal/rawio lists what it relies on). Read at New.
+	IO IOMode
 	// MaxTunnels caps open tunnels (upgraded connections, WebSockets)
 	// across all upstreams; an upgrade request beyond it gets 503.
 	// Tunnels do not count against Concurrency. Default 10000.
@@ -193,7 +200,22 @@ type Options struct {
 	HTTPSRedirectPort int
 }
 
+// IOMode is how the proxy does socket I/O (Options.IO).
+type IOMode string
+
+// The I/O modes.
+const (
+	IORaw IOMode = "raw" // raw system calls under the netpoller (default)
+	IOStd IOMode = "std" // net.Conn's Read and Write
+)
+
+// DefaultIO is the I/O mode used when Options.IO is empty.
+const DefaultIO = IORaw
+
 func (o Options) withDefaults() Options {
+	if o.IO == "" {
+		o.IO = DefaultIO
+	}
 	def := func(v *time.Duration, d time.Duration) {
 		if *v == 0 {
 			*v = d
@@ -231,10 +253,12 @@ type settings struct {
 	maxConns                       int
 	dnsCache                       time.Duration
 	tls                            *tls.Config
+	stdIO                          bool // Options.IO is IOStd
 }
 
 func (u *Upstream) settings() settings {
-	s := settings{u.ConnectTimeout, u.ResponseTimeout, u.WriteTimeout, u.IdleConnTimeout, u.MaxConnsPerBackend, u.DNSCache, u.TLS}
+	s := settings{connect: u.ConnectTimeout, response: u.ResponseTimeout, write: u.WriteTimeout, idle: u.IdleConnTimeout,
+		maxConns: u.MaxConnsPerBackend, dnsCache: u.DNSCache, tls: u.TLS}
 	if s.connect <= 0 {
 		s.connect = DefaultConnectTimeout
 	}

@@ -45,7 +45,11 @@ type Proxy struct {
 // New returns a Proxy serving routes. It does not listen; call Serve.
 func New(o Options, routes []Route) (*Proxy, error) {
 	o = o.withDefaults()
+	if o.IO != IORaw && o.IO != IOStd {
+		return nil, fmt.Errorf("proxy io mode %q: want %q or %q", o.IO, IORaw, IOStd)
+	}
 	p := &Proxy{opts: o, log: o.Logger}
+	p.conns.std = o.IO == IOStd
 	if _, err := rand.Read(p.idPrefix[:8]); err != nil {
 		return nil, fmt.Errorf("request id seed: %w", err)
 	}
@@ -110,7 +114,7 @@ func (p *Proxy) SetRoutes(routes []Route) error {
 // Serve accepts connections on ln and serves them until Shutdown. It blocks,
 // and returns nil after a Shutdown.
 func (p *Proxy) Serve(ln net.Listener) error {
-	err := p.server.Serve(listener{ln})
+	err := p.server.Serve(listener{ln, p.opts.IO == IORaw})
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("proxy serve %s: %w", ln.Addr(), err)
 	}

@@ -28,7 +28,7 @@ func TestProxyProcess(t *testing.T) {
 	}
 	pool := balancer.NewPool(balancer.Options{Name: "web"})
 	pool.SetMembers(balancer.SourceStatic, []balancer.Member{{Address: backend}})
-	p, err := New(Options{}, []Route{{Upstream: &Upstream{Pool: pool}}})
+	p, err := New(withTestIO(Options{}), []Route{{Upstream: &Upstream{Pool: pool}}})
 	if err != nil {
 		t.Fatal(err)
 	}

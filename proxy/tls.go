@@ -315,7 +315,8 @@ func (l tlsListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	tc := tls.Server(c, l.cfg)
-	return &tlsClientConn{newClientConn(tc), tc}, nil
+	// Not raw: the clientConn reads the TLS plaintext, not a socket.
+	return &tlsClientConn{newClientConn(tc, false), tc}, nil
 }
 
 // tlsClientConn is a clientConn over TLS that fasthttp still recognises as

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/proxy/internal/rawio"
 	"github.com/valyala/fasthttp"
 )
 
@@ -41,8 +42,9 @@ type wire struct {
 // that left never returns: a returning address is a new Backend) and closes
 // their idle connections.
 type transports struct {
-	mu sync.Mutex
-	m  atomic.Pointer[map[*balancer.Backend]*backendTransport]
+	std bool // Options.IO is IOStd: upConns use net.Conn's Read and Write
+	mu  sync.Mutex
+	m   atomic.Pointer[map[*balancer.Backend]*backendTransport]
 }
 
 // backendTransport is one backend's slot: the transport for the settings it
@@ -69,6 +71,7 @@ func (ts *transports) get(up *Upstream, b *balancer.Backend) transport {
 		slot = ts.add(b)
 	}
 	set := up.settings()
+	set.stdIO = ts.std
 	// Funcs cannot be compared, so only whether a hook is set keys the
 	// transport: a reload that swaps one set hook for another keeps the
 	// first. kelpie's config sets no hooks; tests and benchmarks set them
@@ -234,8 +237,8 @@ type upConn struct {
 	readIdle, writeIdle time.Duration
 
 	local     *connAddr
-	rw        io.ReadWriter // a *rawIO (rawio_linux.go), or the Conn itself
-	raw       *rawIO        // the same *rawIO, or nil
+	rw        io.ReadWriter // a *rawio.Conn, or the Conn itself
+	raw       *rawio.Conn   // the same *rawio.Conn, or nil (std I/O, not TCP)
 	pend      []byte        // request bytes written, to be sent by the next Read
 	requests  int           // requests started on this connection
 	sent      bool          // the current request wrote to the connection
@@ -244,15 +247,17 @@ type upConn struct {
 	armed     bool          // SetWriteDeadline just armed the write deadline
 	readArmed time.Time
 	writeArm  time.Time
-	rd, wd    lazyDeadline
+	rd, wd    rawio.Deadline
 }
 
 func newUpConn(c net.Conn, s settings) *upConn {
 	u := &upConn{Conn: c, rw: c, readIdle: s.response, writeIdle: s.write}
-	if r := newRawIO(c); r != nil {
-		u.rw, u.raw = r, r
+	if !s.stdIO {
+		if r := rawio.New(c); r != nil {
+			u.rw, u.raw = r, r
+		}
 	}
-	u.rd.apply, u.wd.apply = c.SetReadDeadline, c.SetWriteDeadline
+	u.rd.Apply, u.wd.Apply = c.SetReadDeadline, c.SetWriteDeadline
 	u.local = &connAddr{Addr: c.LocalAddr(), c: u}
 	return u
 }
@@ -276,14 +281,14 @@ func (c *upConn) SetWriteDeadline(t time.Time) error {
 	c.streaming = false
 	c.writeArm = t.Add(-c.writeIdle)
 	c.armed = true
-	return c.wd.set(t)
+	return c.wd.Set(t)
 }
 
 // SetReadDeadline is called by fasthttp after the request was written: the
 // response timeout starts now.
 func (c *upConn) SetReadDeadline(t time.Time) error {
 	c.streaming = false
-	return c.rd.set(t)
+	return c.rd.Set(t)
 }
 
 // maxDeferred is how much of a request upConn holds back to send with the
@@ -293,7 +298,7 @@ const maxDeferred = 16 << 10
 
 // Write holds a request's bytes back, up to maxDeferred, for Read to send:
 // sent from inside the read, the request's response is then waited for
-// without a read that finds nothing first (rawIO.sendThenRead), one system
+// without a read that finds nothing first (rawio.Conn.SendThenRead), one system
 // call and one park fewer per request. Larger writes go out at once.
 //
 // Write also re-arms the write deadline when it is getting old, so that it
@@ -305,21 +310,21 @@ func (c *upConn) Write(b []byte) (int, error) {
 		c.armed = false
 	} else if now := time.Now(); now.Sub(c.writeArm) > c.writeIdle/8 {
 		c.writeArm = now
-		_ = c.wd.set(now.Add(c.writeIdle))
+		_ = c.wd.Set(now.Add(c.writeIdle))
 	}
 	if c.raw != nil && len(c.pend)+len(b) <= maxDeferred {
 		c.pend = append(c.pend, b...)
 		return len(b), nil
 	}
 	if len(c.pend) > 0 {
-		_, err := c.wd.write(c.rw, c.pend)
+		_, err := c.wd.Write(c.rw, c.pend)
 		c.pend = c.pend[:0]
 		if err != nil {
 			c.closeEarly()
 			return 0, err
 		}
 	}
-	n, err := c.wd.write(c.rw, b)
+	n, err := c.wd.Write(c.rw, b)
 	if err != nil {
 		c.closeEarly()
 	}
@@ -330,25 +335,25 @@ func (c *upConn) Read(b []byte) (int, error) {
 	if c.streaming {
 		if now := time.Now(); now.Sub(c.readArmed) > c.readIdle/8 {
 			c.readArmed = now
-			_ = c.rd.set(now.Add(c.readIdle))
+			_ = c.rd.Set(now.Add(c.readIdle))
 		}
 	}
 	var n int
 	var err error
 	if len(c.pend) > 0 {
 		var rest []byte
-		rest, n, err = c.raw.sendThenRead(c.pend, b)
+		rest, n, err = c.raw.SendThenRead(c.pend, b)
 		c.pend = c.pend[:0]
 		switch {
-		case len(rest) > 0 && (err == nil || c.rd.rearm(err)):
-			if _, err = c.wd.write(c.rw, rest); err == nil {
-				n, err = c.rd.read(c.rw, b)
+		case len(rest) > 0 && (err == nil || c.rd.Rearm(err)):
+			if _, err = c.wd.Write(c.rw, rest); err == nil {
+				n, err = c.rd.Read(c.rw, b)
 			}
-		case n == 0 && err != nil && c.rd.rearm(err):
-			n, err = c.rd.read(c.rw, b)
+		case n == 0 && err != nil && c.rd.Rearm(err):
+			n, err = c.rd.Read(c.rw, b)
 		}
 	} else {
-		n, err = c.rd.read(c.rw, b)
+		n, err = c.rd.Read(c.rw, b)
 	}
 	if n > 0 && !c.gotBytes {
 		// From the first response byte on, the deadline bounds each gap.

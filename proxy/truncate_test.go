@@ -47,7 +47,7 @@ func recordingBackend(t *testing.T) (addr string, conns <-chan received) {
 // handler, and so every attempt but a streamed one, has returned by then).
 func proxyNotifying(t *testing.T, up *Upstream, o Options) (addr string, closed <-chan struct{}) {
 	t.Helper()
-	p, err := New(o, []Route{{Upstream: up}})
+	p, err := New(withTestIO(o), []Route{{Upstream: up}})
 	if err != nil {
 		t.Fatal(err)
 	}

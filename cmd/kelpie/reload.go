@@ -285,9 +285,10 @@ func (a *app) keepRestartOnly(old, cfg *config.Config) {
 	keep("limits", old.Limits, cfg.Limits)
 	keep("trusted_proxies", old.TrustedProxies, cfg.TrustedProxies)
 	keep("access_log", old.AccessLog, cfg.AccessLog)
+	keep("io", old.IO, cfg.IO)
 	keep("tls", tlsShape(old.TLS), tlsShape(cfg.TLS)) // the files' contents do reload: a.certs
 	cfg.Listen, cfg.Admin, cfg.Limits, cfg.TrustedProxies, cfg.AccessLog = old.Listen, old.Admin, old.Limits, old.TrustedProxies, old.AccessLog
-	cfg.TLS = old.TLS
+	cfg.TLS, cfg.IO = old.TLS, old.IO
 	if !sameCluster(old, cfg) {
 		a.log.Warn("config change needs a restart; keeping the running value", "key", "cluster, ha")
 	}

@@ -251,6 +251,7 @@ func proxyOptions(cfg *config.Config, log, access *slog.Logger) proxy.Options {
 		IdleTimeout:     cfg.Limits.IdleTimeout,
 		WriteTimeout:    cfg.Limits.WriteTimeout, // 0 = none, in both
 		Concurrency:     cfg.Limits.MaxConns,
+		IO:              proxy.IOMode(cfg.IO),
 		MaxTunnels:      cfg.Limits.MaxTunnels,
 		TrustedProxies:  trustedProxies(cfg.TrustedProxies),
 		AccessLog:       access,

@@ -1,4 +1,4 @@
-package proxy
+package rawio
 
 import (
 	"io"
@@ -8,7 +8,7 @@ import (
 	"unsafe"
 )
 
-// rawIO reads and writes a TCP connection with raw non-blocking system calls
+// Conn reads and writes a TCP connection with raw non-blocking system calls
 // under Go's netpoller (syscall.RawConn), instead of net.Conn's Read and
 // Write. The sockets are non-blocking, so the calls never block: what they
 // skip is the runtime's syscall bookkeeping (entersyscall/exitsyscall), which
@@ -27,7 +27,7 @@ import (
 // MSG_NOSIGNAL: a write to a reset connection returns EPIPE, with no SIGPIPE.
 //
 // One reader and one writer at a time, as for net.Conn under fasthttp.
-type rawIO struct {
+type Conn struct {
 	conn    net.Conn
 	rc      syscall.RawConn
 	rbuf    []byte
@@ -41,9 +41,9 @@ type rawIO struct {
 	sendFn  func(uintptr) bool
 }
 
-// newRawIO returns nil when c is not a TCP connection (tests wrap theirs):
-// the caller then uses c's own Read and Write.
-func newRawIO(c net.Conn) *rawIO {
+// New returns nil when c is not a TCP connection (tests wrap theirs, TLS
+// wraps the socket): the caller then uses c's own Read and Write.
+func New(c net.Conn) *Conn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return nil
@@ -52,7 +52,7 @@ func newRawIO(c net.Conn) *rawIO {
 	if err != nil {
 		return nil
 	}
-	r := &rawIO{conn: c, rc: rc}
+	r := &Conn{conn: c, rc: rc}
 	r.readFn = r.doRead
 	r.writeFn = r.doWrite
 	r.sendFn = r.doSendRead
@@ -60,7 +60,7 @@ func newRawIO(c net.Conn) *rawIO {
 }
 
 // doRead is one attempt; false means "not ready, wait for the poller".
-func (r *rawIO) doRead(fd uintptr) bool {
+func (r *Conn) doRead(fd uintptr) bool {
 	for {
 		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)), 0, 0, 0)
 		switch e {
@@ -78,7 +78,7 @@ func (r *rawIO) doRead(fd uintptr) bool {
 }
 
 // doWrite writes what is left of wbuf; false means "buffer full, wait".
-func (r *rawIO) doWrite(fd uintptr) bool {
+func (r *Conn) doWrite(fd uintptr) bool {
 	for r.wn < len(r.wbuf) {
 		p := r.wbuf[r.wn:]
 		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_NOSIGNAL, 0, 0)
@@ -98,7 +98,7 @@ func (r *rawIO) doWrite(fd uintptr) bool {
 }
 
 // Read is net.Conn's Read: io.EOF at the end, *net.OpError otherwise.
-func (r *rawIO) Read(b []byte) (int, error) {
+func (r *Conn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -118,7 +118,7 @@ func (r *rawIO) Read(b []byte) (int, error) {
 }
 
 // Write is net.Conn's Write: all of b, or an error.
-func (r *rawIO) Write(b []byte) (int, error) {
+func (r *Conn) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -135,14 +135,14 @@ func (r *rawIO) Write(b []byte) (int, error) {
 	return n, nil
 }
 
-// sendThenRead writes w, then reads a reply into b, and waits in between
+// SendThenRead writes w, then reads a reply into b, and waits in between
 // without the read that would find nothing. The netpoller's read readiness
 // is reset before w goes out, so a reply to w cannot be missed: the wait
 // ends as soon as it arrives, or at the read deadline. If w cannot go out
 // whole without waiting (or the read deadline has passed, or the connection
 // is closed), rest is what is left of w: the caller sends it and reads the
 // usual way.
-func (r *rawIO) sendThenRead(w, b []byte) (rest []byte, n int, err error) {
+func (r *Conn) SendThenRead(w, b []byte) (rest []byte, n int, err error) {
 	r.wbuf, r.rbuf = w, b
 	err = r.rc.Read(r.sendFn)
 	wn, werr, rn, rerr := r.wn, r.werr, r.rn, r.rerr
@@ -162,7 +162,7 @@ func (r *rawIO) sendThenRead(w, b []byte) (rest []byte, n int, err error) {
 	return nil, rn, nil
 }
 
-func (r *rawIO) doSendRead(fd uintptr) bool {
+func (r *Conn) doSendRead(fd uintptr) bool {
 	if r.wn < len(r.wbuf) {
 		if !r.doWrite(fd) || r.werr != 0 {
 			return true // would block (the caller finishes it), or failed
@@ -172,6 +172,6 @@ func (r *rawIO) doSendRead(fd uintptr) bool {
 	return r.doRead(fd)
 }
 
-func (r *rawIO) opError(op string, e syscall.Errno) error {
+func (r *Conn) opError(op string, e syscall.Errno) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: r.conn.LocalAddr(), Addr: r.conn.RemoteAddr(), Err: os.NewSyscallError(op, e)}
 }
