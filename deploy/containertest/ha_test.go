@@ -409,11 +409,11 @@ func haQuorumLost(t *testing.T, e *haEnv) {
 	l, s := e.leaderAndStandby()
 	before := e.ha(l)
 	paused := e.servers[:2]
+	lost := time.Now() // before the command: the figures include its latency
 	for _, c := range paused {
 		MustDocker(t, "pause", c.ID)
 		t.Cleanup(func() { Docker("unpause", c.ID) })
 	}
-	lost := time.Now()
 	var fenced time.Duration
 	testkit.Eventually(t, 30*time.Second, "the leader fenced without a quorum", func() bool {
 		if e.ha(s).Role == "leader" {
@@ -422,10 +422,10 @@ func haQuorumLost(t *testing.T, e *haEnv) {
 		fenced = time.Since(lost)
 		return e.ha(l).Role == "fenced"
 	})
+	back := time.Now()
 	for _, c := range paused {
 		MustDocker(t, "unpause", c.ID)
 	}
-	back := time.Now()
 	var resumed time.Duration
 	testkit.Eventually(t, 30*time.Second, "the same leader back with the quorum", func() bool {
 		resumed = time.Since(back)
@@ -484,8 +484,8 @@ func haRaftLeaderKilled(t *testing.T, e *haEnv) {
 	if victim == nil {
 		t.Fatalf("raft leader %q is none of the servers", old)
 	}
-	MustDocker(t, "kill", victim.ID)
 	killed := time.Now()
+	MustDocker(t, "kill", victim.ID)
 	var elected time.Duration
 	testkit.Eventually(t, 30*time.Second, "a new raft leader", func() bool {
 		nl := e.raftLeader()
@@ -550,8 +550,8 @@ func haFleetDrain(t *testing.T, e *haEnv) {
 // standby serves at the VIP within 3 s, as the client sees it.
 func haLeaderKilled(t *testing.T, e *haEnv) {
 	l, s := e.leaderAndStandby()
+	killed := time.Now() // before the command: the figure includes its latency
 	MustDocker(t, "kill", e.kelpies[l].c.ID)
-	killed := time.Now()
 	var leads time.Duration
 	testkit.Eventually(t, 20*time.Second, "the standby leads", func() bool {
 		leads = time.Since(killed)
@@ -567,7 +567,7 @@ func haLeaderKilled(t *testing.T, e *haEnv) {
 	if d >= 3*time.Second {
 		t.Errorf("the standby served at the VIP %s after the leader was killed, want under 3 s", ms(d))
 	}
-	t.Logf("leader container killed: kelpie-%s leads after %s (its admin API), serves the client at the VIP %s after the kill", s, ms(leads), ms(d))
+	t.Logf("leader container killed: kelpie-%s leads after %s (its admin API, polled), serves the client at the VIP %s after the kill", s, ms(leads), ms(d))
 	MustDocker(t, "start", e.kelpies[l].c.ID)
 	e.attach(e.kelpies[l])
 	// Standby with a session of its own: a standby that cannot get one
@@ -583,8 +583,8 @@ func haLeaderKilled(t *testing.T, e *haEnv) {
 func haLeaderDisconnected(t *testing.T, e *haEnv) {
 	l, s := e.leaderAndStandby()
 	k := e.kelpies[l]
+	cut := time.Now() // before the command: the figures include its latency
 	MustDocker(t, "network", "disconnect", e.net, k.c.ID)
-	cut := time.Now()
 	reconnected := false
 	reconnect := func() {
 		if !reconnected {
