@@ -422,6 +422,25 @@ func haQuorumLost(t *testing.T, e *haEnv) {
 		fenced = time.Since(lost)
 		return e.ha(l).Role == "fenced"
 	})
+	// What fence promises: the VIP off the leader's interface, the client
+	// unanswered there, the leader unready; held until all three are seen.
+	fencedAt := lost.Add(fenced)
+	testkit.Eventually(t, 10*time.Second, "VIP dropped, client unanswered, /readyz 503 while fenced", func() bool {
+		ls, cs := e.samples(e.kelpies[l].sampler), e.samples(e.client)
+		if len(ls) == 0 || ls[len(ls)-1].VIP {
+			return false
+		}
+		unanswered := false
+		for _, x := range cs {
+			unanswered = unanswered || !x.at().Before(fencedAt) && x.R[0].Code != 200
+		}
+		resp, err := haClient.Get(e.kelpies[l].admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return unanswered && resp.StatusCode == 503
+	})
 	back := time.Now()
 	for _, c := range paused {
 		MustDocker(t, "unpause", c.ID)
