@@ -39,7 +39,8 @@ type Backend struct {
 	Source string `json:"source"`
 	// Health is the active-probe verdict: healthy, unhealthy or unknown.
 	Health string `json:"health"`
-	// Ejected is true while passive outlier detection keeps it out.
+	// Ejected is true while passive outlier detection keeps it out (down
+	// says for what: ejected, slow or errors).
 	Ejected bool `json:"ejected"`
 	// Breaker is closed, open or half-open.
 	Breaker string `json:"breaker"`
@@ -54,8 +55,27 @@ type Backend struct {
 	Requests uint64 `json:"requests"`
 	Failures uint64 `json:"failures"`
 	// Down lists why the backend is out of rotation: unhealthy, ejected,
-	// breaker_open, drain, critical, removed. Empty when none.
+	// breaker_open, drain, critical, removed, slow, errors. Empty when none.
 	Down []string `json:"down"`
+	// LastDetectionMs is the last time to detect: first failure seen to
+	// out of rotation, by LastDetectedBy (active, passive or breaker).
+	// null until the backend first left rotation for a health reason.
+	LastDetectionMs *int64 `json:"last_detection_ms"`
+	LastDetectedBy  string `json:"last_detected_by,omitempty"`
+	// LastRecoveryMs is the last time to recover: out of rotation to back
+	// in full rotation. null until the backend first recovered.
+	LastRecoveryMs *int64 `json:"last_recovery_ms"`
+	// CheckOutput is the first 4 KiB of the last script check's output
+	// (health.active.type exec); omitted otherwise.
+	CheckOutput string `json:"check_output,omitempty"`
+	// LatencyMS is the peak-EWMA of its response latency in milliseconds
+	// (errors weigh in at their penalty; decays over ewma_decay), 0 before
+	// its first answer and after it comes back into rotation.
+	LatencyMS float64 `json:"latency_ms"`
+	// Errors counts finished attempts that were gateway errors or 5xx
+	// answers; SuccessRate is 1 - Errors/Requests (1 with no requests).
+	Errors      uint64  `json:"errors"`
+	SuccessRate float64 `json:"success_rate"`
 	// Drain says who drained the backend, why, and whether for this
 	// instance (scope local) or the whole cluster (scope fleet). Absent
 	// when the backend is ready.
@@ -107,21 +127,38 @@ func describeBackend(b *balancer.Backend, eligible bool) Backend {
 	if down != 0 {
 		reasons = strings.Split(down.String(), "+")
 	}
-	return Backend{
-		Address:  b.Address(),
-		Weight:   b.Weight(),
-		Backup:   b.Backup(),
-		Source:   b.Sources().String(),
-		Health:   st.Health.String(),
-		Ejected:  st.Ejected,
-		Breaker:  st.Breaker.String(),
-		Admin:    b.Admin().String(),
-		Eligible: eligible,
-		InFlight: b.InFlight(),
-		Requests: b.Requests(),
-		Failures: b.Failures(),
-		Down:     reasons,
+	_, _, errs := b.LatencyTotals()
+	reqs := b.Requests()
+	rate := 1.0
+	if reqs > 0 {
+		rate = 1 - float64(min(errs, reqs))/float64(reqs)
 	}
+	out := Backend{
+		LatencyMS:   float64(b.LatencyEWMA().Microseconds()) / 1000,
+		Errors:      errs,
+		SuccessRate: rate,
+		Address:     b.Address(),
+		Weight:      b.Weight(),
+		Backup:      b.Backup(),
+		Source:      b.Sources().String(),
+		Health:      healthOf(st),
+		Ejected:     st.Ejected || st.Slow || st.Errors,
+		Breaker:     st.Breaker.String(),
+		Admin:       b.Admin().String(),
+		Eligible:    eligible,
+		InFlight:    b.InFlight(),
+		Requests:    b.Requests(),
+		Failures:    b.Failures(),
+		Down:        reasons,
+	}
+	out.CheckOutput = b.CheckOutput()
+	if d, by, ok := b.LastDetection(); ok {
+		out.LastDetectionMs, out.LastDetectedBy = msPtr(d), by
+	}
+	if d, ok := b.LastRecovery(); ok {
+		out.LastRecoveryMs = msPtr(d)
+	}
+	return out
 }
 
 // describeOne renders b with its eligibility in the pool's current snapshot.
@@ -133,4 +170,13 @@ func describeOne(p *balancer.Pool, b *balancer.Backend) Backend {
 		}
 	}
 	return describeBackend(b, false)
+}
+
+// healthOf is the API's health: the probe verdict, or "degraded" for a
+// healthy backend whose script check warns.
+func healthOf(st balancer.State) string {
+	if st.Degraded && st.Health == balancer.HealthHealthy {
+		return "degraded"
+	}
+	return st.Health.String()
 }

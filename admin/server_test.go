@@ -52,13 +52,16 @@ func TestListUpstreamsShape(t *testing.T) {
 	resp := upstreams(t, srv.URL)
 	got1 := findIn(t, resp, "web", "127.0.0.1:9001")
 	wantB1 := Backend{Address: "127.0.0.1:9001", Weight: 1, Source: "static", Health: "unknown", Breaker: "closed",
-		Admin: "ready", Eligible: true, Down: []string{}}
+		Admin: "ready", Eligible: true, Down: []string{}, SuccessRate: 1}
 	if !equalBackend(got1, wantB1) {
 		t.Errorf("backend 1 = %+v, want %+v", got1, wantB1)
 	}
 	got2 := findIn(t, resp, "web", "127.0.0.1:9002")
+	// Taken out by active probing with no failure seen first: detected
+	// after 0ms.
+	zero := int64(0)
 	wantB2 := Backend{Address: "127.0.0.1:9002", Weight: 1, Source: "static", Health: "unhealthy", Breaker: "half-open",
-		Admin: "ready", Eligible: false, Down: []string{"unhealthy"}}
+		Admin: "ready", Eligible: false, Down: []string{"unhealthy"}, SuccessRate: 1, LastDetectionMs: &zero, LastDetectedBy: "active"}
 	if !equalBackend(got2, wantB2) {
 		t.Errorf("backend 2 = %+v, want %+v", got2, wantB2)
 	}

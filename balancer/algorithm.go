@@ -11,17 +11,18 @@ import (
 type Algorithm uint8
 
 // The algorithms, named in config as round_robin, least_conn, ip_hash and
-// hash.
+// hash and least_latency.
 const (
-	RoundRobin Algorithm = iota // smooth weighted round robin
-	LeastConn                   // fewest in-flight requests per unit of weight
-	IPHash                      // weighted rendezvous hashing of the client address
-	Hash                        // weighted rendezvous hashing of a request key, with bounded loads
+	RoundRobin   Algorithm = iota // smooth weighted round robin
+	LeastConn                     // fewest in-flight requests per unit of weight
+	IPHash                        // weighted rendezvous hashing of the client address
+	Hash                          // weighted rendezvous hashing of a request key, with bounded loads
+	LeastLatency                  // power of two choices over peak-EWMA latency x (in-flight + 1)
 )
 
 // algorithmNames are the config names, indexed by Algorithm. config
 // validates balance with ParseAlgorithm, so this is the one list.
-var algorithmNames = [...]string{"round_robin", "least_conn", "ip_hash", "hash"}
+var algorithmNames = [...]string{"round_robin", "least_conn", "ip_hash", "hash", "least_latency"}
 
 // ParseAlgorithm turns a config name into an Algorithm; "" is RoundRobin.
 func ParseAlgorithm(name string) (Algorithm, error) {
@@ -55,6 +56,8 @@ type selector interface {
 
 func newSelector(o *Options, t *tier, cursor *atomic.Uint64) selector {
 	switch o.Algorithm {
+	case LeastLatency:
+		return newLeastLatency(t, o.EWMADecay)
 	case LeastConn:
 		return newLeastConn(t)
 	case IPHash:

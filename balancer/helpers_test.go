@@ -10,7 +10,7 @@ import (
 )
 
 // algorithms lists every picker, for tests that must hold for all of them.
-var algorithms = []Algorithm{RoundRobin, LeastConn, IPHash, Hash}
+var algorithms = []Algorithm{RoundRobin, LeastConn, IPHash, Hash, LeastLatency}
 
 // addr names the i-th test backend; zero-padded so address order is index
 // order.

@@ -80,15 +80,4 @@ func (lc *leastConn) pick(t *tier, _ uint64, tried []*Backend) *Backend {
 }
 
 // sample returns the index whose weight range holds r (0 <= r < total).
-func (lc *leastConn) sample(r uint64) int {
-	lo, hi := 0, len(lc.cum)-1
-	for lo < hi {
-		mid := (lo + hi) / 2
-		if lc.cum[mid] > r {
-			hi = mid
-		} else {
-			lo = mid + 1
-		}
-	}
-	return lo
-}
+func (lc *leastConn) sample(r uint64) int { return sampleCum(lc.cum, r) }

@@ -77,10 +77,20 @@ type Options struct {
 	// the panic rule); backups still serve only when no primary is
 	// eligible. 0 disables: only eligible backends ever get traffic.
 	PanicThreshold int
+	// EWMADecay is the time constant of the latency average least_latency
+	// picks by. 0 means DefaultEWMADecay (10s).
+	EWMADecay time.Duration
 	// NewGuard, if set, makes the guard (circuit breaker and passive
 	// detector) for each backend as it joins the pool. It is called with the
 	// pool's writer lock held and must not call back into the pool.
 	NewGuard func(*Backend) Guard
+	// Failback says how a backend that left rotation for a health reason
+	// returns once healthy: FailbackAuto (the zero value) at once,
+	// FailbackManual only after an operator readies it (failback.go).
+	Failback Failback
+	// Incidents, if set, receives time-to-detect, time-to-recover and
+	// failover events (incident.go).
+	Incidents IncidentObserver
 	// Logger receives state transitions. nil discards them.
 	Logger *slog.Logger
 	// Now is the clock for slow start. nil means time.Now.
@@ -292,6 +302,7 @@ func (p *Pool) update(b *Backend, detail string, change func(*State)) bool {
 	st := old
 	change(&st)
 	st.Removed, st.eligibleSince, st.drainedAt = old.Removed, old.eligibleSince, old.drainedAt // the pool's own
+	p.holdFailback(old, &st)
 	if st.Drained && !old.Drained {
 		st.drainedAt = p.opts.Now().UnixNano()
 	}
@@ -299,13 +310,20 @@ func (p *Pool) update(b *Backend, detail string, change func(*State)) bool {
 	if was != 0 && now == 0 && p.opts.SlowStart > 0 {
 		st.eligibleSince = p.opts.Now().UnixNano()
 	}
+	if was != 0 && now == 0 {
+		b.lat.forget() // back at the pool's median, not at what got it out
+	}
 	if st == old {
 		return false
 	}
 	b.state.Store(&st)
 	if was == now {
+		if st.Degraded != old.Degraded && p.members[b.addr] == b {
+			p.rebuild() // same rotation, another weight
+		}
 		return false
 	}
+	p.noteTransition(b, was, now)
 	set, cleared := now&^was, was&^now
 	for i := range numReasons {
 		if set&(1<<i) != 0 {
@@ -352,7 +370,12 @@ func (p *Pool) setDrain(addr string, on bool) (*Backend, error) {
 		}
 		return nil, fmt.Errorf("upstream %s: backend %s: %w", p.opts.Name, addr, ErrUnknownBackend)
 	}
-	p.update(b, "admin", func(s *State) { s.Drained = on })
+	p.update(b, "admin", func(s *State) {
+		s.Drained = on
+		if !on {
+			s.AwaitingReady = false // ready is the operator's go for a manual failback
+		}
+	})
 	return b, nil
 }
 
@@ -424,6 +447,7 @@ func (p *Pool) Close() {
 // rebuild publishes a new snapshot. Called with mu held.
 func (p *Pool) rebuild() {
 	s, ramping := buildSnapshot(p, p.opts.Now())
+	p.noteTier(p.snap.Load(), s)
 	p.snap.Store(s)
 	if p.ramp != nil {
 		p.ramp.Stop()

@@ -59,6 +59,8 @@ func (s *Snapshot) pick(key uint64, tried []*Backend) *Backend {
 		return sel.pick(&s.active, key, tried)
 	case *keyHash:
 		return sel.pick(&s.active, key, tried)
+	case *leastLatency:
+		return sel.pick(&s.active, key, tried)
 	}
 	panic("balancer: selector without a case in Snapshot.pick") // newSelector makes only these
 }
@@ -81,6 +83,7 @@ func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
 	s.Members = make([]*Backend, 0, len(p.members))
 	for _, b := range p.members {
 		s.Members = append(s.Members, b)
+		b.lat.tau.Store(int64(p.opts.EWMADecay)) // follows a reload
 	}
 	slices.SortFunc(s.Members, func(a, b *Backend) int { return strings.Compare(a.addr, b.addr) })
 
@@ -94,8 +97,8 @@ func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
 			}
 			continue
 		}
-		if down&(ReasonDrain|ReasonRemoved) != 0 {
-			continue
+		if down&(ReasonDrain|ReasonRemoved|ReasonAwaitingReady) != 0 {
+			continue // out by an operator's decision, or awaiting one: not for panic mode either
 		}
 		primTotal++
 		switch {
@@ -125,6 +128,9 @@ func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
 	weights := make([]uint32, len(set))
 	for i, b := range set {
 		w := uint64(b.Weight()) * rampScale
+		if b.state.Load().Degraded {
+			w = max(w/DegradedDivisor, 1) // a warning check: eligible, at reduced weight
+		}
 		if since := b.state.Load().eligibleSince; since != 0 && p.opts.SlowStart > 0 {
 			if el := now.Sub(time.Unix(0, since)); el < p.opts.SlowStart {
 				frac := max(float64(el)/float64(p.opts.SlowStart), 0.1)

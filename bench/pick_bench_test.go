@@ -10,7 +10,7 @@ import (
 )
 
 var (
-	algorithms = []balancer.Algorithm{balancer.RoundRobin, balancer.LeastConn, balancer.IPHash, balancer.Hash}
+	algorithms = []balancer.Algorithm{balancer.RoundRobin, balancer.LeastConn, balancer.IPHash, balancer.Hash, balancer.LeastLatency}
 	poolSizes  = []int{3, 10, 100, 300}
 )
 

@@ -24,9 +24,14 @@ type Config struct {
 	Shutdown       Shutdown   `yaml:"shutdown"`
 	AccessLog      AccessLog  `yaml:"access_log"`
 	Log            Log        `yaml:"log"`
+	// AllowExecChecks permits health.active.type exec (script checks).
+	// Default false: a config that may run programs must say so.
+	AllowExecChecks bool `yaml:"allow_exec_checks"`
 	// Cluster and HA: see cluster.go. Nil when absent.
 	Cluster *Cluster `yaml:"cluster"`
 	HA      *HA      `yaml:"ha"`
+	// TLS is the TLS listener; nil (omitted): none.
+	TLS *TLS `yaml:"tls"`
 
 	// Path is the file the config was loaded from.
 	Path string `yaml:"-"`
@@ -60,19 +65,24 @@ type Consul struct {
 
 // Upstream is one backend pool.
 type Upstream struct {
-	Name     string        `yaml:"name"`
-	Balance  string        `yaml:"balance"` // round_robin (default) | least_conn | ip_hash | hash
-	Backends []Backend     `yaml:"backends"`
-	Consul   *ConsulSource `yaml:"consul"`
-	Health   Health        `yaml:"health"`
-	Retries  Retries       `yaml:"retries"`
-	Timeouts Timeouts      `yaml:"timeouts"`
+	Name    string `yaml:"name"`
+	Balance string `yaml:"balance"` // round_robin (default) | least_conn | ip_hash | hash | least_latency
+	// EWMADecay is least_latency's latency averaging time constant. Default 10s.
+	EWMADecay time.Duration `yaml:"ewma_decay"`
+	Backends  []Backend     `yaml:"backends"`
+	Consul    *ConsulSource `yaml:"consul"`
+	Health    Health        `yaml:"health"`
+	Retries   Retries       `yaml:"retries"`
+	Timeouts  Timeouts      `yaml:"timeouts"`
 	// SlowStart ramps a backend's weight from 10% over this long after it
 	// becomes eligible. Default 30s; 0 disables.
 	SlowStart *time.Duration `yaml:"slow_start"`
 	// PanicThreshold, percent of primaries eligible below which traffic
 	// spreads over all non-drained primaries. Default 50; 0 disables.
 	PanicThreshold *int `yaml:"panic_threshold"`
+	// Failback is auto (default: a recovered backend returns at once) or
+	// manual (it waits as awaiting_ready for an operator's ready).
+	Failback string `yaml:"failback"`
 	// MaxConnsPerBackend caps connections to each backend. Default 1024.
 	MaxConnsPerBackend int `yaml:"max_conns_per_backend"`
 	// DNSCache is how long the addresses of a backend named by DNS are
@@ -90,6 +100,8 @@ type Upstream struct {
 	HashFallback string `yaml:"hash_fallback"`
 	// Sticky pins clients to backends with a cookie; omitted = off.
 	Sticky *Sticky `yaml:"sticky"`
+	// TLS makes the backends HTTPS; nil (omitted): plain HTTP.
+	TLS *UpstreamTLS `yaml:"tls"`
 }
 
 // Sticky is cookie session affinity, on any balance.
@@ -131,11 +143,24 @@ type Health struct {
 	Active  *Active `yaml:"active"`
 	Passive Passive `yaml:"passive"`
 	Breaker Breaker `yaml:"breaker"`
+	// Heartbeat checks; omitted means none.
+	Heartbeat *Heartbeat `yaml:"heartbeat"`
+}
+
+// Heartbeat checks: each backend (or its agent) calls
+// PUT /api/v1/upstreams/{name}/backends/{address}/heartbeat at least every
+// TTL; a backend that misses it leaves rotation (heartbeat_missed) until
+// rise beats in a row (health.active.rise, else 2) bring it back.
+type Heartbeat struct {
+	TTL time.Duration `yaml:"ttl"` // required
 }
 
 // Active probing; omitted means none.
 type Active struct {
-	Type         string        `yaml:"type"`          // http (default) | tcp
+	Type string `yaml:"type"` // http (default) | tcp | exec
+	// Command is the program and arguments of an exec check (no shell);
+	// needs allow_exec_checks.
+	Command      []string      `yaml:"command,omitempty"`
 	Path         string        `yaml:"path"`          // default /health
 	Host         string        `yaml:"host"`          // Host header; default the backend address
 	ExpectStatus string        `yaml:"expect_status"` // default "200-399"
@@ -153,6 +178,42 @@ type Passive struct {
 	Ejection            time.Duration `yaml:"ejection"`             // default 30s
 	MaxEjection         time.Duration `yaml:"max_ejection"`         // default 300s
 	MaxEjectedPercent   *int          `yaml:"max_ejected_percent"`  // default 50
+	// UnejectOnProbe: rise passing active probes end an ejection for
+	// gateway errors. Default true.
+	UnejectOnProbe *bool `yaml:"uneject_on_probe"`
+	// CountAsFailure is what success_rate and failure_percentage count as
+	// a failure: "5xx" (default: every 5xx status and gateway error) or
+	// "gateway" (connect failure, reset, timeout, 502, 503, 504).
+	CountAsFailure    string             `yaml:"count_as_failure"`
+	Latency           *LatencyOutlier    `yaml:"latency"`
+	SuccessRate       *SuccessRate       `yaml:"success_rate"`
+	FailurePercentage *FailurePercentage `yaml:"failure_percentage"`
+}
+
+// LatencyOutlier ejects a backend whose mean latency over an interval is
+// more than factor x the pool's median (reason slow).
+type LatencyOutlier struct {
+	Factor      *float64      `yaml:"factor"`       // default 3; 0 = off
+	MinRequests int           `yaml:"min_requests"` // default 50
+	Interval    time.Duration `yaml:"interval"`     // default 10s
+}
+
+// SuccessRate ejects a backend whose success rate is more than
+// stdev_factor standard deviations below the pool's mean (reason errors).
+type SuccessRate struct {
+	StdevFactor   *float64      `yaml:"stdev_factor"`   // default 1.9; 0 = off
+	MinimumHosts  int           `yaml:"minimum_hosts"`  // default 5
+	RequestVolume int           `yaml:"request_volume"` // default 100
+	Interval      time.Duration `yaml:"interval"`       // default 10s
+}
+
+// FailurePercentage ejects a backend whose failures are more than
+// threshold percent of its requests (reason errors).
+type FailurePercentage struct {
+	Threshold     *int          `yaml:"threshold"`      // percent; default 0 = off
+	MinimumHosts  int           `yaml:"minimum_hosts"`  // default 5
+	RequestVolume int           `yaml:"request_volume"` // default 50
+	Interval      time.Duration `yaml:"interval"`       // default 10s
 }
 
 // Breaker is the per-backend circuit breaker.
@@ -168,6 +229,15 @@ type Breaker struct {
 // Retries re-send a failed request to another backend.
 type Retries struct {
 	Attempts *int `yaml:"attempts"` // extra tries; default 1
+	// Hedge, if set, hedges idempotent requests; omitted means never.
+	Hedge *Hedge `yaml:"hedge"`
+}
+
+// Hedge sends one more attempt to another backend when the first has not
+// answered within After; the first answer wins.
+type Hedge struct {
+	After time.Duration `yaml:"after"` // required, positive
+	Max   int           `yaml:"max"`   // hedged attempts per request; only 1 is supported (default)
 }
 
 // Timeouts towards backends.
@@ -175,6 +245,12 @@ type Timeouts struct {
 	Connect  time.Duration `yaml:"connect"`  // default 3s
 	Response time.Duration `yaml:"response"` // until the response head; default 15s
 	Idle     time.Duration `yaml:"idle"`     // idle upstream keep-alive; default 4s
+	// TunnelIdle closes a WebSocket/Upgrade tunnel idle this long either
+	// way. Default 10m.
+	TunnelIdle time.Duration `yaml:"tunnel_idle"`
+	// TunnelDrain is how long a tunnel outlives its backend's drain or
+	// removal before kelpie closes it. Default 30s.
+	TunnelDrain time.Duration `yaml:"tunnel_drain"`
 }
 
 // Route sends matching requests to an upstream.
@@ -194,6 +270,7 @@ type Limits struct {
 	WriteTimeout   time.Duration `yaml:"write_timeout"`    // default 0 = none
 	IdleTimeout    time.Duration `yaml:"idle_timeout"`     // keep-alive idle; default 120s
 	MaxConns       int           `yaml:"max_conns"`        // concurrent client connections; default 10000
+	MaxTunnels     int           `yaml:"max_tunnels"`      // open WebSocket/Upgrade tunnels; default 10000 (503 beyond)
 }
 
 // Shutdown is the graceful stop on SIGTERM/SIGINT.

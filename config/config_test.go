@@ -55,6 +55,8 @@ func TestProblemsHaveLines(t *testing.T) {
 			[]string{`1: admin.listen "0.0.0.0:9901" is not a loopback address`}},
 		{"health timeout above interval", "upstreams:\n  - name: a\n    backends: [{address: \"h:1\"}]\n    health:\n      active:\n        interval: 1s\n        timeout: 2s\n",
 			[]string{`7: upstream "a": health.active.timeout 2s is longer than the interval 1s`}},
+		{"bad outlier keys", "upstreams:\n  - name: a\n    backends: [{address: \"h:1\"}]\n    health:\n      passive:\n        count_as_failure: 4xx\n        latency: {factor: 0.5}\n        failure_percentage: {threshold: 120}\n",
+			[]string{`6: count_as_failure "4xx": want 5xx or gateway`, `7: latency.factor must be above 1`, `8: failure_percentage.threshold must be in 0..100`}},
 		{"bad status range", "upstreams:\n  - name: a\n    backends: [{address: \"h:1\"}]\n    health:\n      active: {expect_status: \"299-200\"}\n",
 			[]string{`5: upstream "a": expect_status "299-200"`}},
 	}

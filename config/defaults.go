@@ -24,6 +24,7 @@ const (
 	DefaultGrace          = 30 * time.Second // shutdown.grace
 	DefaultLogLevel       = "info"
 	DefaultLogFormat      = "text"
+	DefaultTLSMinVersion  = "1.2" // tls.min_version
 
 	// DefaultWarningWeight is consul.warning_weight, in percent
 	// (discovery.WatchSpec's zero value means 100).
@@ -42,6 +43,14 @@ const (
 	// panic_threshold (balancer.Options' zero values disable both).
 	DefaultSlowStart      = 30 * time.Second
 	DefaultPanicThreshold = 50
+	// DefaultFailback is failback (balancer.Options' zero value is auto).
+	DefaultFailback = "auto"
+	// DefaultCountAsFailure is health.passive.count_as_failure.
+	DefaultCountAsFailure = "5xx"
+	// DefaultFailurePercentThreshold is failure_percentage.threshold: off,
+	// as Envoy's failure percentage is not enforced by default
+	// (health.DefaultFailurePercentThresh, 85, applies when it is on).
+	DefaultFailurePercentThreshold = 0
 	// DefaultHashOn is hash_on (proxy.HashOn's zero value is the same).
 	DefaultHashOn = "ip"
 	// DefaultStickySameSite is sticky.same_site (proxy.Sticky's zero
@@ -75,13 +84,18 @@ func applyDefaults(c *Config) {
 	orDefault(&c.Limits.WriteTimeout, proxy.DefaultWriteTimeout)
 	orDefault(&c.Limits.IdleTimeout, proxy.DefaultIdleTimeout)
 	orDefault(&c.Limits.MaxConns, proxy.DefaultConcurrency)
+	orDefault(&c.Limits.MaxTunnels, proxy.DefaultMaxTunnels)
 	orDefault(&c.Shutdown.Grace, DefaultGrace)
 	orDefault(&c.AccessLog.Sample, 1)
 	orDefault(&c.Log.Level, DefaultLogLevel)
 	orDefault(&c.Log.Format, DefaultLogFormat)
+	if c.TLS != nil {
+		orDefault(&c.TLS.MinVersion, DefaultTLSMinVersion)
+	}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		orDefault(&u.Balance, balancer.RoundRobin.String())
+		orDefault(&u.EWMADecay, balancer.DefaultEWMADecay)
 		orDefault(&u.HashOn, DefaultHashOn)
 		orDefault(&u.HashFallback, balancer.RoundRobin.String())
 		if s := u.Sticky; s != nil {
@@ -121,6 +135,7 @@ func applyDefaults(c *Config) {
 		if p.MaxEjectedPercent == nil {
 			p.MaxEjectedPercent = ptr(health.DefaultMaxEjectedPercent)
 		}
+		outlierDefaults(p)
 		b := &u.Health.Breaker
 		if b.Enabled == nil {
 			b.Enabled = ptr(true)
@@ -133,12 +148,18 @@ func applyDefaults(c *Config) {
 		if u.Retries.Attempts == nil {
 			u.Retries.Attempts = ptr(DefaultRetries)
 		}
+		if h := u.Retries.Hedge; h != nil {
+			orDefault(&h.Max, 1)
+		}
 		orDefault(&u.Timeouts.Connect, proxy.DefaultConnectTimeout)
 		orDefault(&u.Timeouts.Response, proxy.DefaultResponseTimeout)
 		orDefault(&u.Timeouts.Idle, proxy.DefaultIdleConnTimeout)
+		orDefault(&u.Timeouts.TunnelIdle, proxy.DefaultTunnelIdle)
+		orDefault(&u.Timeouts.TunnelDrain, proxy.DefaultTunnelDrain)
 		if u.SlowStart == nil {
 			u.SlowStart = ptr(DefaultSlowStart)
 		}
+		orDefault(&u.Failback, DefaultFailback)
 		if u.PanicThreshold == nil {
 			u.PanicThreshold = ptr(DefaultPanicThreshold)
 		}
@@ -169,4 +190,39 @@ func Defaults() *Config {
 	}
 	applyDefaults(c)
 	return c
+}
+
+// outlierDefaults fills health.passive's outlier detection keys: latency
+// and success rate on, failure percentage off.
+func outlierDefaults(p *Passive) {
+	if p.UnejectOnProbe == nil {
+		p.UnejectOnProbe = ptr(true)
+	}
+	orDefault(&p.CountAsFailure, DefaultCountAsFailure)
+	if p.Latency == nil {
+		p.Latency = &LatencyOutlier{}
+	}
+	if p.Latency.Factor == nil {
+		p.Latency.Factor = ptr(health.DefaultLatencyFactor)
+	}
+	orDefault(&p.Latency.MinRequests, health.DefaultLatencyMinRequests)
+	orDefault(&p.Latency.Interval, health.DefaultOutlierInterval)
+	if p.SuccessRate == nil {
+		p.SuccessRate = &SuccessRate{}
+	}
+	if p.SuccessRate.StdevFactor == nil {
+		p.SuccessRate.StdevFactor = ptr(health.DefaultStdevFactor)
+	}
+	orDefault(&p.SuccessRate.MinimumHosts, health.DefaultSuccessRateMinHosts)
+	orDefault(&p.SuccessRate.RequestVolume, health.DefaultSuccessRateVolume)
+	orDefault(&p.SuccessRate.Interval, health.DefaultOutlierInterval)
+	if p.FailurePercentage == nil {
+		p.FailurePercentage = &FailurePercentage{}
+	}
+	if p.FailurePercentage.Threshold == nil {
+		p.FailurePercentage.Threshold = ptr(DefaultFailurePercentThreshold)
+	}
+	orDefault(&p.FailurePercentage.MinimumHosts, health.DefaultFailurePercentMinHosts)
+	orDefault(&p.FailurePercentage.RequestVolume, health.DefaultFailurePercentVolume)
+	orDefault(&p.FailurePercentage.Interval, health.DefaultOutlierInterval)
 }

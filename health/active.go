@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -67,12 +68,15 @@ func (c *Checker) reconcileProbes(ctx context.Context, pool Pool, tasks map[*bal
 }
 
 // probeLoop probes b at once, then every interval less jitter (or the
-// unhealthy interval while it is unhealthy), and publishes each change of
-// verdict.
+// unhealthy interval while it is unhealthy), counted from the start of the
+// previous probe, and publishes each change of verdict.
 func (c *Checker) probeLoop(ctx context.Context, pool Pool, b *balancer.Backend, t *probeTask, a *ActiveOptions) {
 	defer close(t.done)
 	probe := a.Probe
-	if probe == nil {
+	switch {
+	case probe == nil && len(a.Command) > 0:
+		probe = c.execProbe(a, b)
+	case probe == nil:
 		probe = newProber(a).probe
 	}
 	timer := time.NewTimer(0)
@@ -83,23 +87,40 @@ func (c *Checker) probeLoop(ctx context.Context, pool Pool, b *balancer.Backend,
 			return
 		case <-timer.C:
 		}
+		began := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, a.Timeout)
-		err := probe(pctx, b.Address())
+		err := probeFaulted(pctx, probe, b, a)
 		cancel()
 		if ctx.Err() != nil {
 			return // stopped mid-probe: the result says nothing about b
 		}
 		c.apply(pool, b, t, err, a)
+		c.probed(pool, b, err == nil, a.Rise)
 		every := a.Interval
 		if b.State().Health == balancer.HealthUnhealthy {
 			every = a.UnhealthyInterval
 		}
-		timer.Reset(c.jitter(every, a.Jitter, -1))
+		// Probes start every interval, whatever they took, so fall x
+		// interval (+ one timeout) bounds detection even when probes time out.
+		timer.Reset(max(c.jitter(every, a.Jitter, -1)-time.Since(began), 0))
 	}
 }
 
 // apply folds one probe result into t's state and publishes a change.
 func (c *Checker) apply(pool Pool, b *balancer.Backend, t *probeTask, err error, a *ActiveOptions) {
+	warn := errors.Is(err, ErrCheckWarning)
+	if warn {
+		err = nil // a warning passes, degraded
+	}
+	if b.State().Degraded != warn {
+		detail := "check passes again"
+		if warn {
+			detail = "check warns: eligible at reduced weight"
+		}
+		pool.Update(b, detail, func(s *balancer.State) { s.Degraded = warn })
+		c.log().Info("backend check", "backend", b.Address(), "degraded", warn, "detail", detail)
+	}
+	b.NoteProbe(err == nil) // starts or stops the detection clock
 	prev := b.State().Health
 	next, changed := step(probeState{Health: prev, Streak: t.streak}, err == nil, a.Rise, a.Fall)
 	t.streak = next.Streak

@@ -1,12 +1,13 @@
 // Package health keeps kelpie's pools current: active probes (HTTP GET or
 // TCP connect with rise/fall hysteresis), passive outlier detection from
-// real traffic (consecutive gateway errors eject a backend for a growing,
-// capped, jittered time) and a circuit breaker per backend
-// (github.com/sony/gobreaker/v2).
+// real traffic (consecutive gateway errors, a latency outlier or an
+// error-rate outlier eject a backend for a growing, capped, jittered time;
+// rise passing probes end an ejection for gateway errors) and a circuit
+// breaker per backend (github.com/sony/gobreaker/v2).
 //
 // health is a producer: it never picks backends. It changes a backend's
 // state only through balancer.Pool.Update, writing the fields it owns
-// (State.Health from probes, State.Ejected from passive detection,
+// (State.Health from probes, State.Ejected, Slow and Errors from passive detection,
 // State.Breaker from the breakers), and it installs a balancer.Guard on each
 // backend through balancer.Options.NewGuard. The pool derives the reasons
 // and the verdict per backend from that one state value.
@@ -43,7 +44,11 @@ type Checker struct {
 	reconf chan struct{}           // Reconfigure was called
 	rand   func() float64          // [0,1); tests replace it
 
-	mu sync.Mutex // serializes ejection decisions and the guards' c.mu fields
+	mu      sync.Mutex              // serializes ejection decisions and the guards' c.mu fields
+	lastRun [numDetectors]time.Time // each outlier detector's last run; guarded by mu
+
+	beats     heartbeats    // heartbeat.go
+	execSlots chan struct{} // script checks running (exec.go)
 }
 
 type poolBox struct{ p Pool }
@@ -54,6 +59,8 @@ func New(opts Options) *Checker {
 		wake:   make(chan struct{}, 1),
 		reconf: make(chan struct{}, 1),
 		rand:   rand.Float64,
+
+		execSlots: make(chan struct{}, MaxExecChecks),
 	}
 	o := opts.withDefaults()
 	c.opts.Store(&o)
@@ -106,6 +113,10 @@ func guardOf(b *balancer.Backend) *guard {
 func (c *Checker) Run(ctx context.Context, pool Pool) error {
 	c.pool.Store(&poolBox{pool})
 	defer c.pool.Store(nil)
+	hbDone := make(chan struct{})
+	hbCtx, hbStop := context.WithCancel(ctx)
+	go func() { defer close(hbDone); c.heartbeatLoop(hbCtx, pool) }()
+	defer func() { hbStop(); <-hbDone }()
 	probes := map[*balancer.Backend]*probeTask{}
 	defer func() {
 		for _, t := range probes {

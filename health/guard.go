@@ -47,11 +47,14 @@ type guard struct {
 	br atomic.Pointer[breaker] // nil when the breaker is disabled
 
 	// Guarded by c.mu.
-	ejections  int       // n of the current run of ejections (decays)
-	ejectedAt  time.Time // start of the current ejection
-	until      time.Time // end of the current ejection
-	lastChange time.Time // last ejection or decay step
-	capLogged  bool      // an ejection refused by the caps was logged
+	ejections  int                  // n of the current run of ejections (decays)
+	ejectedAt  time.Time            // start of the current ejection
+	until      time.Time            // end of the current ejection
+	lastChange time.Time            // last ejection or decay step
+	capLogged  bool                 // an ejection refused by the caps was logged
+	kind       ejectKind            // what the current (or last) ejection is for
+	passes     int                  // active probes passed in a row since the ejection
+	base       [numDetectors]totals // counters at each outlier detector's last run
 }
 
 var _ balancer.Guard = (*guard)(nil)
@@ -188,7 +191,7 @@ func (g *guard) observe(r balancer.Result) {
 		}
 		return
 	}
-	if g.b.Down()&balancer.ReasonEjected != 0 {
+	if g.b.Down()&outReasons != 0 {
 		return // traffic in panic mode, or in flight when it was ejected
 	}
 	n := g.fails.Add(1)

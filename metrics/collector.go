@@ -20,8 +20,12 @@ var (
 		"Duration of whole client requests, all attempts included.", "upstream")
 	retriesDesc = desc("retries_total",
 		"Extra attempts, each on another backend.", "upstream")
+	hedgesDesc = desc("hedges_total",
+		"Hedged attempts: a second attempt sent because the first had not answered within the hedge delay.", "upstream")
 	unavailableDesc = desc("upstream_unavailable_total",
 		"Requests answered 503 because no backend was eligible.", "upstream")
+	tunnelsDesc = desc("tunnels_open",
+		"Open tunnels (upgraded connections: WebSockets) to the upstream's backends.", "upstream")
 	eligibleCountDesc = desc("upstream_eligible_backends",
 		"Backends new requests are spread over.", "upstream")
 	eligibleDesc = desc("backend_eligible",
@@ -45,7 +49,7 @@ type poolCollector struct {
 }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, retriesDesc, unavailableDesc, eligibleCountDesc,
+	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, retriesDesc, hedgesDesc, unavailableDesc, tunnelsDesc, eligibleCountDesc,
 		eligibleDesc, inFlightDesc, weightDesc, failuresDesc, transitionsDesc} {
 		ch <- d
 	}
@@ -78,7 +82,9 @@ func collectPool(ch chan<- prometheus.Metric, p *balancer.Pool, st *UpstreamStat
 	}
 	ch <- prometheus.MustNewConstHistogram(durationDesc, count, sum, buckets, up)
 	ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(st.Retries.Load()), up)
+	ch <- prometheus.MustNewConstMetric(hedgesDesc, prometheus.CounterValue, float64(st.Hedges.Load()), up)
 	ch <- prometheus.MustNewConstMetric(unavailableDesc, prometheus.CounterValue, float64(st.Unavailable.Load()), up)
+	ch <- prometheus.MustNewConstMetric(tunnelsDesc, prometheus.GaugeValue, float64(st.Tunnels.Load()), up)
 
 	s := p.Snapshot()
 	ch <- prometheus.MustNewConstMetric(eligibleCountDesc, prometheus.GaugeValue, float64(s.EligibleCount()), up)
@@ -100,7 +106,7 @@ func collectPool(ch chan<- prometheus.Metric, p *balancer.Pool, st *UpstreamStat
 
 // TransitionReason is the reason label of kelpie_backend_transitions_total:
 // the reason's name ("unhealthy", "ejected", "breaker_open", "drain",
-// "critical", "removed") when it was set, with "_cleared" appended when it
+// "critical", "removed", "slow", "errors") when it was set, with "_cleared" appended when it
 // was cleared.
 func TransitionReason(r balancer.Reason, on bool) string {
 	if on {

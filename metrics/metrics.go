@@ -11,17 +11,22 @@
 //	requests_total{upstream,backend,code}          counter   finished attempts by HTTP status (kelpie's own 502/504 included)
 //	request_duration_seconds{upstream}             histogram whole client requests, all attempts
 //	retries_total{upstream}                        counter   extra attempts, each on another backend
+//	hedges_total{upstream}                         counter   hedged attempts (retries.hedge)
 //	upstream_unavailable_total{upstream}           counter   requests answered 503: no eligible backend
+//	tunnels_open{upstream}                         gauge     open tunnels (WebSockets) to the upstream
 //	upstream_eligible_backends{upstream}           gauge     backends new requests are spread over
 //	backend_eligible{upstream,backend}             gauge     1 when the balancer may pick the backend
 //	backend_in_flight{upstream,backend}            gauge     requests in flight
 //	backend_weight{upstream,backend}               gauge     configured weight (admin override included)
 //	backend_failures_total{upstream,backend}       counter   attempts that ended in a gateway error
 //	backend_transitions_total{upstream,backend,reason}  counter  rotation changes; reason is what was set
-//	                                               (unhealthy, ejected, breaker_open, drain, critical, removed)
+//	                                               (unhealthy, ejected, breaker_open, drain, critical, removed, slow, errors)
 //	                                               or cleared (the same with a "_cleared" suffix)
 //	config_reloads_total{result}                   counter   result is "success" or "error"
 //	consul_last_sync_age_seconds{service}          gauge     time since a Consul watch last synced
+//	backend_detection_seconds{upstream,mechanism}  histogram first failure seen to out of rotation (active, passive, breaker)
+//	backend_recovery_seconds{upstream}             histogram out of rotation (health) to back in full rotation
+//	upstream_failovers_total{upstream,to}          counter   traffic moved to the backup tier (to=backup) or back (to=primary)
 //
 // plus the standard go_* and process_* collectors.
 package metrics
@@ -55,7 +60,8 @@ type Metrics struct {
 	mu     sync.Mutex
 	consul func() map[string]time.Duration
 
-	stats sync.Map // *balancer.Pool -> *UpstreamStats
+	stats     sync.Map // *balancer.Pool -> *UpstreamStats
+	incidents *incidentMetrics
 }
 
 // New returns a registry with the Go and process collectors and a collector
@@ -77,6 +83,7 @@ func New(upstreams func() []*balancer.Pool) *Metrics {
 		&poolCollector{m: m, upstreams: upstreams},
 		&consulCollector{m: m},
 	)
+	m.incidents = newIncidentMetrics(m.reg)
 	return m
 }
 

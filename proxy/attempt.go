@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"syscall"
+	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 	"github.com/kelpie-lb/kelpie/metrics"
@@ -22,10 +23,12 @@ import (
 // classify from what reached the wire. These two functions are kelpie's only
 // use of the guard and Release API.
 type attempt struct {
-	b     *balancer.Backend
-	done  func(balancer.Result)
-	t     transport
-	stats *metrics.UpstreamStats
+	b       *balancer.Backend
+	done    func(balancer.Result)
+	t       transport
+	stats   *metrics.UpstreamStats
+	rtt     time.Duration // from sending to the response head or the failure (send sets it)
+	penalty time.Duration // what an error costs in the backend's latency average
 }
 
 // begin admits an attempt on b. It reports false, counting nothing against
@@ -46,7 +49,7 @@ func (p *Proxy) admit(up *Upstream, b *balancer.Backend, acquired bool) (attempt
 		b.Release(balancer.ResultLocal)
 		return attempt{}, false
 	}
-	return attempt{b: b, done: done, t: p.conns.get(up, b), stats: up.Stats}, true
+	return attempt{b: b, done: done, t: withFault(p.conns.get(up, b), up, b), stats: up.Stats, penalty: min(up.settings().response, maxErrorPenalty)}, true
 }
 
 // outcome is how an attempt ended: what it counts as for the backend, what
@@ -59,6 +62,7 @@ type outcome struct {
 	retry  bool   // another backend may be tried
 	stale  bool   // a reused connection the backend had closed: retry the same backend on a fresh one
 	client bool   // the request's own fault: answer it, close the client connection, no retry
+	sent   bool   // the request (or part of it) reached the backend: it may have run there
 	err    error  // the failure, for the log
 }
 
@@ -78,6 +82,11 @@ func (p *Proxy) finish(a *attempt, o outcome) {
 	a.b.Release(o.result)
 	if o.result != balancer.ResultLocal {
 		a.stats.CountCode(a.b, o.status)
+		failed, rtt := o.result.GatewayError(), a.rtt
+		if failed || o.status >= 500 {
+			rtt = max(rtt, a.penalty)
+		}
+		a.b.Observe(rtt, o.status, failed)
 	}
 	if o.err != nil && p.log.Enabled(context.Background(), slog.LevelDebug) {
 		p.log.LogAttrs(context.Background(), slog.LevelDebug, "attempt failed",
@@ -85,6 +94,13 @@ func (p *Proxy) finish(a *attempt, o outcome) {
 			slog.Int("status", o.status), slog.String("error", o.err.Error()))
 	}
 }
+
+// maxErrorPenalty caps the latency an error (gateway error or 5xx) is
+// charged in the backend's latency average (least_latency): the response
+// timeout, at most this. Without a penalty a backend that fails fast would
+// look fast and attract traffic; with the full timeout one 500 would keep a
+// backend out for minutes.
+const maxErrorPenalty = time.Second
 
 // classify decides what a failed attempt counts as. The client's side comes
 // first: when the request body broke off (the client closed, half-closed,
@@ -109,7 +125,7 @@ func classify(err error, w wire, idem bool, rb *reqBody) outcome {
 	case !w.sent:
 		return outcome{result: balancer.ResultLocal, status: fasthttp.StatusBadRequest, msg: "request cannot be forwarded", client: true, err: err}
 	case timedOut(err):
-		return outcome{result: balancer.ResultTimeout, status: fasthttp.StatusGatewayTimeout, msg: "backend timed out", retry: idem && !touched, err: err}
+		return outcome{result: balancer.ResultTimeout, status: fasthttp.StatusGatewayTimeout, msg: "backend timed out", retry: idem && !touched, sent: true, err: err}
 	case w.reused && !w.gotBytes && closedEarly(err) && idem && !touched:
 		return outcome{result: balancer.ResultLocal, status: fasthttp.StatusBadGateway, msg: "backend closed the connection", retry: true, stale: true, err: err}
 	}
@@ -117,7 +133,7 @@ func classify(err error, w wire, idem bool, rb *reqBody) outcome {
 	if w.gotBytes {
 		msg = "bad response from backend"
 	}
-	return outcome{result: balancer.ResultReset, status: fasthttp.StatusBadGateway, msg: msg, retry: idem && !touched, err: err}
+	return outcome{result: balancer.ResultReset, status: fasthttp.StatusBadGateway, msg: msg, retry: idem && !touched, sent: true, err: err}
 }
 
 // closedEarly reports errors of a connection the peer closed or reset.

@@ -59,12 +59,24 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 		attempts++
 		last = b
 		resp := fasthttp.AcquireResponse()
-		o := p.send(ctx, &a, resp, idem, rb)
+		var o outcome
+		if up.HedgeAfter > 0 && attempts == 1 && idem && rb == nil {
+			var other *balancer.Backend
+			if o, resp, other = p.hedge(ctx, up, &a, resp, key, tried); other != nil {
+				tried = append(tried, other)
+			}
+			b, last = a.b, a.b
+		} else {
+			o = p.send(ctx, &a, resp, idem, rb)
+		}
 		var next *balancer.Backend
 		if o.retry && attempts-stale <= up.Retries {
 			next = pool.Pick(key, append(tried, b))
 		}
 		if o.pass && next == nil {
+			if o.result == balancer.ResultGatewayStatus {
+				stats.Failed.Add(1)
+			}
 			answered, streaming = true, p.respond(ctx, a, resp, o, stats, start)
 			break
 		}
@@ -73,6 +85,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 		ctx.Response.ResetBody() // a retried gateway status's body, read by bufferBody
 		p.finish(&a, o)
 		if !o.pass { // a retried gateway status is no failure to report
+			o.sent = o.sent || failed.sent // any attempt that reached a backend may have run
 			failed = o
 		}
 		if o.stale && stale < maxStaleRetries {
@@ -102,7 +115,14 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 // bufferBody), with retry set for a gateway status that may be retried
 // elsewhere; a failure comes back classified.
 func (p *Proxy) send(ctx *fasthttp.RequestCtx, a *attempt, resp *fasthttp.Response, idem bool, rb *reqBody) outcome {
+	start := time.Now()
 	w, err := a.t.Do(&ctx.Request, resp)
+	a.rtt = time.Since(start)
+	return p.outcomeOf(ctx, resp, w, err, idem, rb)
+}
+
+// outcomeOf is send's verdict on one transport call.
+func (p *Proxy) outcomeOf(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, w wire, err error, idem bool, rb *reqBody) outcome {
 	if err == nil {
 		if err = bufferBody(&ctx.Response, resp); err == nil {
 			o := backendAnswer(resp.StatusCode())
@@ -116,17 +136,30 @@ func (p *Proxy) send(ctx *fasthttp.RequestCtx, a *attempt, resp *fasthttp.Respon
 	return classify(err, w, idem, rb)
 }
 
+// HeaderReachedBackend is set ("true") on kelpie's own 502 and 504 answers
+// when the request, or part of it, was sent to a backend before the attempt
+// failed: the backend may have acted on it (a POST answered 502 after a
+// reset may well have run). Without it, no backend saw the request.
+const HeaderReachedBackend = "X-Kelpie-Reached-Backend"
+
 // replyFailure answers a request no backend answered: 503 when no attempt
 // was made, else kelpie's error for the last failure.
 func (p *Proxy) replyFailure(ctx *fasthttp.RequestCtx, failed outcome, rb *reqBody, stats *metrics.UpstreamStats) {
 	switch {
 	case failed.status == 0:
 		stats.Unavailable.Add(1)
+		stats.Failed.Add(1)
 		p.reply(ctx, fasthttp.StatusServiceUnavailable, "no backend available")
 	case failed.client:
 		p.reject(ctx, failed.status, failed.msg)
 	default:
+		stats.Failed.Add(1)
 		p.reply(ctx, failed.status, failed.msg)
+		if failed.sent {
+			// The request reached a backend and may have run there: a
+			// client must not assume a failed POST did nothing.
+			ctx.Response.Header.Set(HeaderReachedBackend, "true")
+		}
 		if rb != nil {
 			// Part of the body may still be unread; do not drain it.
 			ctx.SetConnectionClose()

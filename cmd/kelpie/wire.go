@@ -19,14 +19,18 @@ import (
 // This file translates config into each package's Options: the only place,
 // with config.go's loader, that knows the config's shape.
 
-func poolOptions(u config.Upstream, c *health.Checker, log *slog.Logger) balancer.Options {
-	algo, _ := balancer.ParseAlgorithm(u.Balance) // validated by config
+func poolOptions(u config.Upstream, c *health.Checker, inc balancer.IncidentObserver, log *slog.Logger) balancer.Options {
+	algo, _ := balancer.ParseAlgorithm(u.Balance)     // validated by config
+	failback, _ := balancer.ParseFailback(u.Failback) // validated by config
 	o := balancer.Options{
 		Name:           u.Name,
 		Algorithm:      algo,
 		SlowStart:      *u.SlowStart,
 		PanicThreshold: *u.PanicThreshold,
+		Failback:       failback,
+		EWMADecay:      u.EWMADecay,
 		NewGuard:       c.NewGuard,
+		Incidents:      inc,
 		Logger:         log,
 	}
 	o.HashBalanceFactor = u.HashBalanceFactor
@@ -80,7 +84,10 @@ func upstreamData(u config.Upstream, p *balancer.Pool) (*proxy.Upstream, error) 
 		ConnectTimeout:     u.Timeouts.Connect,
 		ResponseTimeout:    u.Timeouts.Response,
 		IdleConnTimeout:    u.Timeouts.Idle,
+		TunnelIdle:         u.Timeouts.TunnelIdle,
+		TunnelDrain:        u.Timeouts.TunnelDrain,
 		Retries:            *u.Retries.Attempts,
+		HedgeAfter:         hedgeAfter(u.Retries),
 		MaxConnsPerBackend: u.MaxConnsPerBackend,
 		DNSCache:           dnsCache(*u.DNSCache),
 		HashOn:             hashOn,
@@ -197,8 +204,16 @@ func healthOptions(u config.Upstream, log *slog.Logger) health.Options {
 		},
 		Logger: log.With("upstream", u.Name),
 	}
+	outlierOptions(&o.Passive, u.Health.Passive)
 	if *u.Health.Passive.MaxEjectedPercent == 0 {
-		o.Passive.ConsecutiveFailures = 0 // "eject at most 0%": ejection is off
+		// "eject at most 0%": ejection is off
+		o.Passive.ConsecutiveFailures, o.Passive.Latency, o.Passive.SuccessRate, o.Passive.FailurePercentage = 0, nil, nil, nil
+	}
+	if hb := u.Health.Heartbeat; hb != nil {
+		o.Heartbeat = &health.HeartbeatOptions{TTL: hb.TTL}
+		if a := u.Health.Active; a != nil {
+			o.Heartbeat.Rise = a.Rise
+		}
 	}
 	if a := u.Health.Active; a != nil {
 		lo, hi, _ := config.ParseStatusRange(a.ExpectStatus) // validated by config
@@ -212,8 +227,11 @@ func healthOptions(u config.Upstream, log *slog.Logger) health.Options {
 			Rise:              a.Rise,
 			Fall:              a.Fall,
 		}
-		if a.Type == "http" {
+		switch a.Type {
+		case "http":
 			o.Active.Path = a.Path // an empty path makes a TCP connect probe
+		case "exec":
+			o.Active.Command, o.Active.Upstream = a.Command, u.Name
 		}
 	}
 	return o
@@ -233,10 +251,13 @@ func proxyOptions(cfg *config.Config, log, access *slog.Logger) proxy.Options {
 		IdleTimeout:     cfg.Limits.IdleTimeout,
 		WriteTimeout:    cfg.Limits.WriteTimeout, // 0 = none, in both
 		Concurrency:     cfg.Limits.MaxConns,
+		MaxTunnels:      cfg.Limits.MaxTunnels,
 		TrustedProxies:  trustedProxies(cfg.TrustedProxies),
 		AccessLog:       access,
 		AccessLogSample: sample,
 		Logger:          log.With("component", "proxy"),
+
+		HTTPSRedirectPort: redirectPort(cfg),
 	}
 }
 
@@ -249,4 +270,30 @@ func consulOptions(c config.Consul, log *slog.Logger) discovery.ConsulOptions {
 		EmptyGrace:        c.EmptyGrace,
 		Logger:            log.With("component", "consul"),
 	}
+}
+
+// outlierOptions translates health.passive's outlier detection keys; a
+// zero factor or threshold leaves that detector off.
+func outlierOptions(o *health.PassiveOptions, p config.Passive) {
+	o.KeepEjectedOnProbe = !*p.UnejectOnProbe
+	o.CountGatewayOnly = p.CountAsFailure == "gateway"
+	if l := p.Latency; *l.Factor > 0 {
+		o.Latency = &health.LatencyOptions{Factor: *l.Factor, MinRequests: l.MinRequests, Interval: l.Interval}
+	}
+	if s := p.SuccessRate; *s.StdevFactor > 0 {
+		o.SuccessRate = &health.SuccessRateOptions{StdevFactor: *s.StdevFactor, MinimumHosts: s.MinimumHosts,
+			RequestVolume: s.RequestVolume, Interval: s.Interval}
+	}
+	if f := p.FailurePercentage; *f.Threshold > 0 {
+		o.FailurePercentage = &health.FailurePercentageOptions{Threshold: *f.Threshold, MinimumHosts: f.MinimumHosts,
+			RequestVolume: f.RequestVolume, Interval: f.Interval}
+	}
+}
+
+// hedgeAfter is the hedge delay of retries.hedge, 0 (never) when omitted.
+func hedgeAfter(r config.Retries) time.Duration {
+	if r.Hedge == nil {
+		return 0
+	}
+	return r.Hedge.After
 }
