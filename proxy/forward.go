@@ -176,7 +176,7 @@ func (p *Proxy) respond(ctx *fasthttp.RequestCtx, a attempt, resp *fasthttp.Resp
 	out := &ctx.Response
 	resp.Header.CopyTo(&out.Header)
 	out.Header.SetNoDefaultContentType(true)
-	cleanResponse(&out.Header)
+	cleanResponse(&out.Header, &resp.Header)
 	stream := resp.BodyStream()
 	if stream == nil {
 		// Read whole by bufferBody, or no body (HEAD, 1xx, 204, 304): then

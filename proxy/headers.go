@@ -129,11 +129,29 @@ func (p *Proxy) rewriteRequest(req *fasthttp.Request, peer netip.Addr, tls bool)
 			delFold(h, []byte(p.opts.FencingHeader))
 		}
 	} else if del || idSeen && !hasID {
+		// fasthttp deletes by moving the last line into the freed slot,
+		// which reorders what remains (RFC 9110 section 5.3: the order of
+		// same-name lines is significant). So every line that lives in the
+		// general list is taken out and those that stay are added back in
+		// the order of the raw block, which fasthttp keeps apart from the
+		// list. Special handling is off meanwhile, so a Cookie line goes
+		// back as the line it was, not into the parsed cookie jar.
 		forLines(raw, func(name, _ []byte) {
-			if removedIndex(name) >= 0 || dropName(name) || !hasID && equalFold(name, hdrRequestID) || foldIn(name, toks) || p.isFencing(name) {
+			if !dedicatedRequest(name) {
 				delFold(h, name)
 			}
 		})
+		special := !h.DisableSpecialHeader()
+		forLines(raw, func(name, value []byte) {
+			if dedicatedRequest(name) || removedIndex(name) >= 0 || dropName(name) ||
+				!hasID && equalFold(name, hdrRequestID) || foldIn(name, toks) || p.isFencing(name) {
+				return
+			}
+			h.AddBytesKV(name, value)
+		})
+		if special {
+			h.EnableSpecialHeader()
+		}
 	}
 
 	if peer.IsValid() {
@@ -279,21 +297,19 @@ func dropName(name []byte) bool {
 // cleanResponse strips hop-by-hop headers (and those the backend named in
 // Connection) from an upstream response, in every spelling they came in,
 // and clears Connection: close so a backend closing its connection does not
-// close the client's.
-func cleanResponse(h *fasthttp.ResponseHeader) {
+// close the client's. src is the header h was copied from (unchanged): the
+// remaining lines are rebuilt from it, in its order.
+func cleanResponse(h, src *fasthttp.ResponseHeader) {
 	h.ResetConnectionClose()
 	var buf [maxConnTokens][]byte
-	toks := buf[:0]
-	var nameBuf [maxConnTokens + len(hopHeaders)][]byte
-	names := nameBuf[:0] // the keys to delete, as the backend spelled them
-	for k, v := range h.All() {
+	toks := buf[:0] // point into src, which the rebuild below leaves alone
+	del := false
+	for k, v := range src.All() {
 		i := hopIndex(k)
 		if i < 0 {
 			continue
 		}
-		if len(names) < len(nameBuf) {
-			names = append(names, k)
-		}
+		del = true
 		if i == 0 { // Connection: the headers it names are hop-by-hop too
 			forTokens(v, func(tok []byte) {
 				if len(toks) < len(buf) && !equalFold(tok, "Content-Length") && !equalFold(tok, "Transfer-Encoding") &&
@@ -303,21 +319,39 @@ func cleanResponse(h *fasthttp.ResponseHeader) {
 			})
 		}
 	}
-	if len(names) == 0 {
+	if !del {
 		return // the common case: nothing to delete
 	}
-	if len(toks) > 0 {
-		for k := range h.All() {
-			if hopIndex(k) < 0 && foldIn(k, toks) && len(names) < len(nameBuf) {
-				names = append(names, k)
-			}
+	// A deletion moves the last line into the freed slot (see
+	// rewriteRequest), so the general list is rebuilt from src in its
+	// order: several Set-Cookie-like or Vary lines keep their sequence.
+	for k := range src.All() {
+		if !dedicatedResponse(k) {
+			delFold(h, k)
 		}
 	}
-	// The keys point into the header's storage; a deletion moves entries,
-	// not the bytes of their keys, so they stay valid to the end.
-	for _, k := range names {
-		delFold(h, k)
+	for k, v := range src.All() {
+		if dedicatedResponse(k) || hopIndex(k) >= 0 || foldIn(k, toks) {
+			continue
+		}
+		h.AddBytesKV(k, v)
 	}
+}
+
+// dedicatedRequest reports whether fasthttp keeps a request header in a
+// field of its own rather than in the ordered list of lines: those go out
+// first in any case, and a deletion elsewhere does not move them.
+func dedicatedRequest(name []byte) bool {
+	return equalFold(name, "Host") || equalFold(name, "Content-Length") || equalFold(name, "Content-Type") ||
+		equalFold(name, "Transfer-Encoding") || equalFold(name, "User-Agent")
+}
+
+// dedicatedResponse is dedicatedRequest for responses; Date is managed by
+// fasthttp (an added one is ignored), so it is left where it is too.
+func dedicatedResponse(name []byte) bool {
+	return equalFold(name, "Content-Length") || equalFold(name, "Content-Type") || equalFold(name, "Content-Encoding") ||
+		equalFold(name, "Server") || equalFold(name, "Set-Cookie") || equalFold(name, "Transfer-Encoding") ||
+		equalFold(name, "Date")
 }
 
 // hopIndex is name's index in hopHeaders, or -1.

@@ -315,10 +315,15 @@ func (c *upConn) Write(b []byte) (int, error) {
 		_, err := c.wd.write(c.rw, c.pend)
 		c.pend = c.pend[:0]
 		if err != nil {
+			c.closeEarly()
 			return 0, err
 		}
 	}
-	return c.wd.write(c.rw, b)
+	n, err := c.wd.write(c.rw, b)
+	if err != nil {
+		c.closeEarly()
+	}
+	return n, err
 }
 
 func (c *upConn) Read(b []byte) (int, error) {
@@ -354,5 +359,16 @@ func (c *upConn) Read(b []byte) (int, error) {
 		c.streaming = true
 		c.readArmed = time.Time{}
 	}
+	if err != nil {
+		c.closeEarly()
+	}
 	return n, err
 }
+
+// closeEarly closes the socket as soon as a read or write fails, before
+// fasthttp does: fasthttp gives the connection's slot back first
+// (HostClient.CloseConn), so a request waiting for a slot could otherwise
+// dial a new connection while this one is still open, one over
+// MaxConnsPerBackend at the backend. fasthttp never reuses a connection
+// after an error, and its own Close later is harmless.
+func (c *upConn) closeEarly() { _ = c.Conn.Close() }

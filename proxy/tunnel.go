@@ -192,7 +192,7 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, up *Upstream, start time.Time)
 			conn.Close()
 			out := &ctx.Response
 			resp.CopyTo(out)
-			cleanResponse(&out.Header)
+			cleanResponse(&out.Header, &resp.Header)
 			fasthttp.ReleaseResponse(resp)
 			p.finish(&a, o)
 			stats.Latency.Observe(time.Since(start))

