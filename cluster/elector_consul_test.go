@@ -3,6 +3,8 @@ package cluster
 import (
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // leaderOf starts a and b and returns them as (leader, standby).
@@ -156,4 +158,32 @@ func TestElectorPreempt(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	noOverlap(t, a, b, c)
+}
+
+// TestElectorRestartAfterCrash: a member that died without shutting down
+// (cut off, then stopped, so nothing reaches Consul) leaves its check
+// critical; the same instance started again must get a session and lead.
+// Consul keeps an existing check's status on re-registration, so a
+// registration alone left the check critical and Consul refused every
+// session tied to it: the restarted instance never led (found by the
+// container HA suite, TestContainerHA).
+func TestElectorRestartAfterCrash(t *testing.T) {
+	agent := needConsul(t)
+	a := startMember(t, agent, "kelpie-a", "kelpie/test/leader", nil)
+	a.waitRole(t, RoleLeader, 10*time.Second)
+	a.cut.Cut()
+	a.stop() // its shutdown cannot reach Consul: a crash, as Consul sees it
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		checks, err := agent.Client.Agent().Checks()
+		if err == nil && checks[a.el.CheckID()] != nil && checks[a.el.CheckID()].Status == api.HealthCritical {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("check %s not critical: %v", a.el.CheckID(), err)
+		}
+		time.Sleep(50 * time.Millisecond) // no event for a TTL running out
+	}
+	again := startMember(t, agent, "kelpie-a", "kelpie/test/leader", nil)
+	again.waitRole(t, RoleLeader, 10*time.Second)
 }

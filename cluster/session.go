@@ -44,6 +44,13 @@ func (e *Elector) newSession(ctx context.Context) (string, time.Time, error) {
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("register check %s: %w", e.checkID, err)
 	}
+	// Re-registering keeps the status an existing check has (Consul's
+	// agent does so against flapping): the check of a run that was killed,
+	// or of this run after it was cut off, stays critical, and Consul
+	// refuses a session tied to a critical check. Pass it explicitly.
+	if err := o.Client.Agent().UpdateTTLOpts(e.checkID, "", api.HealthPassing, q); err != nil {
+		return "", time.Time{}, fmt.Errorf("pass check %s: %w", e.checkID, err)
+	}
 	sent := o.Now()
 	id, _, err := o.Client.Session().Create(&api.SessionEntry{
 		Name:       e.sessionName(),
