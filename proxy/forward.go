@@ -172,6 +172,11 @@ func (p *Proxy) respond(ctx *fasthttp.RequestCtx, a attempt, resp *fasthttp.Resp
 	resp.Header.CopyTo(&out.Header)
 	out.Header.SetNoDefaultContentType(true)
 	cleanResponse(&out.Header)
+	if len(out.Header.Peek(HeaderReachedBackend)) > 0 {
+		// Only kelpie's own 502/504 carry the mark: a backend's copy
+		// would forge it for the client and the access log.
+		out.Header.Del(HeaderReachedBackend)
+	}
 	stream := resp.BodyStream()
 	if stream == nil {
 		// Read whole by bufferBody, or no body (HEAD, 1xx, 204, 304): then
