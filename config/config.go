@@ -213,8 +213,8 @@ type Retries struct {
 // Hedge sends one more attempt to another backend when the first has not
 // answered within After; the first answer wins.
 type Hedge struct {
-	After time.Duration `yaml:"after"` // required, positive
-	Max   int           `yaml:"max"`   // hedged attempts per request; only 1 is supported (default)
+	After HedgeDelay `yaml:"after"` // required: a positive duration, or auto
+	Max   int        `yaml:"max"`   // hedged attempts per request; only 1 is supported (default)
 }
 
 // Timeouts towards backends.

@@ -188,7 +188,9 @@ func (v *validator) upstream(i int, u *Upstream) {
 	v.positive(up("health", "breaker", "window"), "health.breaker.window", b.Window)
 	v.positive(up("health", "breaker", "open_timeout"), "health.breaker.open_timeout", b.OpenTimeout)
 	if h := u.Retries.Hedge; h != nil {
-		v.positive(up("retries", "hedge", "after"), "retries.hedge.after", h.After)
+		if h.After != HedgeAuto {
+			v.positive(up("retries", "hedge", "after"), "retries.hedge.after", time.Duration(h.After))
+		}
 		if h.Max != 1 {
 			v.errf(up("retries", "hedge", "max"), "upstream %q: retries.hedge.max must be 1 (the only value supported)", u.Name)
 		}

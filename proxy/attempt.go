@@ -87,6 +87,9 @@ func (p *Proxy) finish(a *attempt, o outcome) {
 			rtt = max(rtt, a.penalty)
 		}
 		a.b.Observe(rtt, o.status, failed)
+		if !failed {
+			a.stats.Answered.Observe(a.rtt)
+		}
 	}
 	if o.err != nil && p.log.Enabled(context.Background(), slog.LevelDebug) {
 		p.log.LogAttrs(context.Background(), slog.LevelDebug, "attempt failed",

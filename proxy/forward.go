@@ -60,7 +60,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 		last = b
 		resp := fasthttp.AcquireResponse()
 		var o outcome
-		if up.HedgeAfter > 0 && attempts == 1 && idem && rb == nil {
+		if attempts == 1 && up.hedging() && idem && rb == nil {
 			var other *balancer.Backend
 			if o, resp, other = p.hedge(ctx, up, &a, resp, key, tried); other != nil {
 				tried = append(tried, other)

@@ -65,6 +65,11 @@ type Upstream struct {
 	// this, one more attempt goes to another backend and the first answer
 	// wins (see hedge). 0 (the default) never hedges.
 	HedgeAfter time.Duration
+	// HedgeAuto, when true, hedges like HedgeAfter (which it overrides)
+	// with a delay derived from the upstream's recent p95 response time,
+	// clamped to [MinAutoHedge, ResponseTimeout/2]; DefaultAutoHedge until
+	// there are enough requests to measure (see autoHedge).
+	HedgeAuto bool
 	// MaxConnsPerBackend caps open connections to one backend. A backend at
 	// its cap is skipped as if it refused the connection (not counted
 	// against it). Default 1024.
@@ -97,6 +102,8 @@ type Upstream struct {
 	// lookup, if set, resolves backend names instead of the system
 	// resolver: tests script DNS answers through it.
 	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
+	// auto is the automatic hedge delay's state (HedgeAuto).
+	auto autoHedge
 }
 
 // Route sends requests for Host (exact, case-insensitive, port ignored; ""
