@@ -19,6 +19,7 @@ const (
 	DefaultResponseTimeout    = 15 * time.Second
 	DefaultUpstreamWrite      = 30 * time.Second
 	DefaultMaxConnsPerBackend = 1024
+	DefaultMaxPendingConnects = 64
 	DefaultIdleConnTimeout    = 4 * time.Second
 	DefaultMaxHeaderBytes     = 16 << 10
 	DefaultMaxURIBytes        = 8 << 10
@@ -74,6 +75,15 @@ type Upstream struct {
 	// its cap is skipped as if it refused the connection (not counted
 	// against it). Default 1024.
 	MaxConnsPerBackend int
+	// MaxPendingConnects caps a backend's unproven connections: connects
+	// in progress plus new connections that have not yet delivered their
+	// first response byte. A backend whose connections all hang (frozen,
+	// SYNs black-holed) then gets at most this many, not one per waiting
+	// request. A request that finds the cap reached fails over to another
+	// backend like one at MaxConnsPerBackend: nothing counts against the
+	// backend (503 when no other backend is left). Reused connections need
+	// no slot. Default 64 (DefaultMaxPendingConnects).
+	MaxPendingConnects int
 	// IdleConnTimeout closes pooled keep-alive connections idle this long.
 	// Keep it below the backends' own keep-alive timeout. Default 4s.
 	IdleConnTimeout time.Duration
@@ -208,12 +218,12 @@ func (o Options) withDefaults() Options {
 // per-backend client so a reload with new settings gets a new one.
 type settings struct {
 	connect, response, write, idle time.Duration
-	maxConns                       int
+	maxConns, maxPending           int
 	dnsCache                       time.Duration
 }
 
 func (u *Upstream) settings() settings {
-	s := settings{u.ConnectTimeout, u.ResponseTimeout, u.WriteTimeout, u.IdleConnTimeout, u.MaxConnsPerBackend, u.DNSCache}
+	s := settings{u.ConnectTimeout, u.ResponseTimeout, u.WriteTimeout, u.IdleConnTimeout, u.MaxConnsPerBackend, u.MaxPendingConnects, u.DNSCache}
 	if s.connect <= 0 {
 		s.connect = DefaultConnectTimeout
 	}
@@ -228,6 +238,9 @@ func (u *Upstream) settings() settings {
 	}
 	if s.maxConns <= 0 {
 		s.maxConns = DefaultMaxConnsPerBackend
+	}
+	if s.maxPending <= 0 {
+		s.maxPending = DefaultMaxPendingConnects
 	}
 	if s.dnsCache == 0 {
 		s.dnsCache = DefaultDNSCache

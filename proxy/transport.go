@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -162,14 +163,22 @@ type hostTransport struct {
 // newHostTransport dials with dial: Upstream.dial's, a resolver for DNS
 // names (resolve.go) unless a test set Upstream.Dial.
 func newHostTransport(addr string, set settings, dial func(string, time.Duration) (net.Conn, error)) *hostTransport {
+	pending := new(atomic.Int32) // unproven connections (Upstream.MaxPendingConnects)
 	hc := &fasthttp.HostClient{
 		Addr: addr,
 		Dial: func(addr string) (net.Conn, error) {
+			if pending.Add(1) > int32(set.maxPending) {
+				pending.Add(-1)
+				return nil, ErrConnectsPending
+			}
 			c, err := dial(addr, set.connect)
 			if err != nil {
+				pending.Add(-1)
 				return nil, &dialError{err}
 			}
-			return newUpConn(c, set), nil
+			u := newUpConn(c, set)
+			u.pending.Store(pending)
+			return u, nil
 		},
 		MaxConns:                      set.maxConns,
 		MaxIdleConnDuration:           set.idle,
@@ -210,6 +219,11 @@ func (t *hostTransport) Do(req *fasthttp.Request, resp *fasthttp.Response) (wire
 // CloseIdleConnections closes the pooled connections not in use.
 func (t *hostTransport) CloseIdleConnections() { t.hc.CloseIdleConnections() }
 
+// ErrConnectsPending is a connect not tried because the backend already has
+// Upstream.MaxPendingConnects unproven connections: the request goes to
+// another backend and nothing counts against this one.
+var ErrConnectsPending = errors.New("backend has too many connects pending")
+
 // dialError marks a failure to connect: nothing was sent.
 type dialError struct{ err error }
 
@@ -242,6 +256,11 @@ type upConn struct {
 	readArmed time.Time
 	writeArm  time.Time
 	rd, wd    lazyDeadline
+	// pending is the backend's unproven-connection count while this
+	// connection is one of them: released at its first response byte or
+	// its close, whichever comes first (Swap: Close may race the read).
+	pending atomic.Pointer[atomic.Int32]
+	proven  bool // the first response byte arrived (read side only)
 }
 
 func newUpConn(c net.Conn, s settings) *upConn {
@@ -252,6 +271,19 @@ func newUpConn(c net.Conn, s settings) *upConn {
 	u.rd.apply, u.wd.apply = c.SetReadDeadline, c.SetWriteDeadline
 	u.local = &connAddr{Addr: c.LocalAddr(), c: u}
 	return u
+}
+
+// unpend gives back c's unproven-connection slot, once.
+func (c *upConn) unpend() {
+	if p := c.pending.Swap(nil); p != nil {
+		p.Add(-1)
+	}
+}
+
+// Close closes the connection and gives back its slot if it never proved.
+func (c *upConn) Close() error {
+	c.unpend()
+	return c.Conn.Close()
 }
 
 // connAddr is upConn's LocalAddr: fasthttp copies it into the Response, which
@@ -350,6 +382,10 @@ func (c *upConn) Read(b []byte) (int, error) {
 		c.gotBytes = true
 		c.streaming = true
 		c.readArmed = time.Time{}
+		if !c.proven {
+			c.proven = true
+			c.unpend()
+		}
 	}
 	return n, err
 }
