@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bufio"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -105,5 +107,54 @@ func TestPendingConnectsCapped(t *testing.T) {
 			t.Logf("%d connects to the stuck backend for %d held and %d further requests", dials.Load(), 2*capN, requests)
 			wg.Wait()
 		})
+	}
+}
+
+// TestPendingSlotFreedByFirstByte: a connection stops counting against
+// MaxPendingConnects at its first response byte, so a healthy backend can
+// hold more long-lived connections (here slow downloads) than the cap.
+func TestPendingSlotFreedByFirstByte(t *testing.T) {
+	const capN, downloads = 2, 6
+	release := make(chan struct{})
+	var started atomic.Int64
+	good := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		started.Add(1)
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			w.WriteString("first;")
+			w.Flush()
+			<-release
+			w.WriteString("rest")
+		})
+	})
+	up := &Upstream{Pool: newPool(t, balancer.RoundRobin, good.addr), MaxPendingConnects: capN}
+	px := proxyTo(t, up, Options{})
+	c := clientFor(px.addr)
+	c.MaxConns = 2 * downloads
+	var wg sync.WaitGroup
+	bodies := make([]string, downloads)
+	for i := range downloads {
+		// One at a time: each connect starts once the previous download's
+		// head has arrived, so at most one is unproven at a time.
+		testkit.Eventually(t, 5*time.Second, "previous download started", func() bool { return started.Load() == int64(i) })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var req fasthttp.Request
+			var resp fasthttp.Response
+			req.SetRequestURI("http://a/download")
+			if err := c.Do(&req, &resp); err != nil {
+				bodies[i] = err.Error()
+				return
+			}
+			bodies[i] = strconv.Itoa(resp.StatusCode()) + " " + string(resp.Body())
+		}()
+	}
+	testkit.Eventually(t, 5*time.Second, "all downloads started", func() bool { return started.Load() == downloads })
+	close(release)
+	wg.Wait()
+	for i, b := range bodies {
+		if b != "200 first;rest" {
+			t.Errorf("download %d: %q, want 200 first;rest", i, b)
+		}
 	}
 }
