@@ -116,6 +116,9 @@ func TestPendingConnectsCapped(t *testing.T) {
 func TestPendingSlotFreedByFirstByte(t *testing.T) {
 	const capN, downloads = 2, 6
 	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // also when the test fails early
 	var started atomic.Int64
 	good := startBackend(t, func(ctx *fasthttp.RequestCtx) {
 		started.Add(1)
@@ -142,7 +145,7 @@ func TestPendingSlotFreedByFirstByte(t *testing.T) {
 			var req fasthttp.Request
 			var resp fasthttp.Response
 			req.SetRequestURI("http://a/download")
-			if err := c.Do(&req, &resp); err != nil {
+			if err := c.DoTimeout(&req, &resp, 5*time.Second); err != nil {
 				bodies[i] = err.Error()
 				return
 			}
@@ -150,7 +153,7 @@ func TestPendingSlotFreedByFirstByte(t *testing.T) {
 		}()
 	}
 	testkit.Eventually(t, 5*time.Second, "all downloads started", func() bool { return started.Load() == downloads })
-	close(release)
+	free()
 	wg.Wait()
 	for i, b := range bodies {
 		if b != "200 first;rest" {
