@@ -77,6 +77,9 @@ type Upstream struct {
 	PanicThreshold *int `yaml:"panic_threshold"`
 	// MaxConnsPerBackend caps connections to each backend. Default 1024.
 	MaxConnsPerBackend int `yaml:"max_conns_per_backend"`
+	// MaxPendingConnects caps each backend's unproven connections (connects
+	// in progress, new ones before their first response byte). Default 64.
+	MaxPendingConnects int `yaml:"max_pending_connects"`
 	// DNSCache is how long the addresses of a backend named by DNS are
 	// reused for new connections. Default 5s; 0 looks the name up for
 	// every new connection.

@@ -206,6 +206,9 @@ func (v *validator) upstream(i int, u *Upstream) {
 	if t := *u.PanicThreshold; t < 0 || t > 100 {
 		v.errf(up("panic_threshold"), "upstream %q: panic_threshold must be a percentage in 0..100", u.Name)
 	}
+	if u.MaxPendingConnects < 1 {
+		v.errf(up("max_pending_connects"), "upstream %q: max_pending_connects must be positive", u.Name)
+	}
 	if u.MaxConnsPerBackend < 1 {
 		v.errf(up("max_conns_per_backend"), "upstream %q: max_conns_per_backend must be positive", u.Name)
 	}

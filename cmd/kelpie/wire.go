@@ -85,6 +85,7 @@ func upstreamData(u config.Upstream, p *balancer.Pool) (*proxy.Upstream, error) 
 		HedgeAfter:         hedgeAfter(u.Retries),
 		HedgeAuto:          u.Retries.Hedge != nil && u.Retries.Hedge.After == config.HedgeAuto,
 		MaxConnsPerBackend: u.MaxConnsPerBackend,
+		MaxPendingConnects: u.MaxPendingConnects,
 		DNSCache:           dnsCache(*u.DNSCache),
 		HashOn:             hashOn,
 		Sticky:             sticky,
