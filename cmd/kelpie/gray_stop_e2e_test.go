@@ -77,3 +77,34 @@ upstreams:
 		t.Fatalf("p99 %s, want under hedge delay + 50ms = 100ms", p99)
 	}
 }
+
+// TestGrayFrozenBackendAutoHedgeE2E: with `after: auto` the hedge delay is
+// 100ms until measured, then the recent p95 of answers (a few ms here,
+// clamped to 5ms): a frozen backend costs no client more than the fallback
+// + 50ms, and no request waits for the response timeout.
+func TestGrayFrozenBackendAutoHedgeE2E(t *testing.T) {
+	a, b := startGray(t, "a", 0, nil), startGray(t, "b", 0, nil)
+	frozen := testkit.StartRaw(t, testkit.Hung)
+	ta := startApp(t, fmt.Sprintf(`
+upstreams:
+  - name: web
+    backends:
+%s    retries: {attempts: 1, hedge: {after: auto}}
+    timeouts: {connect: 1s, response: 2s}
+`, yamlBackends(a.Addr, b.Addr, frozen.Addr)))
+	run := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 8, Requests: 300, Between: paced}).Wait()
+	hedges := ta.metrics.Upstream(ta.poolByName("web")).Hedges.Load()
+	t.Logf("frozen backend, hedge after auto: %s; %d hedges", run, hedges)
+	if run.Failed() != 0 {
+		t.Fatalf("client errors: %s", run)
+	}
+	if hedges == 0 {
+		t.Fatal("no request was hedged")
+	}
+	if p99 := run.Quantile(0.99); p99 > 150*time.Millisecond {
+		t.Fatalf("p99 %s, want under the first delay (100ms) + 50ms", p99)
+	}
+	if worst := run.Quantile(1); worst >= time.Second {
+		t.Fatalf("slowest request took %s: it waited for the response timeout", worst)
+	}
+}
