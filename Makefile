@@ -17,8 +17,9 @@ test: deps vet unit allocs fuzz
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Chromium (dashboard browser test) from Debian's packages and the Consul
-# binary (discovery tests), built from tools/consul; both cached.
+# Chromium (dashboard and WebSocket browser tests) from Debian's packages,
+# the Consul binary (discovery tests) built from tools/consul, and Pebble
+# (ACME tests) built from tools/pebble; all cached.
 deps:
 	@tools/deps.sh
 
@@ -27,7 +28,7 @@ vet:
 	$(GO) vet ./...
 
 unit:
-	KELPIE_CONSUL_BIN="$$(tools/consul/build.sh)" $(GO) test -race -count=1 -timeout 20m ./...
+	KELPIE_CONSUL_BIN="$$(tools/consul/build.sh)" KELPIE_PEBBLE_BIN="$$(tools/pebble/build.sh)" $(GO) test -race -count=1 -timeout 20m ./...
 
 # The zero-allocation guards (AllocsPerRun) build only without -race.
 allocs:
@@ -54,3 +55,4 @@ demo:
 
 bench:
 	@bench/run.sh
+	@bench/tls.sh

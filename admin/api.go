@@ -57,6 +57,17 @@ type Backend struct {
 	// Down lists why the backend is out of rotation: unhealthy, ejected,
 	// breaker_open, drain, critical, removed, slow, errors. Empty when none.
 	Down []string `json:"down"`
+	// LastDetectionMs is the last time to detect: first failure seen to
+	// out of rotation, by LastDetectedBy (active, passive or breaker).
+	// null until the backend first left rotation for a health reason.
+	LastDetectionMs *int64 `json:"last_detection_ms"`
+	LastDetectedBy  string `json:"last_detected_by,omitempty"`
+	// LastRecoveryMs is the last time to recover: out of rotation to back
+	// in full rotation. null until the backend first recovered.
+	LastRecoveryMs *int64 `json:"last_recovery_ms"`
+	// CheckOutput is the first 4 KiB of the last script check's output
+	// (health.active.type exec); omitted otherwise.
+	CheckOutput string `json:"check_output,omitempty"`
 	// LatencyMS is the peak-EWMA of its response latency in milliseconds
 	// (errors weigh in at their penalty; decays over ewma_decay), 0 before
 	// its first answer and after it comes back into rotation.
@@ -122,7 +133,7 @@ func describeBackend(b *balancer.Backend, eligible bool) Backend {
 	if reqs > 0 {
 		rate = 1 - float64(min(errs, reqs))/float64(reqs)
 	}
-	return Backend{
+	out := Backend{
 		LatencyMS:   float64(b.LatencyEWMA().Microseconds()) / 1000,
 		Errors:      errs,
 		SuccessRate: rate,
@@ -130,7 +141,7 @@ func describeBackend(b *balancer.Backend, eligible bool) Backend {
 		Weight:      b.Weight(),
 		Backup:      b.Backup(),
 		Source:      b.Sources().String(),
-		Health:      st.Health.String(),
+		Health:      healthOf(st),
 		Ejected:     st.Ejected || st.Slow || st.Errors,
 		Breaker:     st.Breaker.String(),
 		Admin:       b.Admin().String(),
@@ -140,6 +151,14 @@ func describeBackend(b *balancer.Backend, eligible bool) Backend {
 		Failures:    b.Failures(),
 		Down:        reasons,
 	}
+	out.CheckOutput = b.CheckOutput()
+	if d, by, ok := b.LastDetection(); ok {
+		out.LastDetectionMs, out.LastDetectedBy = msPtr(d), by
+	}
+	if d, ok := b.LastRecovery(); ok {
+		out.LastRecoveryMs = msPtr(d)
+	}
+	return out
 }
 
 // describeOne renders b with its eligibility in the pool's current snapshot.
@@ -151,4 +170,13 @@ func describeOne(p *balancer.Pool, b *balancer.Backend) Backend {
 		}
 	}
 	return describeBackend(b, false)
+}
+
+// healthOf is the API's health: the probe verdict, or "degraded" for a
+// healthy backend whose script check warns.
+func healthOf(st balancer.State) string {
+	if st.Degraded && st.Health == balancer.HealthHealthy {
+		return "degraded"
+	}
+	return st.Health.String()
 }

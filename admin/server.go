@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"path"
 	"sync"
+	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 )
@@ -50,6 +51,19 @@ type Options struct {
 	// every upstream are saved after each drain or ready, so a restart can
 	// restore them (see LoadState). Empty keeps drains in memory only.
 	StatePath string
+	// Counts returns an upstream's cumulative request figures, which a
+	// drill compares before and during its run (client-visible errors,
+	// retries, requests). nil reads zeros.
+	Counts func(*balancer.Pool) UpstreamCounts
+	// DetectionBound returns how soon kelpie's health settings should take
+	// a failed backend of the pool out of rotation: the bound a drill is
+	// judged by unless its request names one. nil or 0 means
+	// DefaultDrillDetectWithin.
+	DetectionBound func(*balancer.Pool) time.Duration
+	// Heartbeat records a heartbeat of b for PUT .../heartbeat; its error
+	// (heartbeats not configured for the pool) is answered 409. nil
+	// answers 404 to every heartbeat.
+	Heartbeat func(p *balancer.Pool, b *balancer.Backend) error
 	// Fleet, when set, serves drain and ready with ?scope=fleet: drains
 	// recorded for every instance of the cluster. Nil answers 400 to them.
 	Fleet FleetDrains
@@ -63,12 +77,15 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	stateMu sync.Mutex // serializes SaveState
+	drills  drills
 	local   localDrains
 }
 
 // New returns the admin handler for o.
 func New(o Options) *Server {
 	s := &Server{opts: o, log: o.Logger, mux: http.NewServeMux()}
+	s.drills.ctx, s.drills.cancel = context.WithCancel(context.Background())
+	s.drills.running = map[string]*drill{}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -77,6 +94,11 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("POST "+backend+"/drain", s.mutating(s.drain))
 	s.mux.HandleFunc("POST "+backend+"/ready", s.mutating(s.ready))
 	s.mux.HandleFunc("PUT "+backend+"/weight", s.mutating(s.weight))
+	s.mux.HandleFunc("PUT "+backend+"/heartbeat", s.mutating(s.heartbeat))
+	s.mux.HandleFunc("POST "+backend+"/drill", s.mutating(s.startDrill))
+	s.mux.HandleFunc("GET /api/v1/drills", s.listDrills)
+	s.mux.HandleFunc("GET /api/v1/drills/{id}", s.getDrill)
+	s.mux.HandleFunc("POST /api/v1/drills/{id}/abort", s.mutating(s.abortDrill))
 	s.mux.HandleFunc("GET /api/v1/status", s.status)
 	s.mux.HandleFunc("GET /api/v1/ha", s.ha)
 	s.mux.HandleFunc("GET /healthz", s.healthz)

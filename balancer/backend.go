@@ -24,19 +24,22 @@ type Reason uint32
 // The reasons, one bit each. Several may be set at once. They are derived
 // from a backend's State (see State.Down), never stored on their own.
 const (
-	ReasonUnhealthy   Reason = 1 << iota // active probes failed `fall` times in a row (health)
-	ReasonEjected                        // passive outlier detection ejected it (health)
-	ReasonBreakerOpen                    // its circuit breaker is open (health)
-	ReasonDrain                          // an operator drained it (admin)
-	ReasonCritical                       // discovery reports it failing or in maintenance (discovery)
-	ReasonRemoved                        // no source lists it any more; in-flight requests finish
-	ReasonSlow                           // latency outlier detection ejected it (health)
-	ReasonErrors                         // success-rate or failure-percentage detection ejected it (health)
+	ReasonUnhealthy       Reason = 1 << iota // active probes failed `fall` times in a row (health)
+	ReasonEjected                            // passive outlier detection ejected it (health)
+	ReasonBreakerOpen                        // its circuit breaker is open (health)
+	ReasonDrain                              // an operator drained it (admin)
+	ReasonCritical                           // discovery reports it failing or in maintenance (discovery)
+	ReasonRemoved                            // no source lists it any more; in-flight requests finish
+	ReasonSlow                               // latency outlier detection ejected it (health)
+	ReasonErrors                             // success-rate or failure-percentage detection ejected it (health)
+	ReasonHeartbeatMissed                    // no heartbeat within the TTL (health)
+	ReasonAwaitingReady                      // recovered under manual failback: waits for an operator's ready (pool)
 
 	numReasons = iota
 )
 
-var reasonNames = [numReasons]string{"unhealthy", "ejected", "breaker_open", "drain", "critical", "removed", "slow", "errors"}
+var reasonNames = [numReasons]string{"unhealthy", "ejected", "breaker_open", "drain", "critical", "removed", "slow", "errors",
+	"heartbeat_missed", "awaiting_ready"}
 
 // String names the reason ("unhealthy", "ejected", "breaker_open", "drain",
 // "critical", "removed", "slow", "errors"); several bits are joined with "+".
@@ -144,6 +147,10 @@ type State struct {
 	Slow     bool         // latency outlier detection ejected it
 	Errors   bool         // success-rate or failure-percentage detection ejected it
 
+	HeartbeatMissed bool // no heartbeat arrived within the TTL (health's heartbeat checks)
+	AwaitingReady   bool // recovered from a health exit under manual failback; the pool sets it, an operator's ready clears it
+	Degraded        bool // its script check warns (exit 1): eligible at 1/DegradedDivisor of its weight (health)
+
 	eligibleSince int64 // unix nanos it last became eligible, for slow start; 0 = from the start
 	drainedAt     int64 // unix nanos Drained was last set; 0 = unknown (restored, or drained while away)
 }
@@ -185,6 +192,12 @@ func (s State) Down() Reason {
 	if s.Errors {
 		r |= ReasonErrors
 	}
+	if s.HeartbeatMissed {
+		r |= ReasonHeartbeatMissed
+	}
+	if s.AwaitingReady {
+		r |= ReasonAwaitingReady
+	}
 	return r
 }
 
@@ -213,11 +226,18 @@ type Backend struct {
 	transitions [numReasons][2]atomic.Uint64 // [reason][0=set,1=cleared]
 
 	guard Guard // set once, before the backend is published; nil = admit all
+
+	fault atomic.Pointer[Fault] // an injected fault (fault.go); nil = none
+	inc   incident              // failure timings (incident.go)
+
+	checkOutput atomic.Pointer[string] // the last active check's output (exec checks); health writes it
 }
 
 func newBackend(addr string, st State) *Backend {
 	b := &Backend{addr: addr, hash: hashString(addr)}
 	b.state.Store(&st)
+	b.inc.lastDetect.Store(-1)
+	b.inc.lastRecover.Store(-1)
 	b.weight.Store(1)
 	b.listed.Store(1)
 	return b
@@ -298,6 +318,7 @@ func (b *Backend) Release(r Result) {
 	if r == ResultLocal {
 		return
 	}
+	b.noteResult(r)
 	b.requests.Add(1)
 	if r.GatewayError() {
 		b.failures.Add(1)
@@ -322,20 +343,26 @@ func (b *Backend) Admit() (done func(Result), err error) {
 type AdminState uint8
 
 // Admin states: ready; draining (drained, requests still in flight);
-// drained (drained and idle).
+// drained (drained and idle); awaiting_ready (recovered under manual
+// failback, waiting for an operator's ready).
 const (
 	AdminReady AdminState = iota
 	AdminDraining
 	AdminDrained
+	AdminAwaitingReady
 )
 
 func (s AdminState) String() string {
-	return [...]string{"ready", "draining", "drained"}[s]
+	return [...]string{"ready", "draining", "drained", "awaiting_ready"}[s]
 }
 
 // Admin reports the backend's admin state.
 func (b *Backend) Admin() AdminState {
-	if !b.state.Load().Drained {
+	st := b.state.Load()
+	if !st.Drained {
+		if st.AwaitingReady {
+			return AdminAwaitingReady
+		}
 		return AdminReady
 	}
 	if b.InFlight() > 0 {

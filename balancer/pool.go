@@ -84,6 +84,13 @@ type Options struct {
 	// detector) for each backend as it joins the pool. It is called with the
 	// pool's writer lock held and must not call back into the pool.
 	NewGuard func(*Backend) Guard
+	// Failback says how a backend that left rotation for a health reason
+	// returns once healthy: FailbackAuto (the zero value) at once,
+	// FailbackManual only after an operator readies it (failback.go).
+	Failback Failback
+	// Incidents, if set, receives time-to-detect, time-to-recover and
+	// failover events (incident.go).
+	Incidents IncidentObserver
 	// Logger receives state transitions. nil discards them.
 	Logger *slog.Logger
 	// Now is the clock for slow start. nil means time.Now.
@@ -295,6 +302,7 @@ func (p *Pool) update(b *Backend, detail string, change func(*State)) bool {
 	st := old
 	change(&st)
 	st.Removed, st.eligibleSince, st.drainedAt = old.Removed, old.eligibleSince, old.drainedAt // the pool's own
+	p.holdFailback(old, &st)
 	if st.Drained && !old.Drained {
 		st.drainedAt = p.opts.Now().UnixNano()
 	}
@@ -310,8 +318,12 @@ func (p *Pool) update(b *Backend, detail string, change func(*State)) bool {
 	}
 	b.state.Store(&st)
 	if was == now {
+		if st.Degraded != old.Degraded && p.members[b.addr] == b {
+			p.rebuild() // same rotation, another weight
+		}
 		return false
 	}
+	p.noteTransition(b, was, now)
 	set, cleared := now&^was, was&^now
 	for i := range numReasons {
 		if set&(1<<i) != 0 {
@@ -358,7 +370,12 @@ func (p *Pool) setDrain(addr string, on bool) (*Backend, error) {
 		}
 		return nil, fmt.Errorf("upstream %s: backend %s: %w", p.opts.Name, addr, ErrUnknownBackend)
 	}
-	p.update(b, "admin", func(s *State) { s.Drained = on })
+	p.update(b, "admin", func(s *State) {
+		s.Drained = on
+		if !on {
+			s.AwaitingReady = false // ready is the operator's go for a manual failback
+		}
+	})
 	return b, nil
 }
 
@@ -430,6 +447,7 @@ func (p *Pool) Close() {
 // rebuild publishes a new snapshot. Called with mu held.
 func (p *Pool) rebuild() {
 	s, ramping := buildSnapshot(p, p.opts.Now())
+	p.noteTier(p.snap.Load(), s)
 	p.snap.Store(s)
 	if p.ramp != nil {
 		p.ramp.Stop()

@@ -97,8 +97,8 @@ func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
 			}
 			continue
 		}
-		if down&(ReasonDrain|ReasonRemoved) != 0 {
-			continue
+		if down&(ReasonDrain|ReasonRemoved|ReasonAwaitingReady) != 0 {
+			continue // out by an operator's decision, or awaiting one: not for panic mode either
 		}
 		primTotal++
 		switch {
@@ -128,6 +128,9 @@ func buildSnapshot(p *Pool, now time.Time) (*Snapshot, bool) {
 	weights := make([]uint32, len(set))
 	for i, b := range set {
 		w := uint64(b.Weight()) * rampScale
+		if b.state.Load().Degraded {
+			w = max(w/DegradedDivisor, 1) // a warning check: eligible, at reduced weight
+		}
 		if since := b.state.Load().eligibleSince; since != 0 && p.opts.SlowStart > 0 {
 			if el := now.Sub(time.Unix(0, since)); el < p.opts.SlowStart {
 				frac := max(float64(el)/float64(p.opts.SlowStart), 0.1)

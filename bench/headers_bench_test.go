@@ -43,6 +43,7 @@ func newHeaderProxy(tb testing.TB) *proxy.Proxy {
 // parsed returns a request parsed from rawRequest, as the listener would.
 func parsed(tb testing.TB, req *fasthttp.Request) {
 	req.Reset()
+	req.Header.DisableNormalizing() // as kelpie's server parses: names as sent
 	if err := req.Header.Read(bufio.NewReader(strings.NewReader(rawRequest))); err != nil {
 		tb.Fatal(err)
 	}

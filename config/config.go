@@ -24,9 +24,14 @@ type Config struct {
 	Shutdown       Shutdown   `yaml:"shutdown"`
 	AccessLog      AccessLog  `yaml:"access_log"`
 	Log            Log        `yaml:"log"`
+	// AllowExecChecks permits health.active.type exec (script checks).
+	// Default false: a config that may run programs must say so.
+	AllowExecChecks bool `yaml:"allow_exec_checks"`
 	// Cluster and HA: see cluster.go. Nil when absent.
 	Cluster *Cluster `yaml:"cluster"`
 	HA      *HA      `yaml:"ha"`
+	// TLS is the TLS listener; nil (omitted): none.
+	TLS *TLS `yaml:"tls"`
 
 	// Path is the file the config was loaded from.
 	Path string `yaml:"-"`
@@ -75,6 +80,9 @@ type Upstream struct {
 	// PanicThreshold, percent of primaries eligible below which traffic
 	// spreads over all non-drained primaries. Default 50; 0 disables.
 	PanicThreshold *int `yaml:"panic_threshold"`
+	// Failback is auto (default: a recovered backend returns at once) or
+	// manual (it waits as awaiting_ready for an operator's ready).
+	Failback string `yaml:"failback"`
 	// MaxConnsPerBackend caps connections to each backend. Default 1024.
 	MaxConnsPerBackend int `yaml:"max_conns_per_backend"`
 	// MaxPendingConnects caps each backend's unproven connections (connects
@@ -95,6 +103,8 @@ type Upstream struct {
 	HashFallback string `yaml:"hash_fallback"`
 	// Sticky pins clients to backends with a cookie; omitted = off.
 	Sticky *Sticky `yaml:"sticky"`
+	// TLS makes the backends HTTPS; nil (omitted): plain HTTP.
+	TLS *UpstreamTLS `yaml:"tls"`
 }
 
 // Sticky is cookie session affinity, on any balance.
@@ -136,11 +146,24 @@ type Health struct {
 	Active  *Active `yaml:"active"`
 	Passive Passive `yaml:"passive"`
 	Breaker Breaker `yaml:"breaker"`
+	// Heartbeat checks; omitted means none.
+	Heartbeat *Heartbeat `yaml:"heartbeat"`
+}
+
+// Heartbeat checks: each backend (or its agent) calls
+// PUT /api/v1/upstreams/{name}/backends/{address}/heartbeat at least every
+// TTL; a backend that misses it leaves rotation (heartbeat_missed) until
+// rise beats in a row (health.active.rise, else 2) bring it back.
+type Heartbeat struct {
+	TTL time.Duration `yaml:"ttl"` // required
 }
 
 // Active probing; omitted means none.
 type Active struct {
-	Type         string        `yaml:"type"`          // http (default) | tcp
+	Type string `yaml:"type"` // http (default) | tcp | exec
+	// Command is the program and arguments of an exec check (no shell);
+	// needs allow_exec_checks.
+	Command      []string      `yaml:"command,omitempty"`
 	Path         string        `yaml:"path"`          // default /health
 	Host         string        `yaml:"host"`          // Host header; default the backend address
 	ExpectStatus string        `yaml:"expect_status"` // default "200-399"
@@ -225,6 +248,12 @@ type Timeouts struct {
 	Connect  time.Duration `yaml:"connect"`  // default 3s
 	Response time.Duration `yaml:"response"` // until the response head; default 15s
 	Idle     time.Duration `yaml:"idle"`     // idle upstream keep-alive; default 4s
+	// TunnelIdle closes a WebSocket/Upgrade tunnel idle this long either
+	// way. Default 10m.
+	TunnelIdle time.Duration `yaml:"tunnel_idle"`
+	// TunnelDrain is how long a tunnel outlives its backend's drain or
+	// removal before kelpie closes it. Default 30s.
+	TunnelDrain time.Duration `yaml:"tunnel_drain"`
 }
 
 // Route sends matching requests to an upstream.
@@ -244,6 +273,7 @@ type Limits struct {
 	WriteTimeout   time.Duration `yaml:"write_timeout"`    // default 0 = none
 	IdleTimeout    time.Duration `yaml:"idle_timeout"`     // keep-alive idle; default 120s
 	MaxConns       int           `yaml:"max_conns"`        // concurrent client connections; default 10000
+	MaxTunnels     int           `yaml:"max_tunnels"`      // open WebSocket/Upgrade tunnels; default 10000 (503 beyond)
 }
 
 // Shutdown is the graceful stop on SIGTERM/SIGINT.

@@ -24,6 +24,7 @@ const (
 	DefaultGrace          = 30 * time.Second // shutdown.grace
 	DefaultLogLevel       = "info"
 	DefaultLogFormat      = "text"
+	DefaultTLSMinVersion  = "1.2" // tls.min_version
 
 	// DefaultWarningWeight is consul.warning_weight, in percent
 	// (discovery.WatchSpec's zero value means 100).
@@ -42,6 +43,8 @@ const (
 	// panic_threshold (balancer.Options' zero values disable both).
 	DefaultSlowStart      = 30 * time.Second
 	DefaultPanicThreshold = 50
+	// DefaultFailback is failback (balancer.Options' zero value is auto).
+	DefaultFailback = "auto"
 	// DefaultCountAsFailure is health.passive.count_as_failure.
 	DefaultCountAsFailure = "5xx"
 	// DefaultFailurePercentThreshold is failure_percentage.threshold: off,
@@ -81,10 +84,14 @@ func applyDefaults(c *Config) {
 	orDefault(&c.Limits.WriteTimeout, proxy.DefaultWriteTimeout)
 	orDefault(&c.Limits.IdleTimeout, proxy.DefaultIdleTimeout)
 	orDefault(&c.Limits.MaxConns, proxy.DefaultConcurrency)
+	orDefault(&c.Limits.MaxTunnels, proxy.DefaultMaxTunnels)
 	orDefault(&c.Shutdown.Grace, DefaultGrace)
 	orDefault(&c.AccessLog.Sample, 1)
 	orDefault(&c.Log.Level, DefaultLogLevel)
 	orDefault(&c.Log.Format, DefaultLogFormat)
+	if c.TLS != nil {
+		orDefault(&c.TLS.MinVersion, DefaultTLSMinVersion)
+	}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		orDefault(&u.Balance, balancer.RoundRobin.String())
@@ -147,9 +154,12 @@ func applyDefaults(c *Config) {
 		orDefault(&u.Timeouts.Connect, proxy.DefaultConnectTimeout)
 		orDefault(&u.Timeouts.Response, proxy.DefaultResponseTimeout)
 		orDefault(&u.Timeouts.Idle, proxy.DefaultIdleConnTimeout)
+		orDefault(&u.Timeouts.TunnelIdle, proxy.DefaultTunnelIdle)
+		orDefault(&u.Timeouts.TunnelDrain, proxy.DefaultTunnelDrain)
 		if u.SlowStart == nil {
 			u.SlowStart = ptr(DefaultSlowStart)
 		}
+		orDefault(&u.Failback, DefaultFailback)
 		if u.PanicThreshold == nil {
 			u.PanicThreshold = ptr(DefaultPanicThreshold)
 		}

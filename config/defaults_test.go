@@ -3,6 +3,7 @@ package config
 import (
 	"bufio"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,7 +78,7 @@ func TestMarshalRoundTrips(t *testing.T) {
 			t.Errorf("%s does not round-trip:\n%s", name, lineDiff(out, again))
 		}
 		if *back.Upstreams[0].Health.Passive.ConsecutiveFailures != *c.Upstreams[0].Health.Passive.ConsecutiveFailures ||
-			back.Limits != c.Limits || *back.Upstreams[0].Health.Active != *c.Upstreams[0].Health.Active {
+			back.Limits != c.Limits || !reflect.DeepEqual(*back.Upstreams[0].Health.Active, *c.Upstreams[0].Health.Active) {
 			t.Errorf("%s: parsed back to other values", name)
 		}
 		if strings.Contains(out, "null") || strings.Contains(out, "m0s") {

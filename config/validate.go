@@ -15,8 +15,9 @@ import (
 )
 
 type validator struct {
-	root *yaml.Node
-	add  func(line int, format string, args ...any)
+	root      *yaml.Node
+	add       func(line int, format string, args ...any)
+	allowExec bool // allow_exec_checks
 }
 
 func (v *validator) errf(path []any, format string, args ...any) {
@@ -26,8 +27,10 @@ func (v *validator) errf(path []any, format string, args ...any) {
 func at(path ...any) []any { return path }
 
 func (v *validator) validate(c *Config) {
+	v.allowExec = c.AllowExecChecks
 	v.hostPort(at("listen"), "listen", c.Listen)
 	v.hostPort(at("admin", "listen"), "admin.listen", c.Admin.Listen)
+	v.tls(c.TLS, c.Listen)
 	if !IsLoopback(c.Admin.Listen) && c.Admin.TokenEnv == "" {
 		v.errf(at("admin", "listen"), "admin.listen %q is not a loopback address: set admin.token_env to protect it", c.Admin.Listen)
 	}
@@ -48,7 +51,8 @@ func (v *validator) validate(c *Config) {
 		key string
 		n   int64
 	}{{"max_header_bytes", int64(c.Limits.MaxHeaderBytes)}, {"max_uri_bytes", int64(c.Limits.MaxURIBytes)},
-		{"max_headers", int64(c.Limits.MaxHeaders)}, {"max_conns", int64(c.Limits.MaxConns)}} {
+		{"max_headers", int64(c.Limits.MaxHeaders)}, {"max_conns", int64(c.Limits.MaxConns)},
+		{"max_tunnels", int64(c.Limits.MaxTunnels)}} {
 		if l.n <= 0 {
 			v.errf(at("limits", l.key), "limits.%s must be positive", l.key)
 		}
@@ -85,6 +89,7 @@ func (v *validator) validate(c *Config) {
 			names[u.Name] = i
 		}
 		v.upstream(i, u)
+		v.upstreamTLS(i, u)
 	}
 
 	if len(c.Routes) == 0 && len(c.Upstreams) > 1 {
@@ -137,11 +142,19 @@ func (v *validator) upstream(i int, u *Upstream) {
 			v.errf(up("consul", "warning_weight"), "upstream %q: consul.warning_weight must be a percentage in 1..100", u.Name)
 		}
 	}
+	if hb := u.Health.Heartbeat; hb != nil && hb.TTL < minHeartbeatTTL {
+		v.errf(up("health", "heartbeat", "ttl"), "upstream %q: health.heartbeat.ttl must be at least %s (how long a backend may go without a heartbeat)", u.Name, minHeartbeatTTL)
+	}
 	if a := u.Health.Active; a != nil {
 		switch a.Type {
 		case "http", "tcp":
+			if len(a.Command) > 0 {
+				v.errf(up("health", "active", "command"), "upstream %q: health.active.command is for type exec", u.Name)
+			}
+		case "exec":
+			v.execCheck(u, a, up)
 		default:
-			v.errf(up("health", "active", "type"), "upstream %q: health.active.type %q: want http or tcp", u.Name, a.Type)
+			v.errf(up("health", "active", "type"), "upstream %q: health.active.type %q: want http, tcp or exec", u.Name, a.Type)
 		}
 		if !strings.HasPrefix(a.Path, "/") {
 			v.errf(up("health", "active", "path"), "upstream %q: health.active.path %q must start with /", u.Name, a.Path)
@@ -201,7 +214,12 @@ func (v *validator) upstream(i int, u *Upstream) {
 	v.positive(up("timeouts", "connect"), "timeouts.connect", u.Timeouts.Connect)
 	v.positive(up("timeouts", "response"), "timeouts.response", u.Timeouts.Response)
 	v.positive(up("timeouts", "idle"), "timeouts.idle", u.Timeouts.Idle)
+	v.positive(up("timeouts", "tunnel_idle"), "timeouts.tunnel_idle", u.Timeouts.TunnelIdle)
+	v.positive(up("timeouts", "tunnel_drain"), "timeouts.tunnel_drain", u.Timeouts.TunnelDrain)
 	v.nonNegative(up("slow_start"), "slow_start", *u.SlowStart)
+	if _, err := balancer.ParseFailback(u.Failback); err != nil {
+		v.errf(up("failback"), "upstream %q: %v", u.Name, err)
+	}
 	v.nonNegative(up("dns_cache"), "dns_cache", *u.DNSCache)
 	if t := *u.PanicThreshold; t < 0 || t > 100 {
 		v.errf(up("panic_threshold"), "upstream %q: panic_threshold must be a percentage in 0..100", u.Name)
@@ -275,6 +293,10 @@ func Token(env string) string {
 	}
 	return os.Getenv(env)
 }
+
+// minHeartbeatTTL is the shortest heartbeat TTL: beats more often than
+// this would be traffic, not liveness.
+const minHeartbeatTTL = 100 * time.Millisecond
 
 // outliers checks health.passive's outlier detection keys.
 func (v *validator) outliers(up func(...any) []any, name string, p Passive) {

@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -72,7 +73,10 @@ func (c *Checker) reconcileProbes(ctx context.Context, pool Pool, tasks map[*bal
 func (c *Checker) probeLoop(ctx context.Context, pool Pool, b *balancer.Backend, t *probeTask, a *ActiveOptions) {
 	defer close(t.done)
 	probe := a.Probe
-	if probe == nil {
+	switch {
+	case probe == nil && len(a.Command) > 0:
+		probe = c.execProbe(a, b)
+	case probe == nil:
 		probe = newProber(a).probe
 	}
 	timer := time.NewTimer(0)
@@ -85,7 +89,7 @@ func (c *Checker) probeLoop(ctx context.Context, pool Pool, b *balancer.Backend,
 		}
 		began := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, a.Timeout)
-		err := probe(pctx, b.Address())
+		err := probeFaulted(pctx, probe, b, a)
 		cancel()
 		if ctx.Err() != nil {
 			return // stopped mid-probe: the result says nothing about b
@@ -104,6 +108,19 @@ func (c *Checker) probeLoop(ctx context.Context, pool Pool, b *balancer.Backend,
 
 // apply folds one probe result into t's state and publishes a change.
 func (c *Checker) apply(pool Pool, b *balancer.Backend, t *probeTask, err error, a *ActiveOptions) {
+	warn := errors.Is(err, ErrCheckWarning)
+	if warn {
+		err = nil // a warning passes, degraded
+	}
+	if b.State().Degraded != warn {
+		detail := "check passes again"
+		if warn {
+			detail = "check warns: eligible at reduced weight"
+		}
+		pool.Update(b, detail, func(s *balancer.State) { s.Degraded = warn })
+		c.log().Info("backend check", "backend", b.Address(), "degraded", warn, "detail", detail)
+	}
+	b.NoteProbe(err == nil) // starts or stops the detection clock
 	prev := b.State().Health
 	next, changed := step(probeState{Health: prev, Streak: t.streak}, err == nil, a.Rise, a.Fall)
 	t.streak = next.Streak

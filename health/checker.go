@@ -46,6 +46,9 @@ type Checker struct {
 
 	mu      sync.Mutex              // serializes ejection decisions and the guards' c.mu fields
 	lastRun [numDetectors]time.Time // each outlier detector's last run; guarded by mu
+
+	beats     heartbeats    // heartbeat.go
+	execSlots chan struct{} // script checks running (exec.go)
 }
 
 type poolBox struct{ p Pool }
@@ -56,6 +59,8 @@ func New(opts Options) *Checker {
 		wake:   make(chan struct{}, 1),
 		reconf: make(chan struct{}, 1),
 		rand:   rand.Float64,
+
+		execSlots: make(chan struct{}, MaxExecChecks),
 	}
 	o := opts.withDefaults()
 	c.opts.Store(&o)
@@ -108,6 +113,10 @@ func guardOf(b *balancer.Backend) *guard {
 func (c *Checker) Run(ctx context.Context, pool Pool) error {
 	c.pool.Store(&poolBox{pool})
 	defer c.pool.Store(nil)
+	hbDone := make(chan struct{})
+	hbCtx, hbStop := context.WithCancel(ctx)
+	go func() { defer close(hbDone); c.heartbeatLoop(hbCtx, pool) }()
+	defer func() { hbStop(); <-hbDone }()
 	probes := map[*balancer.Backend]*probeTask{}
 	defer func() {
 		for _, t := range probes {

@@ -2,6 +2,8 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"log/slog"
 	"time"
 )
@@ -26,7 +28,16 @@ const (
 	DefaultBucketPeriod      = time.Second
 	DefaultOpenTimeout       = 10 * time.Second
 	DefaultHalfOpenRequests  = 3
+	// ExecPath is the PATH of script checks: their environment starts
+	// clean.
+	ExecPath = "/usr/local/bin:/usr/bin:/bin"
+	// MaxExecChecks is how many script checks of one upstream run at once.
+	MaxExecChecks = 4
 )
+
+// ErrCheckWarning marks a script check that exited 1: a warning. The backend
+// stays eligible, degraded, at reduced weight.
+var ErrCheckWarning = errors.New("check warning")
 
 // Options configures a Checker for one upstream pool. The zero value runs no
 // active probes, no passive ejection, and a circuit breaker with the defaults
@@ -39,6 +50,8 @@ type Options struct {
 	Passive PassiveOptions
 	// Breaker configures the per-backend circuit breaker.
 	Breaker BreakerOptions
+	// Heartbeat configures heartbeat checks (heartbeat.go). nil means none.
+	Heartbeat *HeartbeatOptions
 	// Logger receives the transitions the pool does not log itself (a first
 	// probe verdict, a breaker closing, an ejection refused by the caps).
 	// nil discards them. Reason changes are logged by balancer.Pool.Update.
@@ -53,6 +66,10 @@ type ActiveOptions struct {
 	Path string
 	// Host is the Host header of HTTP probes. "" sends the backend address.
 	Host string
+	// TLS, if set, makes HTTP probes HTTPS with this client config (the
+	// upstream's, so probes check what requests use); an empty ServerName
+	// is the backend's host. TCP probes stay plain connects. nil: HTTP.
+	TLS *tls.Config
 	// ExpectStatusMin and ExpectStatusMax bound the statuses that pass,
 	// inclusive. Zero values mean 200 and 399. Redirects are not followed.
 	ExpectStatusMin, ExpectStatusMax int
@@ -73,6 +90,12 @@ type ActiveOptions struct {
 	// the interval, so backends are not probed in lockstep (the wait never
 	// exceeds the interval). 0 means 0.1; negative disables.
 	Jitter float64
+	// Command, when set, makes the probe a script check (exec.go): the
+	// program and its arguments, run without a shell. Exit 0 passes, 1
+	// warns (the backend stays eligible, degraded), anything else fails.
+	Command []string
+	// Upstream names the pool, for script checks' KELPIE_UPSTREAM.
+	Upstream string
 	// Probe, if set, replaces the built-in HTTP/TCP probe: it returns nil
 	// when addr passes. It is called with a context bounded by Timeout.
 	// Tests use it to script results.
@@ -171,6 +194,11 @@ func (o Options) withDefaults() Options {
 		def(&a.Fall, DefaultFall)
 		def(&a.Jitter, DefaultJitter)
 		o.Active = &a
+	}
+	if o.Heartbeat != nil {
+		h := *o.Heartbeat
+		def(&h.Rise, DefaultRise)
+		o.Heartbeat = &h
 	}
 	p := &o.Passive
 	def(&p.Ejection, DefaultEjection)

@@ -16,19 +16,24 @@ import (
 // backend that stops accepting is noticed.
 type prober struct {
 	path, host string
+	scheme     string // http or https
 	lo, hi     int
 	dialer     net.Dialer
 	client     *http.Client
 }
 
 func newProber(a *ActiveOptions) *prober {
-	p := &prober{path: a.Path, host: a.Host, lo: a.ExpectStatusMin, hi: a.ExpectStatusMax}
+	p := &prober{path: a.Path, host: a.Host, lo: a.ExpectStatusMin, hi: a.ExpectStatusMax, scheme: "http"}
+	if a.TLS != nil {
+		p.scheme = "https"
+	}
 	if p.path != "" {
 		p.client = &http.Client{
 			Transport: &http.Transport{
 				Proxy:             nil, // never via HTTP_PROXY: probe the backend itself
 				DialContext:       p.dialer.DialContext,
 				DisableKeepAlives: true,
+				TLSClientConfig:   a.TLS,
 				// The context bounds the probe; this only caps a slow head.
 				ResponseHeaderTimeout:  a.Timeout,
 				MaxResponseHeaderBytes: 64 << 10,
@@ -50,7 +55,7 @@ func (p *prober) probe(ctx context.Context, addr string) error {
 		}
 		return c.Close()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+p.path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.scheme+"://"+addr+p.path, nil)
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", addr, err)
 	}

@@ -24,6 +24,8 @@ var (
 		"Hedged attempts: a second attempt sent because the first had not answered within the hedge delay.", "upstream")
 	unavailableDesc = desc("upstream_unavailable_total",
 		"Requests answered 503 because no backend was eligible.", "upstream")
+	tunnelsDesc = desc("tunnels_open",
+		"Open tunnels (upgraded connections: WebSockets) to the upstream's backends.", "upstream")
 	eligibleCountDesc = desc("upstream_eligible_backends",
 		"Backends new requests are spread over.", "upstream")
 	eligibleDesc = desc("backend_eligible",
@@ -47,7 +49,7 @@ type poolCollector struct {
 }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, retriesDesc, hedgesDesc, unavailableDesc, eligibleCountDesc,
+	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, retriesDesc, hedgesDesc, unavailableDesc, tunnelsDesc, eligibleCountDesc,
 		eligibleDesc, inFlightDesc, weightDesc, failuresDesc, transitionsDesc} {
 		ch <- d
 	}
@@ -82,6 +84,7 @@ func collectPool(ch chan<- prometheus.Metric, p *balancer.Pool, st *UpstreamStat
 	ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(st.Retries.Load()), up)
 	ch <- prometheus.MustNewConstMetric(hedgesDesc, prometheus.CounterValue, float64(st.Hedges.Load()), up)
 	ch <- prometheus.MustNewConstMetric(unavailableDesc, prometheus.CounterValue, float64(st.Unavailable.Load()), up)
+	ch <- prometheus.MustNewConstMetric(tunnelsDesc, prometheus.GaugeValue, float64(st.Tunnels.Load()), up)
 
 	s := p.Snapshot()
 	ch <- prometheus.MustNewConstMetric(eligibleCountDesc, prometheus.GaugeValue, float64(s.EligibleCount()), up)

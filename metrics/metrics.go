@@ -13,6 +13,7 @@
 //	retries_total{upstream}                        counter   extra attempts, each on another backend
 //	hedges_total{upstream}                         counter   hedged attempts (retries.hedge)
 //	upstream_unavailable_total{upstream}           counter   requests answered 503: no eligible backend
+//	tunnels_open{upstream}                         gauge     open tunnels (WebSockets) to the upstream
 //	upstream_eligible_backends{upstream}           gauge     backends new requests are spread over
 //	backend_eligible{upstream,backend}             gauge     1 when the balancer may pick the backend
 //	backend_in_flight{upstream,backend}            gauge     requests in flight
@@ -23,6 +24,9 @@
 //	                                               or cleared (the same with a "_cleared" suffix)
 //	config_reloads_total{result}                   counter   result is "success" or "error"
 //	consul_last_sync_age_seconds{service}          gauge     time since a Consul watch last synced
+//	backend_detection_seconds{upstream,mechanism}  histogram first failure seen to out of rotation (active, passive, breaker)
+//	backend_recovery_seconds{upstream}             histogram out of rotation (health) to back in full rotation
+//	upstream_failovers_total{upstream,to}          counter   traffic moved to the backup tier (to=backup) or back (to=primary)
 //
 // plus the standard go_* and process_* collectors.
 package metrics
@@ -56,7 +60,8 @@ type Metrics struct {
 	mu     sync.Mutex
 	consul func() map[string]time.Duration
 
-	stats sync.Map // *balancer.Pool -> *UpstreamStats
+	stats     sync.Map // *balancer.Pool -> *UpstreamStats
+	incidents *incidentMetrics
 }
 
 // New returns a registry with the Go and process collectors and a collector
@@ -78,6 +83,7 @@ func New(upstreams func() []*balancer.Pool) *Metrics {
 		&poolCollector{m: m, upstreams: upstreams},
 		&consulCollector{m: m},
 	)
+	m.incidents = newIncidentMetrics(m.reg)
 	return m
 }
 

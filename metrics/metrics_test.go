@@ -128,9 +128,11 @@ func TestMetricLabels(t *testing.T) {
 		"kelpie_config_reloads_total":       {"result"},
 		"kelpie_upstream_unavailable_total": {"upstream"},
 		"kelpie_backend_failures_total":     {"backend", "upstream"},
+		"kelpie_tunnels_open":               {"upstream"},
 	}
 	types := map[string]dto.MetricType{"kelpie_request_duration_seconds": dto.MetricType_HISTOGRAM,
-		"kelpie_backend_eligible": dto.MetricType_GAUGE, "kelpie_requests_total": dto.MetricType_COUNTER}
+		"kelpie_backend_eligible": dto.MetricType_GAUGE, "kelpie_requests_total": dto.MetricType_COUNTER,
+		"kelpie_tunnels_open": dto.MetricType_GAUGE}
 	got := map[string]*dto.MetricFamily{}
 	for _, f := range fams {
 		got[f.GetName()] = f

@@ -29,6 +29,14 @@ type UpstreamStats struct {
 	// Unavailable counts requests answered 503 because no backend was
 	// eligible.
 	Unavailable atomic.Uint64
+	// Tunnels is the number of open tunnels (upgraded connections:
+	// WebSockets) to the upstream's backends.
+	Tunnels atomic.Int64
+	// Failed counts requests whose client got a gateway error: kelpie's
+	// 502/504 after the last attempt failed, a backend's 502/503/504 passed
+	// on, and Unavailable's 503s. Failover drills count these as
+	// client-visible errors.
+	Failed atomic.Uint64
 
 	codes sync.Map // *balancer.Backend -> *codeCounts
 }

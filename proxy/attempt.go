@@ -49,7 +49,7 @@ func (p *Proxy) admit(up *Upstream, b *balancer.Backend, acquired bool) (attempt
 		b.Release(balancer.ResultLocal)
 		return attempt{}, false
 	}
-	return attempt{b: b, done: done, t: p.conns.get(up, b), stats: up.Stats, penalty: min(up.settings().response, maxErrorPenalty)}, true
+	return attempt{b: b, done: done, t: withFault(p.conns.get(up, b), up, b), stats: up.Stats, penalty: min(up.settings().response, maxErrorPenalty)}, true
 }
 
 // outcome is how an attempt ended: what it counts as for the backend, what

@@ -272,7 +272,9 @@ func TestClassifyClientFirst(t *testing.T) {
 		rb     *reqBody
 		status int
 	}{
-		{"client closed", &reqBody{touched: true, err: errBodyIncomplete}, 400},
+		{"client closed", &reqBody{touched: true, req: 1, conn: &clientConn{rerr: io.ErrUnexpectedEOF, rerrReq: 1}, err: io.ErrUnexpectedEOF}, 400},
+		{"client stalled, fasthttp's error hides it", &reqBody{touched: true, req: 2, conn: &clientConn{rerr: os.ErrDeadlineExceeded, rerrReq: 2}, err: errors.New("broken chunk")}, 408},
+		{"bare LF in a chunk line", &reqBody{touched: true, req: 1, conn: &clientConn{rerr: errBareLF, rerrReq: 1}, err: errBareLF}, 400},
 		{"client vanished mid-chunk", &reqBody{touched: true, err: io.ErrUnexpectedEOF}, 400},
 		{"client reset", &reqBody{touched: true, err: syscall.ECONNRESET}, 400},
 		{"client upTimeout", &reqBody{touched: true, err: os.ErrDeadlineExceeded}, 408},

@@ -14,36 +14,35 @@ import (
 
 var errBodyTooLarge = errors.New("request body exceeds the limit")
 
-// errBodyIncomplete is a request body the client ended (close, half-close,
-// reset) before its end: short of Content-Length, or before the chunked
-// body's last chunk and final CRLF.
-var errBodyIncomplete = errors.New("request body incomplete")
-
 // reqBody wraps a streamed client request body on its way upstream. It
 // records whether any of it was read (after that the request cannot be
 // retried), enforces MaxBodyBytes on chunked bodies, keeps the client's read
 // deadline rolling so long uploads are bounded per gap rather than in total,
-// and replays the first chunk kelpie read ahead to check chunked framing.
+// and replays the start of a chunked body kelpie read ahead to check its
+// framing.
 //
-// It never lets a truncated body look complete. fasthttp's body stream
-// returns io.EOF where the client's connection ended at a chunk boundary or
-// after "0\r\n" without the final CRLF, and at the end of the bytes read when
-// a Content-Length body is cut short; fasthttp's client would then send the
-// backend a complete message (its own last chunk). reqBody turns such an EOF
-// into errBodyIncomplete, so the upstream request is aborted and its
-// connection closed with the message unfinished (RFC 9112 section 8).
+// It never lets a truncated body look complete. fasthttp's chunked reader
+// returns io.EOF where it could not read a trailer section (the client's
+// connection ended after "0\r\n" without the final CRLF, or a trailer line
+// ended in a bare LF); fasthttp's client would then send the backend a
+// complete message (its own last chunk). At every end of the body, read asks
+// the client connection whether its stream ended inside this request's body
+// (clientConn.bodyErr, which also turns an end at a chunk boundary or short
+// of Content-Length into io.ErrUnexpectedEOF before fasthttp sees it), so
+// the upstream request is aborted and its connection closed with the message
+// unfinished (RFC 9112 section 8).
 type reqBody struct {
 	src      io.Reader
 	ctx      *fasthttp.RequestCtx
 	conn     *clientConn // the client connection, when kelpie's listener made it
-	cl       int         // the declared Content-Length, or -1 for chunked
+	req      int         // the request's ConnRequestNum
 	limit    int64       // 0 = none
 	n        int64
 	idle     time.Duration
 	armed    time.Time
 	touched  bool
 	tooLarge bool
-	err      error // a client-side read error (not a complete body's EOF)
+	err      error // a client-side read error (not a complete body's EOF); sticky
 	ahead    []byte
 	buf      [4 << 10]byte
 }
@@ -52,6 +51,13 @@ var reqBodyPool = sync.Pool{New: func() any { return new(reqBody) }}
 
 func (r *reqBody) Read(b []byte) (int, error) {
 	r.touched = true
+	if r.err != nil {
+		// fasthttp's chunked stream reads on past a framing error (a bad
+		// chunk end), and its chunked writer ignores an error that came
+		// with data: without this the rest would go upstream as if the
+		// body were well-formed.
+		return 0, r.err
+	}
 	if len(r.ahead) > 0 {
 		n := copy(b, r.ahead)
 		r.ahead = r.ahead[n:]
@@ -71,13 +77,16 @@ func (r *reqBody) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// read reads from the client's body stream, counting, and records a client
-// error or a truncation in r.err.
+// read is the one read of the client's body stream: it counts, turns an end
+// of the body the client's stream did not reach whole into the stream's
+// error, and records a client error in r.err.
 func (r *reqBody) read(b []byte) (int, error) {
 	n, err := r.src.Read(b)
 	r.n += int64(n)
-	if err == io.EOF && r.truncated() {
-		err = errBodyIncomplete
+	if err == io.EOF && r.conn != nil {
+		if cerr := r.conn.bodyErr(r.req); cerr != nil {
+			err = cerr
+		}
 	}
 	if err != nil && err != io.EOF {
 		r.err = err
@@ -85,47 +94,48 @@ func (r *reqBody) read(b []byte) (int, error) {
 	return n, err
 }
 
-// truncated reports, at the body stream's EOF, whether the client ended the
-// body early. A Content-Length body is short of its length. A chunked body is
-// whole only if fasthttp parsed its last chunk and final CRLF from bytes
-// already received; its parser reaches the connection's end (the client
-// closed or half-closed) only when it needed more bytes of the body.
-func (r *reqBody) truncated() bool {
-	if r.cl >= 0 {
-		return r.n < int64(r.cl)
-	}
-	return r.conn != nil && r.conn.rerr != nil
-}
-
 // failure is the answer to a request whose body broke off on the client's
-// side: 413 past MaxBodyBytes, 408 when the client stalled past the read
-// timeout, 400 otherwise.
+// side, the one source of its status and message: 413 past MaxBodyBytes,
+// 408 when the client stalled past the read timeout, 400 naming a bare LF, a
+// stream that ended mid-body or a refused trailer field, 400 for any other
+// malformed chunked body. The client connection's own error is asked first:
+// fasthttp wraps some read errors in types that do not unwrap
+// (ErrBrokenChunk).
 func (r *reqBody) failure() (int, string) {
+	cause, ended := r.err, false
+	if r.conn != nil {
+		if cerr := r.conn.bodyErr(r.req); cerr != nil {
+			cause, ended = cerr, true
+		}
+	}
 	switch {
 	case r.tooLarge:
 		return fasthttp.StatusRequestEntityTooLarge, "request body too large"
-	case timedOut(r.err) || r.conn != nil && timedOut(r.conn.rerr):
+	case timedOut(cause):
 		return fasthttp.StatusRequestTimeout, "request body timed out"
-	case r.conn != nil && r.conn.rerr != nil, errors.Is(r.err, errBodyIncomplete), errors.Is(r.err, io.ErrUnexpectedEOF):
+	case errors.Is(cause, errBareLF):
+		return fasthttp.StatusBadRequest, "bare LF in chunked body"
+	case ended, errors.Is(cause, io.ErrUnexpectedEOF):
 		return fasthttp.StatusBadRequest, "request body incomplete"
+	}
+	if name, ok := forbiddenTrailer(cause); ok {
+		return fasthttp.StatusBadRequest, "trailer field not allowed: " + name
 	}
 	return fasthttp.StatusBadRequest, "invalid chunked body"
 }
 
-// timedOut reports a deadline's expiry. fasthttp wraps some read errors in
-// types that do not unwrap (ErrBrokenChunk), hence the client connection's
-// own error is checked too (reqBody.failure).
+// timedOut reports a deadline's expiry.
 func timedOut(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &t) && t.Timeout()
 }
 
 // prepareBody puts a reqBody in front of a request's body stream. It refuses
-// a Content-Length above MaxBodyBytes (413) and a chunked body whose first
-// chunk is malformed or cut off (400), before anything goes upstream. Later
-// framing errors and truncations abort the upstream request mid-body: kelpie
-// re-frames bodies, so the backend sees an unfinished request, never a
-// smuggled or a falsely complete one.
+// a Content-Length above MaxBodyBytes (413), and a chunked body whose first
+// 4 KiB (or all of it, when shorter) is malformed, cut off or over the limit,
+// before anything goes upstream. Later framing errors and truncations abort
+// the upstream request mid-body: kelpie re-frames bodies, so the backend
+// sees an unfinished request, never a smuggled or a falsely complete one.
 func (p *Proxy) prepareBody(ctx *fasthttp.RequestCtx) (*reqBody, int, string) {
 	req := &ctx.Request
 	cl := req.Header.ContentLength()
@@ -136,18 +146,19 @@ func (p *Proxy) prepareBody(ctx *fasthttp.RequestCtx) (*reqBody, int, string) {
 		return nil, fasthttp.StatusRequestEntityTooLarge, "request body too large"
 	}
 	r := reqBodyPool.Get().(*reqBody)
-	r.src, r.ctx, r.cl, r.limit, r.idle = ctx.RequestBodyStream(), ctx, cl, p.opts.MaxBodyBytes, p.opts.ReadTimeout
-	r.conn, _ = ctx.Conn().(*clientConn)
+	r.src, r.ctx, r.limit, r.idle = ctx.RequestBodyStream(), ctx, p.opts.MaxBodyBytes, p.opts.ReadTimeout
+	r.conn = clientConnOf(ctx.Conn())
+	r.req = int(ctx.ConnRequestNum())
 	r.armed = time.Now()
 	if cl == -1 {
 		n := 0
 		var err error
-		for n == 0 && err == nil {
-			n, err = r.read(r.buf[:])
+		for n < len(r.buf) && err == nil {
+			var m int
+			m, err = r.read(r.buf[n:])
+			n += m
 		}
-		if r.limit > 0 && r.n > r.limit {
-			r.tooLarge = true
-		}
+		r.tooLarge = r.limit > 0 && r.n > r.limit
 		if r.err != nil || r.tooLarge {
 			status, msg := r.failure()
 			r.release()
@@ -164,7 +175,7 @@ func (r *reqBody) release() {
 		return
 	}
 	r.src, r.ctx, r.conn, r.ahead, r.err = nil, nil, nil, nil, nil
-	r.n, r.touched, r.tooLarge = 0, false, false
+	r.n, r.req, r.touched, r.tooLarge = 0, 0, false, false
 	reqBodyPool.Put(r)
 }
 

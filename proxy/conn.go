@@ -87,18 +87,26 @@ func (d *lazyDeadline) write(w io.Writer, b []byte) (int, error) {
 // response, and kelpie's streamed bodies keep it rolling; lazily, neither
 // touches the socket's timer while the armed deadline is still ahead.
 //
-// It also remembers whether a read has failed or hit the end of the stream
-// (the client closed, half-closed or reset, or a read timed out): reqBody
-// needs that to tell a chunked body that ended from one the client cut off.
+// It also runs the head scan (headscan.go) over everything the client sends,
+// so it must wrap the plaintext stream: above TLS, never beneath it. The scan
+// knows where each request's body is, so clientConn is where kelpie decides
+// that the client's stream ended inside a request (bodyErr).
 type clientConn struct {
 	net.Conn
 	rw     io.ReadWriter // a *rawIO, or the Conn itself
 	rd, wd lazyDeadline
-	rerr   error // the first read error (io.EOF included); used by the connection's goroutine only
+	scan   headScan
+	// The stream's end: the first read error (a close inside a request as
+	// io.ErrUnexpectedEOF, a reset, a timeout) or the scan's refusal
+	// (errBareLF, sticky); and the request (ConnRequestNum) whose body the
+	// scan was in then, 0 for a head or between requests. Used by the
+	// connection's goroutine only.
+	rerr    error
+	rerrReq int
 }
 
 func newClientConn(c net.Conn) *clientConn {
-	cc := &clientConn{Conn: c, rw: c}
+	cc := &clientConn{Conn: c, rw: c, scan: newHeadScan()}
 	cc.rd.apply, cc.wd.apply = c.SetReadDeadline, c.SetWriteDeadline
 	if r := newRawIO(c); r != nil {
 		cc.rw = r
@@ -124,12 +132,62 @@ func (c *clientConn) SetWriteDeadline(t time.Time) error { return c.wd.set(t) }
 
 func (c *clientConn) Write(b []byte) (int, error) { return c.wd.write(c.rw, b) }
 
+// Read reads from the client. Bytes up to a bare LF in a request head are
+// returned; from then on every Read returns errBareLF, which fasthttp passes
+// to parseError as the reason its header read failed. The end of the stream
+// in the middle of a request is io.ErrUnexpectedEOF: fasthttp's chunked
+// reader takes a plain io.EOF at a chunk boundary for the end of the body,
+// and would have kelpie forward a truncated upload as a complete one. The
+// first read error is kept for bodyErr.
 func (c *clientConn) Read(b []byte) (int, error) {
+	if c.rerr == errBareLF {
+		return 0, c.rerr
+	}
 	n, err := c.rd.read(c.rw, b)
-	if err != nil && c.rerr == nil {
-		c.rerr = err
+	if n > 0 && c.scan.state != scanOff {
+		var serr error
+		if n, serr = c.scan.scan(b[:n]); serr != nil {
+			c.rerr, c.rerrReq = serr, c.scan.inBody()
+			if n == 0 {
+				return 0, serr
+			}
+			return n, nil
+		}
+	}
+	if err != nil {
+		if err == io.EOF && c.scan.midRequest() {
+			err = io.ErrUnexpectedEOF
+		}
+		if c.rerr == nil {
+			c.rerr, c.rerrReq = err, c.scan.inBody()
+		}
 	}
 	return n, err
+}
+
+// bodyErr is why request n's (ConnRequestNum) body cannot be whole, as far
+// as the client's stream shows: the stream ended inside that body (closed or
+// half-closed: io.ErrUnexpectedEOF; reset; timed out), or the head scan
+// refused a line in it (errBareLF). nil when neither, or when it happened
+// outside that body. reqBody asks at every end of a body: fasthttp's
+// chunked reader takes a trailer section it could not read for the end.
+func (c *clientConn) bodyErr(n int) error {
+	if c.rerr != nil && c.rerrReq == n {
+		return c.rerr
+	}
+	return nil
+}
+
+// clientConnOf returns the clientConn under a connection fasthttp serves,
+// plain or TLS, or nil for a connection kelpie's listeners did not wrap.
+func clientConnOf(c net.Conn) *clientConn {
+	switch c := c.(type) {
+	case *clientConn:
+		return c
+	case *tlsClientConn:
+		return c.clientConn
+	}
+	return nil
 }
 
 // listener hands fasthttp's server clientConns.

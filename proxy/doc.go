@@ -11,20 +11,38 @@
 // match is 404. Routing reads the same raw bytes that are forwarded: paths
 // are never decoded or normalised (no "..", "//" or %-decoding), so kelpie
 // and the backend always agree on the path. Only origin-form targets ("/...")
-// and "OPTIONS *" are accepted.
+// and "OPTIONS *" are accepted; "OPTIONS *" routes as the path "/".
 //
 // # Request hygiene
 //
 // Before anything goes upstream, requests that are ambiguous or malformed are
 // answered 400 with Connection: close: Content-Length with Transfer-Encoding,
-// duplicate or non-numeric Content-Length, any Transfer-Encoding other than
-// one "chunked", Transfer-Encoding on HTTP/1.0, obs-fold continuation lines,
-// bare CR or LF, NUL and other control bytes in headers, whitespace before a
-// colon, more than one Host, HTTP/1.1 without Host, a Host with characters
-// outside RFC 3986, absolute-form targets, and a malformed first chunk of a
-// chunked body. CONNECT is 405. Limits (Options): a request target over
-// MaxURIBytes is 414, a header block over MaxHeaderBytes or more than
-// MaxHeaderCount fields is 431, a body over MaxBodyBytes is 413.
+// duplicate or non-numeric Content-Length, a Transfer-Encoding whose chunked
+// is missing from the end, repeated or has parameters, Transfer-Encoding on
+// HTTP/1.0, obs-fold continuation lines, a bare LF in a request head, chunk
+// line or trailer (seen on the raw connection, so an LF-only head is answered
+// at once rather than at the read timeout), bare CR, NUL and other control
+// bytes in headers, whitespace before a colon, more than one Host, HTTP/1.1
+// without Host, a Host with characters outside RFC 3986, absolute-form
+// targets, a '%' in the target not followed by two hex digits, and a chunked body that is malformed, carries a forbidden trailer
+// field or ends with the connection, when that shows in its first 4 KiB
+// (later, the upstream request is cut off). A transfer coding kelpie does not
+// implement is 501, an HTTP version other than 1.0 and 1.1 is 505, CONNECT
+// is 405. Limits (Options): a request target over MaxURIBytes is 414, a
+// header block over MaxHeaderBytes or more than MaxHeaderCount fields is 431,
+// a body over MaxBodyBytes is 413.
+//
+// Every request goes upstream as HTTP/1.1. An HTTP/1.0 request without Host
+// routes as having none and is sent with the address the client connected
+// to as its Host. No header is added but kelpie's forwarding headers (no
+// default Content-Type or User-Agent, no Server on responses); a bodyless
+// request other than GET or HEAD gets Content-Length: 0 (fasthttp's client
+// always frames such a request; it declares the same empty body). Header
+// names keep the sender's spelling both ways, except the fields fasthttp
+// keeps apart (Host, Content-Length, Transfer-Encoding, Content-Type,
+// User-Agent; on responses such as Server and Set-Cookie), which go out in
+// canonical case and first. Each response is
+// written as soon as it is ready, also when pipelined requests follow.
 //
 // Forwarded requests lose the hop-by-hop headers (Connection, Keep-Alive,
 // Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, TE, Trailer,

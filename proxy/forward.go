@@ -78,6 +78,9 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 			next = pool.Pick(key, append(tried, b))
 		}
 		if o.pass && next == nil {
+			if o.result == balancer.ResultGatewayStatus {
+				stats.Failed.Add(1)
+			}
 			answered, streaming = true, p.respond(ctx, a, resp, o, stats, start)
 			break
 		}
@@ -149,10 +152,12 @@ func (p *Proxy) replyFailure(ctx *fasthttp.RequestCtx, failed outcome, rb *reqBo
 	switch {
 	case failed.status == 0:
 		stats.Unavailable.Add(1)
+		stats.Failed.Add(1)
 		p.reply(ctx, fasthttp.StatusServiceUnavailable, "no backend available")
 	case failed.client:
 		p.reject(ctx, failed.status, failed.msg)
 	default:
+		stats.Failed.Add(1)
 		p.reply(ctx, failed.status, failed.msg)
 		if failed.sent {
 			// The request reached a backend and may have run there: a

@@ -11,9 +11,9 @@ import (
 )
 
 // FuzzCheckRequest feeds raw requests through fasthttp's parser and kelpie's
-// validation and rewrite. Invariants: no panic; an accepted request has at
-// most one Content-Length, no Transfer-Encoding other than chunked, no
-// obs-fold or bare CR/LF in its header block; after the rewrite exactly one
+// validation and rewrite. Invariants: no panic; an accepted request is
+// HTTP/1.0 or 1.1, has at most one Content-Length, no Transfer-Encoding other
+// than chunked, no obs-fold or bare CR/LF in its header block; after the rewrite exactly one
 // X-Forwarded-For and one X-Request-Id remain and no hop-by-hop header does.
 func FuzzCheckRequest(f *testing.F) {
 	for _, s := range []string{
@@ -25,6 +25,8 @@ func FuzzCheckRequest(f *testing.F) {
 		"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a\r\nX: a\nY: b\r\n\r\n",
 		"GET http://x/ HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/5.6\r\nHost: a\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -40,8 +42,17 @@ func FuzzCheckRequest(f *testing.F) {
 		if status, _ := p.check(&req.Header); status != 0 {
 			return
 		}
+		if proto := string(req.Header.Protocol()); proto != "HTTP/1.1" && proto != "HTTP/1.0" {
+			t.Fatalf("accepted version %q", proto)
+		}
 		raw := string(req.Header.RawHeaders())
 		lower := strings.ToLower(raw)
+		if i := strings.Index(lower, "transfer-encoding:"); i >= 0 {
+			v, _, _ := strings.Cut(raw[i+len("transfer-encoding:"):], "\r\n")
+			if !strings.EqualFold(strings.Trim(v, " \t"), "chunked") {
+				t.Fatalf("accepted Transfer-Encoding %q", v)
+			}
+		}
 		if strings.Count(lower, "\ncontent-length:")+b2i(strings.HasPrefix(lower, "content-length:")) > 1 {
 			t.Fatalf("accepted duplicate Content-Length: %q", raw)
 		}

@@ -74,8 +74,10 @@ func isProtected(name []byte) bool {
 // peer appended, X-Forwarded-Proto/Host are set, X-Request-Id is generated
 // when absent or unusable. Host and the raw request target are kept. It
 // works from the raw header block, so cookies and other headers it does not
-// touch are forwarded as received. It does not allocate for headers up to
-// the scratch buffer's size.
+// touch are forwarded as received, names in the client's spelling (header
+// names are not normalised: a name is deleted in every spelling it came in,
+// see delFold). It does not allocate for headers up to the scratch buffer's
+// size.
 func (p *Proxy) rewriteRequest(req *fasthttp.Request, peer netip.Addr, tls bool) {
 	h := &req.Header
 	raw := h.RawHeaders()
@@ -87,43 +89,51 @@ func (p *Proxy) rewriteRequest(req *fasthttp.Request, peer netip.Addr, tls bool)
 
 	var scratch [scratchDefault]byte
 	xff := scratch[:0]
-	var ids [1][]byte
-	hasID := false
-	// One pass over the raw header block notes which of the headers kelpie
-	// removes are present; only those are deleted below. Each Del normalises
-	// its key and scans every header, and most requests carry none of them.
-	var present uint32
+	var tokBuf [maxConnTokens][]byte
+	toks := tokBuf[:0] // names the client listed in Connection
+	hasID, idSeen, del := false, false, false
+	// One pass over the raw header block notes what is to be deleted; a
+	// second, only when something is, deletes each such line under the
+	// name it came with. Most requests need no second pass.
 	forLines(raw, func(name, value []byte) {
-		if i := removedIndex(name); i >= 0 {
-			present |= 1 << i
-		}
 		switch {
-		case equalFold(name, "Connection"):
-			forTokens(value, func(tok []byte) {
-				if !isProtected(tok) {
-					h.DelBytes(tok)
+		case removedIndex(name) >= 0:
+			del = true
+			if equalFold(name, "Connection") {
+				forTokens(value, func(tok []byte) {
+					if !isProtected(tok) && len(toks) < len(tokBuf) {
+						toks = append(toks, tok)
+					}
+				})
+			} else if equalFold(name, hdrXFF) {
+				if len(xff) > 0 {
+					xff = append(xff, ", "...)
 				}
-			})
-		case equalFold(name, hdrXFF):
-			if len(xff) > 0 {
-				xff = append(xff, ", "...)
+				xff = append(xff, value...)
 			}
-			xff = append(xff, value...)
 		case equalFold(name, hdrRequestID):
-			ids[0], hasID = value, validRequestID(value)
-		case p.opts.FencingHeader != "" && equalFold(name, p.opts.FencingHeader):
-			h.DelBytes(name) // only kelpie may claim a token
+			idSeen, hasID = true, validRequestID(value)
+		case p.isFencing(name): // only kelpie may claim a token
+			del = true
 		case dropName(name):
-			h.DelBytes(name)
+			del = true
 		}
 	})
 	if len(raw) == 0 {
-		present = ^uint32(0) // no raw block to consult (a request built in code)
-	}
-	for i, name := range removed {
-		if present&(1<<i) != 0 {
-			h.Del(name)
+		// No raw block to consult (a request built in code): delete by the
+		// names alone.
+		for _, name := range removed {
+			delFold(h, []byte(name))
 		}
+		if p.opts.FencingHeader != "" {
+			delFold(h, []byte(p.opts.FencingHeader))
+		}
+	} else if del || idSeen && !hasID {
+		forLines(raw, func(name, _ []byte) {
+			if removedIndex(name) >= 0 || dropName(name) || !hasID && equalFold(name, hdrRequestID) || foldIn(name, toks) || p.isFencing(name) {
+				delFold(h, name)
+			}
+		})
 	}
 
 	if peer.IsValid() {
@@ -144,7 +154,6 @@ func (p *Proxy) rewriteRequest(req *fasthttp.Request, peer netip.Addr, tls bool)
 		h.SetBytesV(hdrXFHost, host)
 	}
 	if !hasID {
-		h.Del(hdrRequestID)
 		var id [33]byte
 		h.SetBytesV(hdrRequestID, p.newRequestID(id[:0]))
 	}
@@ -154,6 +163,52 @@ func (p *Proxy) rewriteRequest(req *fasthttp.Request, peer netip.Addr, tls bool)
 			h.SetBytesV(p.opts.FencingHeader, strconv.AppendUint(buf[:0], tok, 10))
 		}
 	}
+}
+
+// isFencing reports whether name is the fencing header (Options.FencingHeader).
+func (p *Proxy) isFencing(name []byte) bool {
+	return p.opts.FencingHeader != "" && equalFold(name, p.opts.FencingHeader)
+}
+
+// headerDeleter is a request or response header.
+type headerDeleter interface {
+	DelBytes(key []byte)
+	EnableNormalizing() bool
+	DisableNormalizing() bool
+}
+
+// delFold deletes the header name in the spelling given and in canonical
+// case. kelpie's headers keep the names as they came (fasthttp's
+// DisableHeaderNamesNormalizing), so a deletion matches bytes exactly; the
+// canonical spelling also clears the fields fasthttp keeps apart
+// (Content-Type, User-Agent, Cookie, Connection, Trailer, Server).
+func delFold(h headerDeleter, name []byte) {
+	h.DelBytes(name)
+	if !h.EnableNormalizing() {
+		return // names were normalised anyway: one deletion did it
+	}
+	h.DelBytes(name)
+	h.DisableNormalizing()
+}
+
+// foldIn reports whether name equals one of names, ignoring case.
+func foldIn(name []byte, names [][]byte) bool {
+	for _, n := range names {
+		if len(n) == len(name) && equalFold(name, string(n)) {
+			return true
+		}
+	}
+	return false
+}
+
+// peekFold is the value of the first header named name in any case.
+func peekFold(h *fasthttp.RequestHeader, name string) []byte {
+	for k, v := range h.All() {
+		if equalFold(k, name) {
+			return v
+		}
+	}
+	return nil
 }
 
 // newRequestID appends a unique id: 16 hex digits chosen at random when the
@@ -222,39 +277,46 @@ func dropName(name []byte) bool {
 }
 
 // cleanResponse strips hop-by-hop headers (and those the backend named in
-// Connection) from an upstream response, and clears Connection: close so a
-// backend closing its connection does not close the client's.
+// Connection) from an upstream response, in every spelling they came in,
+// and clears Connection: close so a backend closing its connection does not
+// close the client's.
 func cleanResponse(h *fasthttp.ResponseHeader) {
 	h.ResetConnectionClose()
 	var buf [maxConnTokens][]byte
 	toks := buf[:0]
-	var present uint32
+	var nameBuf [maxConnTokens + len(hopHeaders)][]byte
+	names := nameBuf[:0] // the keys to delete, as the backend spelled them
 	for k, v := range h.All() {
 		i := hopIndex(k)
 		if i < 0 {
 			continue
 		}
-		present |= 1 << i
+		if len(names) < len(nameBuf) {
+			names = append(names, k)
+		}
 		if i == 0 { // Connection: the headers it names are hop-by-hop too
 			forTokens(v, func(tok []byte) {
-				if len(toks) < len(buf) && !equalFold(tok, "Content-Length") && !equalFold(tok, "Transfer-Encoding") {
+				if len(toks) < len(buf) && !equalFold(tok, "Content-Length") && !equalFold(tok, "Transfer-Encoding") &&
+					!equalFold(tok, "Connection") && !equalFold(tok, "close") && !equalFold(tok, "keep-alive") {
 					toks = append(toks, tok)
 				}
 			})
 		}
 	}
-	if present == 0 {
-		return // the common case: nothing to delete, no key normalised
+	if len(names) == 0 {
+		return // the common case: nothing to delete
 	}
-	for _, t := range toks {
-		if !equalFold(t, "Connection") && !equalFold(t, "close") && !equalFold(t, "keep-alive") {
-			h.DelBytes(t)
+	if len(toks) > 0 {
+		for k := range h.All() {
+			if hopIndex(k) < 0 && foldIn(k, toks) && len(names) < len(nameBuf) {
+				names = append(names, k)
+			}
 		}
 	}
-	for i := len(hopHeaders) - 1; i >= 0; i-- {
-		if present&(1<<i) != 0 {
-			h.Del(hopHeaders[i])
-		}
+	// The keys point into the header's storage; a deletion moves entries,
+	// not the bytes of their keys, so they stay valid to the end.
+	for _, k := range names {
+		delFold(h, k)
 	}
 }
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -28,6 +29,9 @@ const (
 	DefaultIdleTimeout        = 120 * time.Second
 	DefaultConcurrency        = 10000
 	DefaultRetryAfter         = time.Second
+	DefaultTunnelIdle         = 10 * time.Minute
+	DefaultTunnelDrain        = 30 * time.Second
+	DefaultMaxTunnels         = 10000
 )
 
 // DefaultWriteTimeout is Options.WriteTimeout's default: none, so slow
@@ -105,6 +109,19 @@ type Upstream struct {
 	// Dial, if set, opens connections to backends instead of TCP (tests and
 	// benchmarks use in-memory listeners). timeout is ConnectTimeout.
 	Dial func(addr string, timeout time.Duration) (net.Conn, error)
+	// TunnelIdle closes a tunnel (an upgraded connection: WebSocket) in
+	// which no byte went either way for this long. Default 10m.
+	TunnelIdle time.Duration
+	// TunnelDrain is how long a tunnel may stay open once its backend is
+	// drained or has left the pool; then kelpie closes it. A tunnel counts
+	// as in flight on its backend until it ends. Default 30s.
+	TunnelDrain time.Duration
+	// TLS, if set, makes connections to backends TLS (HTTPS backends) with
+	// this client config, the handshake bounded by ConnectTimeout. An empty
+	// ServerName is filled in with each backend's host. The config must not
+	// be changed once handed over; a new pointer (a reload) makes new
+	// connections. nil (the default): plain TCP.
+	TLS *tls.Config
 
 	// newTransport, if set, makes each backend's transport instead of a
 	// fasthttp.HostClient: tests script backends through it.
@@ -182,6 +199,15 @@ type Options struct {
 	// FencingToken returns the current fencing token; it is called once per
 	// request and must be cheap (an atomic load).
 	FencingToken func() uint64
+	// MaxTunnels caps open tunnels (upgraded connections, WebSockets)
+	// across all upstreams; an upgrade request beyond it gets 503.
+	// Tunnels do not count against Concurrency. Default 10000.
+	MaxTunnels int
+	// HTTPSRedirectPort, if set, makes every listener served by Serve (plain
+	// HTTP) answer 308 with the same host and target on https at this port
+	// (omitted when 443); TLS listeners (ServeTLS) proxy as usual. Default 0:
+	// no redirect.
+	HTTPSRedirectPort int
 }
 
 func (o Options) withDefaults() Options {
@@ -199,6 +225,7 @@ func (o Options) withDefaults() Options {
 	defInt(&o.MaxURIBytes, DefaultMaxURIBytes)
 	defInt(&o.MaxHeaderCount, DefaultMaxHeaderCount)
 	defInt(&o.Concurrency, DefaultConcurrency)
+	defInt(&o.MaxTunnels, DefaultMaxTunnels)
 	def(&o.ReadTimeout, DefaultReadTimeout)
 	def(&o.IdleTimeout, DefaultIdleTimeout)
 	if o.WriteTimeout < 0 {
@@ -220,10 +247,11 @@ type settings struct {
 	connect, response, write, idle time.Duration
 	maxConns, maxPending           int
 	dnsCache                       time.Duration
+	tls                            *tls.Config
 }
 
 func (u *Upstream) settings() settings {
-	s := settings{u.ConnectTimeout, u.ResponseTimeout, u.WriteTimeout, u.IdleConnTimeout, u.MaxConnsPerBackend, u.MaxPendingConnects, u.DNSCache}
+	s := settings{u.ConnectTimeout, u.ResponseTimeout, u.WriteTimeout, u.IdleConnTimeout, u.MaxConnsPerBackend, u.MaxPendingConnects, u.DNSCache, u.TLS}
 	if s.connect <= 0 {
 		s.connect = DefaultConnectTimeout
 	}

@@ -30,6 +30,7 @@ type Proxy struct {
 	log     *slog.Logger
 	table   atomic.Pointer[table]
 	conns   transports // each backend's transport, kept across reloads
+	tunnels tunnelSet  // open upgraded connections (tunnel.go)
 	server  *fasthttp.Server
 	trusted []netip.Prefix
 
@@ -62,23 +63,29 @@ func New(o Options, routes []Route) (*Proxy, error) {
 		return nil, err
 	}
 	p.server = &fasthttp.Server{
-		Handler:                       p.ServeFastHTTP,
-		ErrorHandler:                  p.parseError,
-		Name:                          "kelpie",
-		NoDefaultServerHeader:         true,
-		NoDefaultContentType:          true,
-		ReadBufferSize:                o.MaxHeaderBytes + o.MaxURIBytes + 64,
-		ReadTimeout:                   o.ReadTimeout,
-		IdleTimeout:                   o.IdleTimeout,
-		WriteTimeout:                  o.WriteTimeout,
-		Concurrency:                   o.Concurrency,
-		MaxRequestBodySize:            bodyPrefetch,
-		StreamRequestBody:             true,
-		DisablePreParseMultipartForm:  true,
-		LazyRequestTime:               true, // kelpie times requests itself: one clock read fewer
-		CloseOnShutdown:               true,
-		SecureErrorLogMessage:         true,
-		DisableHeaderNamesNormalizing: false,
+		Handler:      p.ServeFastHTTP,
+		ErrorHandler: p.parseError,
+		// No Name: with NoDefaultServerHeader, kelpie adds no Server
+		// header, to a backend's response or to its own.
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		ReadBufferSize:               o.MaxHeaderBytes + o.MaxURIBytes + 64,
+		ReadTimeout:                  o.ReadTimeout,
+		IdleTimeout:                  o.IdleTimeout,
+		WriteTimeout:                 o.WriteTimeout,
+		Concurrency:                  o.Concurrency,
+		MaxRequestBodySize:           bodyPrefetch,
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		LazyRequestTime:              true, // kelpie times requests itself: one clock read fewer
+		CloseOnShutdown:              true,
+		// Off so that parseError can tell an unknown transfer coding (501)
+		// from broken framing (400) by the value fasthttp quotes; fasthttp
+		// logs such errors through Logger, which is at debug level only.
+		SecureErrorLogMessage: false,
+		// Header names reach the backend as the client spelled them;
+		// kelpie's own lookups fold case (headers.go, delFold).
+		DisableHeaderNamesNormalizing: true,
 		Logger:                        fasthttpLogger{o.Logger},
 	}
 	return p, nil
@@ -127,10 +134,19 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 			p.reply(ctx, fasthttp.StatusBadGateway, "internal error")
 			ctx.SetConnectionClose()
 		}
+		p.flushAfter(ctx)
 	}()
 	req := &ctx.Request
+	// Requests are forwarded with the headers they came with: no default
+	// Content-Type for a body that has none.
+	req.Header.SetNoDefaultContentType(true)
 	if status, msg := p.check(&req.Header); status != 0 {
 		p.reject(ctx, status, msg)
+		p.access(ctx, nil, nil, 0, start)
+		return
+	}
+	if p.opts.HTTPSRedirectPort != 0 && !ctx.IsTLS() {
+		p.redirectHTTPS(ctx)
 		p.access(ctx, nil, nil, 0, start)
 		return
 	}
@@ -138,6 +154,11 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	if rt == nil {
 		p.reply(ctx, fasthttp.StatusNotFound, "no route")
 		p.access(ctx, nil, nil, 0, start)
+		return
+	}
+	if isUpgrade(&req.Header) {
+		b, retries := p.upgrade(ctx, rt.Upstream, start)
+		p.access(ctx, rt.Upstream, b, retries, start)
 		return
 	}
 	rb, status, msg := p.prepareBody(ctx)
@@ -149,9 +170,29 @@ func (p *Proxy) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	peer := peerIP(ctx)
 	key := p.clientKey(rt.Upstream, &req.Header, peer)
 	p.rewriteRequest(req, peer, ctx.IsTLS())
+	asHTTP11(ctx)
 	b, retries := p.forward(ctx, rt.Upstream, rb, key, start)
 	p.access(ctx, rt.Upstream, b, retries, start)
 	rb.release()
+}
+
+// flushAfter makes fasthttp write the response as soon as the handler
+// returns. A write deadline the handler sets does that; without one,
+// fasthttp holds a response back while a pipelined next request is already
+// buffered, and then waits for that request's body before writing it. The
+// deadline is the one fasthttp would set itself at this point (none when
+// WriteTimeout is off); the client connection's lazy deadlines make setting
+// it cheap, and it is set only on those: a connection kelpie's listener did
+// not make (a handler called with a bare RequestCtx) is left alone.
+func (p *Proxy) flushAfter(ctx *fasthttp.RequestCtx) {
+	if clientConnOf(ctx.Conn()) == nil {
+		return
+	}
+	var wd time.Time
+	if p.opts.WriteTimeout > 0 {
+		wd = time.Now().Add(p.opts.WriteTimeout)
+	}
+	_ = ctx.SetWriteDeadline(wd)
 }
 
 // reject answers a request kelpie refuses to forward, and closes the
@@ -183,7 +224,13 @@ func (p *Proxy) reply(ctx *fasthttp.RequestCtx, status int, msg string) {
 func (p *Proxy) parseError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error
+	if status, msg, ok := parseErrorReason(err); ok {
+		p.reply(ctx, status, msg)
+		return
+	}
 	switch {
+	case errors.Is(err, errBareLF):
+		p.reply(ctx, fasthttp.StatusBadRequest, "bare LF in request head")
 	case errors.As(err, &small):
 		p.reply(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")
 	case errors.As(err, &ne) && ne.Timeout():
@@ -221,7 +268,7 @@ func (p *Proxy) access(ctx *fasthttp.RequestCtx, up *Upstream, b *balancer.Backe
 		slog.Int("retries", retries),
 		slog.Bool("reached_backend", len(ctx.Response.Header.Peek(HeaderReachedBackend)) > 0),
 		slog.String("client", ctx.RemoteAddr().String()),
-		slog.String("request_id", string(ctx.Request.Header.Peek(hdrRequestID))),
+		slog.String("request_id", string(peekFold(&ctx.Request.Header, hdrRequestID))),
 		slog.Duration("duration", time.Since(start)),
 	)
 }
@@ -245,6 +292,7 @@ func (p *Proxy) Match(host, requestURI []byte) *Route {
 // peer is the TCP peer; tls says whether the client connection is TLS. It
 // does not allocate for ordinary requests; benchmarks and tools use it.
 func (p *Proxy) PrepareRequest(req *fasthttp.Request, peer netip.Addr, tls bool) int {
+	req.Header.SetNoDefaultContentType(true)
 	if status, _ := p.check(&req.Header); status != 0 {
 		return status
 	}

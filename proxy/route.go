@@ -74,6 +74,8 @@ func (t *table) match(host, path []byte) *Route {
 	return longest(t.any, path)
 }
 
+var rootPath = []byte("/")
+
 func longest(rs []*Route, path []byte) *Route {
 	for _, r := range rs {
 		if len(path) >= len(r.PathPrefix) && string(path[:len(r.PathPrefix)]) == r.PathPrefix {
@@ -83,8 +85,13 @@ func longest(rs []*Route, path []byte) *Route {
 	return nil
 }
 
-// pathOf returns the path part of a raw request target (before '?').
+// pathOf returns the path part of a raw request target (before '?'). The
+// asterisk-form target of "OPTIONS *" routes as the path "/": it asks about
+// the server as a whole, which is what the host's root route serves.
 func pathOf(uri []byte) []byte {
+	if len(uri) == 1 && uri[0] == '*' {
+		return rootPath
+	}
 	for i, c := range uri {
 		if c == '?' {
 			return uri[:i]

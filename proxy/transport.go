@@ -163,6 +163,9 @@ type hostTransport struct {
 // newHostTransport dials with dial: Upstream.dial's, a resolver for DNS
 // names (resolve.go) unless a test set Upstream.Dial.
 func newHostTransport(addr string, set settings, dial func(string, time.Duration) (net.Conn, error)) *hostTransport {
+	if set.tls != nil {
+		dial = dialTLS(dial, set.tls)
+	}
 	pending := new(atomic.Int32) // unproven connections (Upstream.MaxPendingConnects)
 	hc := &fasthttp.HostClient{
 		Addr: addr,
@@ -188,7 +191,7 @@ func newHostTransport(addr string, set settings, dial func(string, time.Duration
 		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 		ConnPoolStrategy:              fasthttp.LIFO,
 		DisablePathNormalizing:        true,
-		DisableHeaderNamesNormalizing: false,
+		DisableHeaderNamesNormalizing: true, // names as sent, both ways (cleanResponse folds case)
 		NoDefaultUserAgentHeader:      true,
 		StreamResponseBody:            true,
 		ReadBufferSize:                16 << 10,

@@ -1,18 +1,29 @@
 package proxy
 
 import (
+	"strconv"
+	"strings"
+
 	"github.com/valyala/fasthttp"
 )
 
 // check inspects a parsed request and its raw header block and returns a
 // status (0 = acceptable) with a short reason. It catches what fasthttp's
-// parser lets through or repairs silently: obs-fold, bare CR or LF, NUL and
-// other control bytes, whitespace before a colon, Content-Length together
-// with Transfer-Encoding, duplicate or non-numeric Content-Length, any
-// Transfer-Encoding but a single "chunked", several or missing Host, bad Host
-// characters, non-origin-form targets, CONNECT, and the URI, header size and
-// header count limits. It does not allocate.
+// parser lets through or repairs silently: HTTP versions other than 1.0 and
+// 1.1 (505), obs-fold, bare CR or LF, NUL and other control bytes,
+// whitespace before a colon, Content-Length together with
+// Transfer-Encoding, duplicate or non-numeric Content-Length, any
+// Transfer-Encoding but a single "chunked" (501 for a coding kelpie does not
+// implement, 400 when the framing itself is broken), several Hosts or none
+// in HTTP/1.1, bad Host characters, non-origin-form targets, CONNECT, and
+// the URI, header size and header count limits. The request line's own line
+// ending is checked before fasthttp parses it (headscan.go). It does not
+// allocate.
 func (p *Proxy) check(h *fasthttp.RequestHeader) (int, string) {
+	if proto := h.Protocol(); string(proto) != "HTTP/1.1" && string(proto) != "HTTP/1.0" {
+		// fasthttp has already refused anything not shaped HTTP/d.d.
+		return fasthttp.StatusHTTPVersionNotSupported, "HTTP version not supported"
+	}
 	if h.IsConnect() {
 		return fasthttp.StatusMethodNotAllowed, "CONNECT is not supported"
 	}
@@ -33,7 +44,9 @@ func (p *Proxy) check(h *fasthttp.RequestHeader) (int, string) {
 // validTarget accepts origin-form targets ("/path?query") and "*" for
 // OPTIONS. Absolute-form is refused so that a target can never choose a
 // different host than the Host header kelpie routes on; so are control bytes,
-// spaces and '#'.
+// spaces, '#' and a '%' not followed by two hex digits (as nginx does: a
+// backend would refuse the malformed escape, and count against itself what
+// is the client's error).
 func validTarget(uri []byte, options bool) bool {
 	if len(uri) == 0 {
 		return false
@@ -41,9 +54,14 @@ func validTarget(uri []byte, options bool) bool {
 	if uri[0] != '/' {
 		return options && len(uri) == 1 && uri[0] == '*'
 	}
-	for _, c := range uri {
-		if c <= ' ' || c == 0x7f || c == '#' {
+	for i, c := range uri {
+		switch {
+		case c <= ' ' || c == 0x7f || c == '#':
 			return false
+		case c == '%':
+			if i+2 >= len(uri) || hexVal(uri[i+1]) < 0 || hexVal(uri[i+2]) < 0 {
+				return false
+			}
 		}
 	}
 	return true
@@ -114,8 +132,8 @@ func checkRaw(raw []byte, http11 bool, maxCount int) (int, string) {
 			}
 		case equalFold(name, "Transfer-Encoding"):
 			tes++
-			if !equalFold(value, "chunked") {
-				return fasthttp.StatusBadRequest, "unsupported Transfer-Encoding"
+			if status, msg := transferCoding(value); status != 0 {
+				return status, msg
 			}
 		}
 	}
@@ -134,6 +152,120 @@ func checkRaw(raw []byte, http11 bool, maxCount int) (int, string) {
 		return fasthttp.StatusBadRequest, "Transfer-Encoding in HTTP/1.0"
 	}
 	return 0, ""
+}
+
+// transferCoding judges a Transfer-Encoding field value. kelpie forwards only
+// a single "chunked" (it re-frames bodies itself). When chunked is missing
+// from the end, repeated or malformed, the body's length cannot be known and
+// the answer is 400 (RFC 9112 section 6.3); a well-formed list with a coding
+// kelpie does not implement (gzip, deflate, identity, ...) gets 501 (RFC 9112
+// section 6.1), as nginx answers.
+func transferCoding(v []byte) (int, string) {
+	chunked, other := 0, false
+	last := false // the last element seen was chunked
+	for more := true; more; {
+		elem := v
+		if i := indexByte(v, ','); i >= 0 {
+			elem, v = v[:i], v[i+1:]
+		} else {
+			more = false
+		}
+		elem = trimOWS(elem)
+		name := elem
+		params := false
+		if i := indexByte(elem, ';'); i >= 0 {
+			name, params = trimOWS(elem[:i]), true
+		}
+		if len(name) == 0 {
+			return fasthttp.StatusBadRequest, "invalid Transfer-Encoding"
+		}
+		for _, c := range name {
+			if !isTokenChar(c) {
+				return fasthttp.StatusBadRequest, "invalid Transfer-Encoding"
+			}
+		}
+		last = false
+		switch {
+		case equalFold(name, "chunked"):
+			if params {
+				return fasthttp.StatusBadRequest, "invalid Transfer-Encoding"
+			}
+			chunked++
+			last = true
+		default:
+			other = true
+		}
+	}
+	switch {
+	case chunked > 1:
+		return fasthttp.StatusBadRequest, "chunked applied more than once"
+	case chunked == 1 && !last:
+		return fasthttp.StatusBadRequest, "chunked is not the final Transfer-Encoding"
+	case other:
+		return fasthttp.StatusNotImplemented, "unsupported Transfer-Encoding"
+	}
+	return 0, ""
+}
+
+// parseErrorReason maps an error from fasthttp's header parser to kelpie's
+// answer where the generic 400 would be wrong or unhelpful: a
+// Transfer-Encoding fasthttp refuses is judged by transferCoding (so that an
+// unknown coding gets 501), a bare LF or CR seen by the connection's head
+// scan says so. ok is false for everything else.
+func parseErrorReason(err error) (status int, msg string, ok bool) {
+	if s := err.Error(); strings.Contains(s, "unsupported transfer-encoding: ") {
+		q := s[strings.Index(s, "unsupported transfer-encoding: ")+len("unsupported transfer-encoding: "):]
+		if q, qerr := strconv.QuotedPrefix(q); qerr == nil {
+			if v, uerr := strconv.Unquote(q); uerr == nil {
+				if status, msg := transferCoding([]byte(v)); status != 0 {
+					return status, msg, true
+				}
+			}
+		}
+	}
+	return 0, "", false
+}
+
+// forbiddenTrailer names the trailer field a request body read failed on,
+// if fasthttp refused one (it refuses framing, routing and credential
+// fields in trailers), so that the client is told which.
+func forbiddenTrailer(err error) (string, bool) {
+	const forbidden = "forbidden trailer key "
+	if err == nil {
+		return "", false
+	}
+	s := err.Error()
+	i := strings.Index(s, forbidden)
+	if i < 0 {
+		return "", false
+	}
+	q, qerr := strconv.QuotedPrefix(s[i+len(forbidden):])
+	if qerr != nil {
+		return "", false
+	}
+	name, uerr := strconv.Unquote(q)
+	return name, uerr == nil
+}
+
+// asHTTP11 makes an HTTP/1.0 request the HTTP/1.1 request kelpie sends
+// upstream: an intermediary forwards in its own HTTP version (RFC 9110
+// section 6.2), which also keeps the backend connection persistent (an
+// HTTP/1.0 request would have the backend close it, unseen by the pool).
+// HTTP/1.1 requires a Host; an HTTP/1.0 request may lack one, and then gets
+// the address the client connected to, the authority RFC 7230 section 5.5
+// assigns to such a request. It runs after routing (the request routes as
+// having no Host) and after the rewrite (no X-Forwarded-Host is made up).
+// The client connection keeps HTTP/1.0 semantics: fasthttp noted them before
+// the handler ran.
+func asHTTP11(ctx *fasthttp.RequestCtx) {
+	h := &ctx.Request.Header
+	if h.IsHTTP11() {
+		return
+	}
+	h.SetProtocol("HTTP/1.1")
+	if len(h.Host()) == 0 {
+		h.SetHost(ctx.LocalAddr().String())
+	}
 }
 
 // validHost accepts reg-name, IPv4 and bracketed IPv6 hosts with an optional

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what kelpie's tests need and the machine lacks:
 #   - chromium (Debian package) for the dashboard's browser test;
-#   - the consul binary, built from tools/consul (cached; ~6 min the first time).
+#   - the consul binary, built from tools/consul (cached; ~6 min the first time);
+#   - pebble (an ACME test server) and its DNS companion, built from tools/pebble
+#     (cached; under a minute).
 # `go test -short ./...` (make test-short) needs neither: it skips the tests
 # that do. Without -short a missing one fails its tests.
 set -euo pipefail
@@ -16,3 +18,4 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
 fi
 
 tools/consul/build.sh >/dev/null
+tools/pebble/build.sh >/dev/null

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,10 @@ type app struct {
 	pools     atomic.Pointer[[]*balancer.Pool] // for the admin API and metrics, sorted by name
 
 	proxyLn, adminLn net.Listener
+	tlsLn            net.Listener     // the TLS listener, with a tls block
+	certs            *proxy.CertStore // its certificates from files, if any
+	acme             *proxy.ACME      // its automatic certificates, if any
+	tlsConfig        *tls.Config      // its config
 	adminSrv         *http.Server
 	stopping         atomic.Bool
 	accessLog        io.Closer // the access log file, if any
@@ -79,6 +84,16 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 		return nil, err
 	}
 	a.accessLog = closer
+	if a.certs, err = newCertStore(cfg, a); err == nil {
+		a.acme, err = newACME(cfg.TLS)
+	}
+	if err == nil && cfg.TLS != nil {
+		a.tlsConfig, err = serverTLS(cfg.TLS, a.certs, a.acme)
+	}
+	if err != nil {
+		a.close()
+		return nil, err
+	}
 	po := proxyOptions(cfg, log, access)
 	po.FencingHeader, po.FencingToken = fencing(cfg, a)
 	p, err := proxy.New(po, nil)
@@ -111,6 +126,10 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 		Metrics:   a.metrics.Handler(),
 		Logger:    log.With("component", "admin"),
 		StatePath: cfg.Admin.StateFile,
+
+		Counts:         a.upstreamCounts,
+		DetectionBound: a.detectionBound,
+		Heartbeat:      a.heartbeat,
 	})
 	if cfg.Admin.StateFile != "" {
 		st, err := admin.LoadState(cfg.Admin.StateFile)
@@ -180,6 +199,34 @@ func (a *app) start(proxyAddr, adminAddr string) error {
 	if a.adminLn, err = net.Listen("tcp", adminAddr); err != nil {
 		a.proxyLn.Close()
 		return fmt.Errorf("admin.listen: %w", err)
+	}
+	if a.tlsConfig != nil {
+		if a.tlsLn, err = net.Listen("tcp", a.cfg.TLS.Listen); err != nil {
+			a.proxyLn.Close()
+			a.adminLn.Close()
+			return fmt.Errorf("tls.listen: %w", err)
+		}
+		a.wg.Go(func() {
+			if err := a.proxy.ServeTLS(a.tlsLn, a.tlsConfig); err != nil {
+				a.log.Error("tls proxy stopped", "err", err)
+			}
+		})
+		if a.certs != nil {
+			a.wg.Go(func() { a.certs.Watch(a.ctx, certWatchInterval) })
+		}
+		if a.acme != nil {
+			// Obtain the certificates now rather than in the first
+			// client's handshake. autocert renews them in its own
+			// goroutines from then on.
+			go func() {
+				if err := a.acme.Warm(); err != nil {
+					a.log.Error("acme: certificate not obtained yet; retried on the next handshake", "err", err)
+				} else {
+					a.log.Info("acme: certificates ready")
+				}
+			}()
+		}
+		a.log.Info("tls listener started", "listen", a.tlsLn.Addr().String())
 	}
 	a.started = true
 	for _, u := range a.upstreams {
@@ -282,9 +329,20 @@ func (a *app) shutdown() error {
 		if err = a.proxy.Shutdown(ctx); err != nil {
 			err = fmt.Errorf("grace period %s ended with requests in flight: %w", grace, err)
 		}
+		// Tunnels (WebSockets) are not requests fasthttp waits for: they
+		// get what is left of the grace period, then are closed.
+		if terr := a.proxy.CloseTunnels(ctx); terr != nil && err == nil {
+			err = fmt.Errorf("grace period %s ended with tunnels open: closed them: %w", grace, terr)
+		}
 		// Shutdown closes only listeners Serve has registered: one whose
 		// Serve goroutine had not got that far would accept forever.
 		a.proxyLn.Close()
+		if a.tlsLn != nil {
+			a.tlsLn.Close()
+		}
+	}
+	if a.admin != nil {
+		a.admin.Close() // ends running drills and their faults
 	}
 	a.mu.Lock() // a reload either finished starting its goroutines or sees ctx done
 	a.cancel()

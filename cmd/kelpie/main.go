@@ -4,7 +4,7 @@
 //	kelpie check -config FILE    validate a config file
 //	kelpie config -defaults      print the default config
 //	kelpie demo                  zero-setup tour on localhost
-//	kelpie backends|drain|ready  admin API clients
+//	kelpie backends|drain|ready|drill  admin API clients
 //	kelpie probe URL             health check for images without a shell
 //	kelpie version
 package main
@@ -27,6 +27,8 @@ usage:
   kelpie backends [-admin URL] [-token T] [-json]
   kelpie drain [-admin URL] [-token T] [-json] UPSTREAM ADDRESS
   kelpie ready [-admin URL] [-token T] [-json] UPSTREAM ADDRESS
+  kelpie drill [-admin URL] [-token T] [-fault refuse|blackhole|status=503|delay=500ms] [-for 30s]
+               [-min-eligible N] [-max-client-errors N] [-json] UPSTREAM ADDRESS
   kelpie probe [-timeout 2s] URL          exit 0 if URL answers 2xx in time (image HEALTHCHECK)
   kelpie version
 `
@@ -57,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runDrain(rest, stdout, stderr)
 	case "ready":
 		return runReady(rest, stdout, stderr)
+	case "drill":
+		return runDrill(rest, stdout, stderr)
 	case "probe":
 		return runProbe(rest, stdout, stderr)
 	case "version", "-version", "--version":

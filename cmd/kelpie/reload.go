@@ -86,6 +86,13 @@ func (a *app) plan(cfg *config.Config) (_ *plan, err error) {
 			return nil, err
 		}
 		h := healthOptions(uc, a.log)
+		ut, err := upstreamTLS(uc)
+		if err != nil {
+			return nil, err
+		}
+		if h.Active != nil {
+			h.Active.TLS = ut // probes check what requests use
+		}
 		u := a.upstreams[uc.Name]
 		fresh := u == nil
 		if fresh {
@@ -93,7 +100,7 @@ func (a *app) plan(cfg *config.Config) (_ *plan, err error) {
 			// until Run, and a pool no route leads to is private.
 			u = &upstream{checker: health.New(h)}
 		}
-		pu := &planned{u: u, fresh: fresh, health: h, pool: poolOptions(uc, u.checker, a.log), static: staticMembers(uc)}
+		pu := &planned{u: u, fresh: fresh, health: h, pool: poolOptions(uc, u.checker, a.metrics.Incidents(uc.Name), a.log), static: staticMembers(uc)}
 		if fresh {
 			u.pool = balancer.NewPool(pu.pool)
 		}
@@ -101,6 +108,7 @@ func (a *app) plan(cfg *config.Config) (_ *plan, err error) {
 		if pu.data, err = upstreamData(uc, u.pool); err != nil {
 			return nil, err
 		}
+		pu.data.TLS = ut
 		if uc.Consul != nil {
 			if err := a.step("watch " + uc.Name); err != nil {
 				return nil, err
@@ -231,6 +239,11 @@ func (a *app) reload() error {
 }
 
 func (a *app) reloadFile() error {
+	if a.certs != nil {
+		// Certificates reload even when the config does not; a bad
+		// one keeps the old and is logged (once) by the store.
+		_ = a.certs.Reload()
+	}
 	cfg, err := config.Load(a.path)
 	if err != nil {
 		return err
@@ -272,7 +285,9 @@ func (a *app) keepRestartOnly(old, cfg *config.Config) {
 	keep("limits", old.Limits, cfg.Limits)
 	keep("trusted_proxies", old.TrustedProxies, cfg.TrustedProxies)
 	keep("access_log", old.AccessLog, cfg.AccessLog)
+	keep("tls", tlsShape(old.TLS), tlsShape(cfg.TLS)) // the files' contents do reload: a.certs
 	cfg.Listen, cfg.Admin, cfg.Limits, cfg.TrustedProxies, cfg.AccessLog = old.Listen, old.Admin, old.Limits, old.TrustedProxies, old.AccessLog
+	cfg.TLS = old.TLS
 	if !sameCluster(old, cfg) {
 		a.log.Warn("config change needs a restart; keeping the running value", "key", "cluster, ha")
 	}

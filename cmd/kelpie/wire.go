@@ -19,15 +19,18 @@ import (
 // This file translates config into each package's Options: the only place,
 // with config.go's loader, that knows the config's shape.
 
-func poolOptions(u config.Upstream, c *health.Checker, log *slog.Logger) balancer.Options {
-	algo, _ := balancer.ParseAlgorithm(u.Balance) // validated by config
+func poolOptions(u config.Upstream, c *health.Checker, inc balancer.IncidentObserver, log *slog.Logger) balancer.Options {
+	algo, _ := balancer.ParseAlgorithm(u.Balance)     // validated by config
+	failback, _ := balancer.ParseFailback(u.Failback) // validated by config
 	o := balancer.Options{
 		Name:           u.Name,
 		Algorithm:      algo,
 		SlowStart:      *u.SlowStart,
 		PanicThreshold: *u.PanicThreshold,
+		Failback:       failback,
 		EWMADecay:      u.EWMADecay,
 		NewGuard:       c.NewGuard,
+		Incidents:      inc,
 		Logger:         log,
 	}
 	o.HashBalanceFactor = u.HashBalanceFactor
@@ -81,6 +84,8 @@ func upstreamData(u config.Upstream, p *balancer.Pool) (*proxy.Upstream, error) 
 		ConnectTimeout:     u.Timeouts.Connect,
 		ResponseTimeout:    u.Timeouts.Response,
 		IdleConnTimeout:    u.Timeouts.Idle,
+		TunnelIdle:         u.Timeouts.TunnelIdle,
+		TunnelDrain:        u.Timeouts.TunnelDrain,
 		Retries:            *u.Retries.Attempts,
 		HedgeAfter:         hedgeAfter(u.Retries),
 		HedgeAuto:          u.Retries.Hedge != nil && u.Retries.Hedge.After == config.HedgeAuto,
@@ -206,6 +211,12 @@ func healthOptions(u config.Upstream, log *slog.Logger) health.Options {
 		// "eject at most 0%": ejection is off
 		o.Passive.ConsecutiveFailures, o.Passive.Latency, o.Passive.SuccessRate, o.Passive.FailurePercentage = 0, nil, nil, nil
 	}
+	if hb := u.Health.Heartbeat; hb != nil {
+		o.Heartbeat = &health.HeartbeatOptions{TTL: hb.TTL}
+		if a := u.Health.Active; a != nil {
+			o.Heartbeat.Rise = a.Rise
+		}
+	}
 	if a := u.Health.Active; a != nil {
 		lo, hi, _ := config.ParseStatusRange(a.ExpectStatus) // validated by config
 		o.Active = &health.ActiveOptions{
@@ -218,8 +229,11 @@ func healthOptions(u config.Upstream, log *slog.Logger) health.Options {
 			Rise:              a.Rise,
 			Fall:              a.Fall,
 		}
-		if a.Type == "http" {
+		switch a.Type {
+		case "http":
 			o.Active.Path = a.Path // an empty path makes a TCP connect probe
+		case "exec":
+			o.Active.Command, o.Active.Upstream = a.Command, u.Name
 		}
 	}
 	return o
@@ -239,10 +253,13 @@ func proxyOptions(cfg *config.Config, log, access *slog.Logger) proxy.Options {
 		IdleTimeout:     cfg.Limits.IdleTimeout,
 		WriteTimeout:    cfg.Limits.WriteTimeout, // 0 = none, in both
 		Concurrency:     cfg.Limits.MaxConns,
+		MaxTunnels:      cfg.Limits.MaxTunnels,
 		TrustedProxies:  trustedProxies(cfg.TrustedProxies),
 		AccessLog:       access,
 		AccessLogSample: sample,
 		Logger:          log.With("component", "proxy"),
+
+		HTTPSRedirectPort: redirectPort(cfg),
 	}
 }
 

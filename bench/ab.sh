@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# bench/ab.sh: two kelpie builds side by side under one open-loop generator,
+# the way the benchmark pairs kelpie with HAProxy (bench/README.md, "paired
+# runs"): request i goes to both at the same intended time, so a stall of the
+# machine lands on both. Use it to judge a change to the data path:
+#
+#   bench/ab.sh BASE_REV            # BASE_REV's kelpie against the work tree's
+#   RATE=3000 ROUNDS=6 bench/ab.sh e550db2
+#
+# Both kelpies run with GOMAXPROCS=1 on CPU 1, the generator and 3 backends on
+# CPU 0. Each round's raw lines are written as the benchmark writes paired
+# runs (the base labelled haproxy, the work tree kelpie), and bench/cmd/report
+# pools them: "kelpie" over "haproxy" is then the work tree over the base.
+# Bounded: ROUNDS x (WARMUP + DURATION) seconds of load, on loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+base=${1:?usage: bench/ab.sh BASE_REV}
+RATE=${RATE:-2000} ROUNDS=${ROUNDS:-6} DURATION=${DURATION:-8} WARMUP=${WARMUP:-2} CONNS=${CONNS:-64}
+GEN_CPU=${GEN_CPU:-0} LB_CPU=${LB_CPU:-1}
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	git worktree remove --force "$TMP/base" 2>/dev/null || true
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+echo "ab: building $base and the work tree" >&2
+git worktree add -q --detach "$TMP/base" "$base"
+(cd "$TMP/base" && go build -o "$TMP/kelpie-base" ./cmd/kelpie)
+go build -o "$TMP/kelpie-new" ./cmd/kelpie
+go build -o "$TMP/loadgen" ./bench/cmd/loadgen
+go build -o "$TMP/backend" ./bench/cmd/backend
+go build -o "$TMP/report" ./bench/cmd/report
+
+taskset -c "$GEN_CPU" "$TMP/backend" -n 3 -addrs "$TMP/addrs" &
+PIDS+=($!)
+for _ in $(seq 50); do [ -s "$TMP/addrs" ] && [ "$(wc -l <"$TMP/addrs")" -ge 3 ] && break; sleep 0.1; done
+mapfile -t BACKENDS <"$TMP/addrs"
+ports=($("$TMP/backend" -free 4))
+
+start() { # start NAME PORT ADMIN: writes the config, starts kelpie, sets PID
+	local name=$1 port=$2 admin=$3 a
+	{
+		printf 'listen: "127.0.0.1:%s"\nadmin:\n  listen: "127.0.0.1:%s"\nupstreams:\n  - name: bench\n    balance: round_robin\n    backends:\n' "$port" "$admin"
+		for a in "${BACKENDS[@]}"; do printf '      - address: "%s"\n' "$a"; done
+		printf '    health:\n      active:\n        path: /health\n        interval: 1s\n        timeout: 1s\n'
+	} >"$TMP/$name.yaml"
+	GOMAXPROCS=1 taskset -c "$LB_CPU" "$TMP/kelpie-$name" run -config "$TMP/$name.yaml" >"$TMP/$name.log" 2>&1 &
+	PID=$!
+	PIDS+=("$PID")
+	for _ in $(seq 100); do
+		curl -fsS -o /dev/null "http://127.0.0.1:$admin/readyz" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "ab: kelpie $name did not become ready; its log:" >&2
+	cat "$TMP/$name.log" >&2
+	exit 1
+}
+start base "${ports[0]}" "${ports[1]}"
+BASE_PID=$PID
+start new "${ports[2]}" "${ports[3]}"
+NEW_PID=$PID
+
+RAW=$TMP/raw.txt
+for r in $(seq "$ROUNDS"); do
+	a=(-url "http://127.0.0.1:${ports[0]}/" -pids "$BASE_PID")
+	b=(-url "http://127.0.0.1:${ports[2]}/" -pids "$NEW_PID")
+	if ((r % 2)); then args=("${a[@]}" "${b[@]}"); else args=("${b[@]}" "${a[@]}"); fi
+	out=$(taskset -c "$GEN_CPU" "$TMP/loadgen" -rate "$RATE" -duration "${DURATION}s" -warmup "${WARMUP}s" -conns "$CONNS" "${args[@]}")
+	if ((r % 2)); then base_line=$(sed -n 1p <<<"$out") new_line=$(sed -n 2p <<<"$out")
+	else new_line=$(sed -n 1p <<<"$out") base_line=$(sed -n 2p <<<"$out"); fi
+	echo "load=pair-kelpie target=haproxy run=$r $base_line" | tee -a "$RAW" >&2
+	echo "load=pair-kelpie target=kelpie run=$r $new_line" | tee -a "$RAW" >&2
+done
+cpu() { # cpu TARGET: median CPU µs per request over the rounds
+	"$TMP/report" median -load pair-kelpie -target "$1" -key cpu_us_req "$RAW"
+}
+echo
+echo "base $base: median CPU $(cpu haproxy) µs/req; work tree: $(cpu kelpie) µs/req"
+echo "p99 of the work tree over the base (\"kelpie\" over \"haproxy\" below):"
+"$TMP/report" pool "$RAW"
+echo
+echo "CPU per request of the work tree over the base:"
+"$TMP/report" pool -key cpu_us_req "$RAW"

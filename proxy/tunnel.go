@@ -1,0 +1,396 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/kelpie-lb/kelpie/balancer"
+)
+
+// WebSocket and other Upgrade requests become tunnels. fasthttp's client
+// cannot relay a 101, so kelpie dials the backend itself, writes the
+// request, reads the answer, and only on a 101 naming the protocol asked
+// for hijacks the client connection and copies bytes both ways. Any other
+// answer is relayed as a normal response. fasthttp does not count hijacked
+// connections (Server.Concurrency, Shutdown), so kelpie keeps its own set:
+// for limits.max_tunnels, the tunnels_open gauge, idle and drain timeouts,
+// and closing the rest at shutdown.
+
+// maxRefusalBody caps the body of a non-101 answer to an upgrade request,
+// which kelpie reads whole before relaying it.
+const maxRefusalBody = 1 << 20
+
+// tunnelBuffer is each direction's copy buffer: one TLS record's worth.
+const tunnelBuffer = 16 << 10
+
+// hijackWait is how long a tunnel's backend connection waits for fasthttp
+// to hand over the client connection before it is given up.
+const hijackWait = 10 * time.Second
+
+// maxTunnelHead caps the backend's answer head to an upgrade request.
+const maxTunnelHead = 16 << 10
+
+// isUpgrade reports an HTTP/1.1 GET without a body that asks to switch
+// protocols (Connection: upgrade and an Upgrade header).
+func isUpgrade(h *fasthttp.RequestHeader) bool {
+	cl := h.ContentLength() // -2: no framing header, so no body for a GET
+	return h.IsGet() && h.IsHTTP11() && (cl == 0 || cl == -2) &&
+		len(h.Peek(fasthttp.HeaderUpgrade)) > 0 && h.ConnectionUpgrade()
+}
+
+// tunnel is one upgraded connection pair.
+type tunnel struct {
+	client, backend net.Conn
+	b               *balancer.Backend
+	last            atomic.Int64 // unix nanoseconds of the last byte either way
+	once            sync.Once
+}
+
+// close ends both directions at once. fasthttp's hijacked connection
+// ignores Close (fasthttp closes it when the hijack handler returns), so a
+// past deadline is what wakes a read blocked on the client.
+func (t *tunnel) close() {
+	t.once.Do(func() {
+		_ = t.client.SetDeadline(time.Unix(1, 0))
+		t.client.Close()
+		t.backend.Close()
+	})
+}
+
+// tunnelSet is the Proxy's open tunnels.
+type tunnelSet struct {
+	mu    sync.Mutex
+	n     int // reserved or open
+	open  map[*tunnel]struct{}
+	empty chan struct{} // closed while n == 0
+}
+
+// reserve counts a tunnel about to be set up; false when max are open.
+func (s *tunnelSet) reserve(max int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n >= max {
+		return false
+	}
+	if s.n == 0 {
+		s.empty = make(chan struct{})
+	}
+	s.n++
+	return true
+}
+
+// release undoes a reserve, for a tunnel that ended or never opened.
+func (s *tunnelSet) release(t *tunnel) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t != nil {
+		delete(s.open, t)
+	}
+	s.n--
+	if s.n == 0 {
+		close(s.empty)
+	}
+}
+
+func (s *tunnelSet) add(t *tunnel) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open == nil {
+		s.open = map[*tunnel]struct{}{}
+	}
+	s.open[t] = struct{}{}
+}
+
+// Tunnels returns how many upgraded connections (WebSockets) are open or
+// being set up.
+func (p *Proxy) Tunnels() int {
+	p.tunnels.mu.Lock()
+	defer p.tunnels.mu.Unlock()
+	return p.tunnels.n
+}
+
+// CloseTunnels waits until every tunnel has ended or ctx ends, then closes
+// the ones left and waits for them to finish. It returns ctx.Err() when
+// tunnels had to be closed. Call it after Shutdown: Shutdown does not wait
+// for hijacked connections.
+func (p *Proxy) CloseTunnels(ctx context.Context) error {
+	s := &p.tunnels
+	s.mu.Lock()
+	if s.n == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	empty := s.empty
+	s.mu.Unlock()
+	select {
+	case <-empty:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for t := range s.open {
+		t.close()
+	}
+	s.mu.Unlock()
+	<-empty // each tunnel's copies end at once on closed connections
+	return ctx.Err()
+}
+
+// upgrade proxies an Upgrade request to a backend of up. A backend that
+// cannot be reached is retried on another as far as up.Retries allows; the
+// first answer is final.
+func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, up *Upstream, start time.Time) (*balancer.Backend, int) {
+	req := &ctx.Request
+	if !p.tunnels.reserve(p.opts.MaxTunnels) {
+		p.reply(ctx, fasthttp.StatusServiceUnavailable, "tunnel limit reached")
+		return nil, 0
+	}
+	opened := false
+	defer func() {
+		if !opened {
+			p.tunnels.release(nil)
+		}
+	}()
+	proto := append([]byte(nil), req.Header.Peek(fasthttp.HeaderUpgrade)...)
+	peer := peerIP(ctx)
+	key := p.clientKey(up, &req.Header, peer)
+	p.rewriteRequest(req, peer, ctx.IsTLS())
+	req.Header.Set(fasthttp.HeaderConnection, "Upgrade")
+	req.Header.SetBytesV(fasthttp.HeaderUpgrade, proto)
+	head := append([]byte(nil), req.Header.Header()...)
+
+	pool, stats := up.Pool, up.Stats
+	var tried []*balancer.Backend
+	var failed outcome
+	attempts := 0
+	for b := pool.Pick(key, nil); b != nil; b = pool.Pick(key, tried) {
+		tried = append(tried, b)
+		a, ok := p.begin(up, b)
+		if !ok {
+			continue
+		}
+		attempts++
+		conn, br, resp, o := p.handshake(up, b, head)
+		if o.status != 0 && !o.pass {
+			p.finish(&a, o)
+			failed = o
+			if o.retry && attempts <= up.Retries {
+				continue
+			}
+			break
+		}
+		if resp.StatusCode() != fasthttp.StatusSwitchingProtocols {
+			conn.Close()
+			out := &ctx.Response
+			resp.CopyTo(out)
+			cleanResponse(&out.Header)
+			fasthttp.ReleaseResponse(resp)
+			p.finish(&a, o)
+			stats.Latency.Observe(time.Since(start))
+			return b, attempts - 1
+		}
+		if !bytes.EqualFold(resp.Header.Peek(fasthttp.HeaderUpgrade), proto) {
+			conn.Close()
+			fasthttp.ReleaseResponse(resp)
+			o = outcome{result: balancer.ResultReset, status: fasthttp.StatusBadGateway, msg: "backend switched to another protocol"}
+			p.finish(&a, o)
+			failed = o
+			break
+		}
+		opened = true
+		t := &tunnel{backend: conn, b: b}
+		answer := switchHead(&resp.Header, proto)
+		fasthttp.ReleaseResponse(resp)
+		ctx.Response.SetStatusCode(fasthttp.StatusSwitchingProtocols) // for the access log
+		ctx.HijackSetNoResponse(true)
+		idle, drain := up.tunnelTimes()
+		// fasthttp skips the hijack if the client connection fails
+		// before it (a deadline or flush error): then the tunnel's
+		// attempt and reservation are let go here instead.
+		var claimed atomic.Bool
+		orphan := time.AfterFunc(hijackWait, func() {
+			if claimed.CompareAndSwap(false, true) {
+				conn.Close()
+				p.tunnels.release(nil)
+				p.finish(&a, outcome{result: balancer.ResultLocal})
+			}
+		})
+		ctx.Hijack(func(c net.Conn) {
+			orphan.Stop()
+			if !claimed.CompareAndSwap(false, true) {
+				return // fasthttp closes c
+			}
+			t.client = c
+			p.tunnels.add(t)
+			stats.Tunnels.Add(1)
+			p.runTunnel(t, br, answer, idle, drain)
+			stats.Tunnels.Add(-1)
+			p.tunnels.release(t)
+			p.finish(&a, backendAnswer(fasthttp.StatusSwitchingProtocols))
+		})
+		return b, attempts - 1
+	}
+	p.replyFailure(ctx, failed, nil, stats)
+	stats.Latency.Observe(time.Since(start))
+	return nil, max(attempts-1, 0)
+}
+
+// handshake dials b, sends the upgrade request head and reads the answer.
+// A failure comes back as a failed outcome (status set, pass false);
+// otherwise the connection, its reader (which may hold tunnel bytes past
+// the head) and the answer, with a pass outcome.
+func (p *Proxy) handshake(up *Upstream, b *balancer.Backend, head []byte) (net.Conn, *bufio.Reader, *fasthttp.Response, outcome) {
+	set := up.settings()
+	dial := up.dial(set)
+	if set.tls != nil {
+		dial = dialTLS(dial, set.tls)
+	}
+	conn, err := dial(b.Address(), set.connect)
+	if err != nil {
+		return nil, nil, nil, classify(&dialError{err}, wire{}, true, nil)
+	}
+	_ = conn.SetDeadline(time.Now().Add(set.response))
+	if _, err := conn.Write(head); err != nil {
+		conn.Close()
+		return nil, nil, nil, classify(err, wire{sent: true}, false, nil)
+	}
+	br := bufio.NewReaderSize(conn, maxTunnelHead)
+	resp := fasthttp.AcquireResponse()
+	resp.Header.SetNoDefaultContentType(true)
+	if err := resp.ReadLimitBody(br, maxRefusalBody); err != nil {
+		conn.Close()
+		fasthttp.ReleaseResponse(resp)
+		return nil, nil, nil, classify(err, wire{sent: true, gotBytes: br.Buffered() > 0}, false, nil)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, br, resp, backendAnswer(resp.StatusCode())
+}
+
+// switchHead is the 101 kelpie sends the client: the backend's, with its
+// hop-by-hop headers dropped except the two the switch needs.
+func switchHead(h *fasthttp.ResponseHeader, proto []byte) []byte {
+	b := append([]byte(nil), "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "...)
+	b = append(b, proto...)
+	b = append(b, "\r\n"...)
+	for k, v := range h.All() {
+		if isHopByHop(k) || bytes.EqualFold(k, []byte(fasthttp.HeaderContentLength)) {
+			continue
+		}
+		b = append(b, k...)
+		b = append(b, ": "...)
+		b = append(b, v...)
+		b = append(b, "\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// isHopByHop reports the headers that belong to one connection.
+func isHopByHop(k []byte) bool {
+	for _, h := range [...]string{"Connection", "Upgrade", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding"} {
+		if bytes.EqualFold(k, []byte(h)) {
+			return true
+		}
+	}
+	return false
+}
+
+// runTunnel answers the client with the 101, then copies both ways until
+// both directions have ended, the tunnel sits idle past idle, or its
+// backend has been draining or gone for drain. It closes both connections.
+func (p *Proxy) runTunnel(t *tunnel, br *bufio.Reader, answer []byte, idle, drain time.Duration) {
+	defer t.close()
+	t.last.Store(time.Now().UnixNano())
+	if _, err := t.client.Write(answer); err != nil {
+		return
+	}
+	// The handshake's reader is only needed for tunnel bytes that came
+	// with the 101; without any, it is dropped (16 KiB per tunnel).
+	var fromBackend io.Reader = br
+	if br.Buffered() == 0 {
+		fromBackend = t.backend
+	}
+	br = nil
+	done := make(chan struct{}, 2)
+	go func() { copyHalf(t, t.client, fromBackend); done <- struct{}{} }()
+	go func() { copyHalf(t, t.backend, t.client); done <- struct{}{} }()
+	tick := time.NewTicker(watchEvery(idle, drain))
+	defer tick.Stop()
+	var draining time.Time
+	for ended := 0; ended < 2; {
+		select {
+		case <-done:
+			ended++
+			continue
+		case now := <-tick.C:
+			if now.Sub(time.Unix(0, t.last.Load())) >= idle {
+				p.log.Debug("tunnel idle: closing", "backend", t.b.Address(), "idle", idle)
+				t.close()
+				continue
+			}
+			if t.b.State().Drained || t.b.Down()&balancer.ReasonRemoved != 0 {
+				if draining.IsZero() {
+					draining = now
+				} else if now.Sub(draining) >= drain {
+					p.log.Info("tunnel closed: backend drained", "backend", t.b.Address(), "tunnel_drain", drain)
+					t.close()
+				}
+			} else {
+				draining = time.Time{}
+			}
+		}
+	}
+}
+
+// watchEvery is how often a tunnel checks its timeouts: a quarter of the
+// shorter, between 10ms and 1s.
+func watchEvery(idle, drain time.Duration) time.Duration {
+	return min(max(min(idle, drain)/4, 10*time.Millisecond), time.Second)
+}
+
+// copyHalf copies src to dst, noting activity, then half-closes dst so the
+// other side sees the end of this direction.
+func copyHalf(t *tunnel, dst net.Conn, src io.Reader) {
+	buf := make([]byte, tunnelBuffer)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			t.last.Store(time.Now().UnixNano())
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				t.close()
+				return
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+					_ = cw.CloseWrite()
+					return
+				}
+			}
+			t.close()
+			return
+		}
+	}
+}
+
+// tunnelTimes returns the upstream's tunnel idle and drain timeouts with
+// defaults applied.
+func (u *Upstream) tunnelTimes() (idle, drain time.Duration) {
+	idle, drain = u.TunnelIdle, u.TunnelDrain
+	if idle <= 0 {
+		idle = DefaultTunnelIdle
+	}
+	if drain <= 0 {
+		drain = DefaultTunnelDrain
+	}
+	return idle, drain
+}

@@ -1,0 +1,215 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/valyala/fasthttp"
+
+	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/internal/testkit"
+)
+
+// startWSBackend is testkit's WebSocket echo backend, TLS with a
+// certificate from ca when ca is set.
+func startWSBackend(t *testing.T, ca *testkit.CA) *testkit.WSBackend {
+	t.Helper()
+	if ca == nil {
+		return testkit.StartWSBackend(t, nil)
+	}
+	kp := ca.KeyPair(t, "127.0.0.1")
+	return testkit.StartWSBackend(t, &kp)
+}
+
+func wsDial(t *testing.T, url string, hc *http.Client) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("websocket dial %s: %v (status %d)", url, err, status)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+func echo(t *testing.T, c *websocket.Conn, msg string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+		t.Fatalf("write %d bytes: %v", len(msg), err)
+	}
+	_, got, err := c.Read(ctx)
+	if err != nil || string(got) != msg {
+		t.Fatalf("echo of %d bytes: got %d bytes, %v", len(msg), len(got), err)
+	}
+}
+
+// readFails reports whether c is closed under it within 5s (a read fails).
+func readFails(c *websocket.Conn) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, err := c.Read(ctx)
+	return err != nil && !errors.Is(err, context.DeadlineExceeded)
+}
+
+func TestWebSocketThroughProxy(t *testing.T) {
+	wb := startWSBackend(t, nil)
+	pool := newPool(t, balancer.RoundRobin, wb.Addr)
+	up := &Upstream{Pool: pool}
+	px := proxyTo(t, up, Options{})
+	c := wsDial(t, "ws://"+px.addr+"/chat", nil)
+	for _, m := range []string{"hello", strings.Repeat("x", 30<<10), "bye"} {
+		echo(t, c, m)
+	}
+	if xff := <-wb.XFF; xff != "127.0.0.1" {
+		t.Errorf("backend saw X-Forwarded-For %q", xff)
+	}
+	b := pool.Snapshot().Members[0]
+	if b.InFlight() != 1 || up.Stats.Tunnels.Load() != 1 || px.Tunnels() != 1 {
+		t.Fatalf("open tunnel: in_flight %d, tunnels gauge %d, Tunnels() %d; want 1 each", b.InFlight(), up.Stats.Tunnels.Load(), px.Tunnels())
+	}
+	// A reload (a new route set, a new Upstream on the same pool) leaves
+	// the tunnel alone.
+	if err := px.SetRoutes([]Route{{Upstream: &Upstream{Pool: pool, ConnectTimeout: time.Second}}}); err != nil {
+		t.Fatal(err)
+	}
+	echo(t, c, "after reload")
+	c.Close(websocket.StatusNormalClosure, "")
+	waitFor(t, func() bool { return b.InFlight() == 0 && up.Stats.Tunnels.Load() == 0 && px.Tunnels() == 0 })
+
+	// Plain requests still work on the same listener.
+	if resp := do(t, clientFor(px.addr), "GET", "x", "/refuse"); resp.StatusCode() != 403 {
+		t.Fatalf("plain GET: %d", resp.StatusCode())
+	}
+}
+
+// A backend that answers an upgrade with anything but 101 is relayed as a
+// normal response, and no tunnel opens.
+func TestUpgradeRefusedByBackend(t *testing.T) {
+	wb := startWSBackend(t, nil)
+	up := &Upstream{Pool: newPool(t, balancer.RoundRobin, wb.Addr)}
+	px := proxyTo(t, up, Options{})
+	resp := raw(t, px.addr, "GET /refuse HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	if statusOf(resp) != "HTTP/1.1 403 Forbidden" || !strings.Contains(resp, "no websockets here") {
+		t.Fatalf("got\n%s", resp)
+	}
+	if px.Tunnels() != 0 || up.Pool.Snapshot().Members[0].InFlight() != 0 {
+		t.Fatal("a refused upgrade left a tunnel or an in-flight request")
+	}
+}
+
+// A backend that answers 101 to another protocol than asked is not
+// spliced: 502.
+func TestUpgradeWrongProtocol(t *testing.T) {
+	be := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.HijackSetNoResponse(true)
+		ctx.Hijack(func(c net.Conn) {
+			c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"))
+		})
+	})
+	px := proxyTo(t, &Upstream{Pool: newPool(t, balancer.RoundRobin, be.addr)}, Options{})
+	resp := raw(t, px.addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	if statusOf(resp) != "HTTP/1.1 502 Bad Gateway" {
+		t.Fatalf("got\n%s", resp)
+	}
+}
+
+func TestTunnelLimitIdleAndShutdown(t *testing.T) {
+	wb := startWSBackend(t, nil)
+	up := &Upstream{Pool: newPool(t, balancer.RoundRobin, wb.Addr), TunnelIdle: 300 * time.Millisecond}
+	px := proxyTo(t, up, Options{MaxTunnels: 1})
+	c := wsDial(t, "ws://"+px.addr+"/", nil)
+	echo(t, c, "one")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, "ws://"+px.addr+"/", nil)
+	if err == nil || resp == nil || resp.StatusCode != 503 {
+		t.Fatalf("second tunnel over max_tunnels=1: %v, %v; want 503", err, resp)
+	}
+	// Idle past TunnelIdle: kelpie closes it.
+	start := time.Now()
+	if !readFails(c) {
+		t.Fatal("idle tunnel not closed")
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Fatalf("tunnel closed after %s, before its idle timeout", d)
+	}
+	waitFor(t, func() bool { return px.Tunnels() == 0 })
+
+	// CloseTunnels closes what is still open once its context ends.
+	c2 := wsDial(t, "ws://"+px.addr+"/", nil)
+	echo(t, c2, "two")
+	sctx, scancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer scancel()
+	if err := px.CloseTunnels(sctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("CloseTunnels: %v", err)
+	}
+	if px.Tunnels() != 0 || !readFails(c2) {
+		t.Fatal("CloseTunnels left a tunnel open")
+	}
+}
+
+// A tunnel holds its backend "draining" until it ends; after TunnelDrain
+// kelpie ends it, and the backend becomes drained.
+func TestTunnelDrain(t *testing.T) {
+	wb := startWSBackend(t, nil)
+	pool := newPool(t, balancer.RoundRobin, wb.Addr)
+	up := &Upstream{Pool: pool, TunnelDrain: 400 * time.Millisecond}
+	px := proxyTo(t, up, Options{})
+	c := wsDial(t, "ws://"+px.addr+"/", nil)
+	echo(t, c, "before")
+	b, err := pool.Drain(wb.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Admin() != balancer.AdminDraining {
+		t.Fatalf("admin %v with a tunnel open, want draining", b.Admin())
+	}
+	echo(t, c, "while draining") // still carried
+	// No new tunnel goes to a backend that is not eligible.
+	dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer dcancel()
+	if _, resp, err := websocket.Dial(dctx, "ws://"+px.addr+"/", nil); err == nil || resp == nil || resp.StatusCode != 503 {
+		t.Fatalf("upgrade with the only backend drained: %v %v, want 503", err, resp)
+	}
+	start := time.Now()
+	if !readFails(c) {
+		t.Fatal("tunnel to a drained backend not closed")
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Fatalf("closed %s after the drain, before tunnel_drain", d)
+	}
+	waitFor(t, func() bool { return b.Admin() == balancer.AdminDrained })
+}
+
+// wss: a TLS listener in front, an HTTPS backend behind.
+func TestWebSocketOverTLS(t *testing.T) {
+	ca := testkit.NewCA(t)
+	wb := startWSBackend(t, ca)
+	dir := t.TempDir()
+	cp, kp := ca.WritePair(t, dir, "site", "site.test")
+	store, err := NewCertStore([]CertFile{{cp, kp}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &Upstream{Pool: newPool(t, balancer.RoundRobin, wb.Addr), TLS: &tls.Config{RootCAs: ca.Pool()}}
+	addr := startTLSProxy(t, up, Options{}, ServerTLSConfig(ServerTLSOptions{Certs: store}))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{ServerName: "site.test", RootCAs: ca.Pool()}}}
+	c := wsDial(t, "wss://"+addr+"/", hc)
+	echo(t, c, "secure")
+	echo(t, c, strings.Repeat("y", 30<<10))
+}
