@@ -109,6 +109,12 @@ func (c *clientConn) bodyErr(n int) error {
 	return nil
 }
 
+// leaveHTTP stops the head scan for good: the connection is about to carry
+// another protocol (an upgrade's tunnel), whose bytes are not HTTP framing;
+// a WebSocket frame holds bare LFs as often as not. Called by the
+// connection's goroutine before it hands the connection over.
+func (c *clientConn) leaveHTTP() { c.scan.state = scanOff }
+
 // clientConnOf returns the clientConn under a connection fasthttp serves,
 // plain or TLS, or nil for a connection kelpie's listeners did not wrap.
 func clientConnOf(c net.Conn) *clientConn {

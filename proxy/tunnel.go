@@ -224,6 +224,9 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, up *Upstream, start time.Time)
 				p.finish(&a, outcome{result: balancer.ResultLocal})
 			}
 		})
+		if cc := clientConnOf(ctx.Conn()); cc != nil {
+			cc.leaveHTTP()
+		}
 		ctx.Hijack(func(c net.Conn) {
 			orphan.Stop()
 			if !claimed.CompareAndSwap(false, true) {
