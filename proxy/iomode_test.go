@@ -35,6 +35,11 @@ func TestStdIOSuite(t *testing.T) {
 	if testIO != "" {
 		return // this is the rerun (or a run pinned to one mode): no recursion
 	}
+	if testing.Short() {
+		// Nothing here needs a tool the machine may lack; it is skipped to
+		// keep the -short tier under a minute, since it tests no new case.
+		t.Skip("-short: the rerun of the proxy's end-to-end tests with io: std (~25 s) runs in the full suite (make test)")
+	}
 	re := regexp.MustCompile(`(?m)^func (Test\w+)\(t \*testing\.T\)`)
 	var names []string
 	for _, f := range stdIOFiles {
