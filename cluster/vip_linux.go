@@ -16,7 +16,7 @@ import (
 // announces it with gratuitous ARP: GARPs gratuitous ARP requests, 100ms
 // apart (keepalived sends 5).
 func (v VIP) Add(garps int) error {
-	ifc, err := net.InterfaceByName(v.Interface)
+	ifc, err := interfaceByName(v.Interface)
 	if err != nil {
 		return fmt.Errorf("vip %s: %w", v, err)
 	}
@@ -34,14 +34,17 @@ func (v VIP) Add(garps int) error {
 	return nil
 }
 
-// Remove takes the address off the interface (already gone is fine). It
+// Remove takes the address off the interface (already gone is fine). A
+// missing interface is ErrNoInterface: the address is not held either. It
 // is also how kelpie checks at start that it may manage the VIP.
 func (v VIP) Remove() error {
-	ifc, err := net.InterfaceByName(v.Interface)
+	ifc, err := interfaceByName(v.Interface)
 	if err != nil {
 		return fmt.Errorf("vip %s: %w", v, err)
 	}
-	if err := v.addr(unix.RTM_DELADDR, ifc.Index); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+	if err := v.addr(unix.RTM_DELADDR, ifc.Index); errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("vip %s: %w: %w", v, ErrNoInterface, err) // gone since the lookup
+	} else if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 		return err
 	}
 	return nil
