@@ -207,17 +207,25 @@ func (h *HA) FencingToken() uint64 {
 func (h *HA) Status() HAStatus {
 	st := h.el.Status()
 	out := HAStatus{Role: st.Role, Leader: st.Leader, FencingToken: st.FencingToken, Since: st.Since, ID: h.o.Elector.ID}
-	if v := h.o.VIP; v != nil {
-		// Held is the interface's truth, not what kelpie last did: an
-		// interface that vanished holds nothing.
-		var held bool
-		h.o.Do(func() { held, _ = v.Holds() })
-		h.mu.Lock()
-		out.VIP = &VIPStatus{Address: v.Addr.String(), Interface: v.Interface, Held: held}
-		if h.vipErr != nil {
-			out.VIP.Error = h.vipErr.Error()
-		}
-		h.mu.Unlock()
+	out.VIP = h.vipStatus()
+	return out
+}
+
+// vipStatus is the VIP part of Status, nil without a VIP. Held is the
+// interface's truth, not what kelpie last did: an interface that vanished
+// holds nothing.
+func (h *HA) vipStatus() *VIPStatus {
+	v := h.o.VIP
+	if v == nil {
+		return nil
+	}
+	var held bool
+	h.o.Do(func() { held, _ = v.Holds() })
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := &VIPStatus{Address: v.Addr.String(), Interface: v.Interface, Held: held}
+	if h.vipErr != nil {
+		out.Error = h.vipErr.Error()
 	}
 	return out
 }
