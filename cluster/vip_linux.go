@@ -117,9 +117,18 @@ func (v VIP) opError(op uint16, err error) error {
 		verb = "remove"
 	}
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("vip %s: %s: %w: %w", v, verb, ErrNeedNetAdmin, err)
+		return fmt.Errorf("vip %s: %s: %w: %w", v, verb, needNetAdminHere(), err)
 	}
 	return fmt.Errorf("vip %s: %s: %w", v, verb, os.NewSyscallError("netlink", err))
+}
+
+// needNetAdminHere is needNetAdmin for this process.
+func needNetAdminHere() error {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return ErrNeedNetAdmin
+	}
+	return needNetAdmin(os.Geteuid(), string(status))
 }
 
 // garp broadcasts one gratuitous ARP request for v.Addr from ifc's MAC
@@ -132,7 +141,7 @@ func (v VIP) garp(ifc *net.Interface) error {
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto))
 	if err != nil {
 		if errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("vip %s: gratuitous arp: %w: %w", v, ErrNeedNetAdmin, err)
+			return fmt.Errorf("vip %s: gratuitous arp: %w: %w", v, needNetAdminHere(), err)
 		}
 		return fmt.Errorf("vip %s: gratuitous arp socket: %w", v, err)
 	}
