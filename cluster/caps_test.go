@@ -22,6 +22,7 @@ func TestNeedNetAdmin(t *testing.T) {
 	}{
 		{"non-root with NET_ADMIN only bounded", 65532, status("0000000000000000", dockerBnd), true},
 		{"non-root without NET_ADMIN at all", 65532, status("0000000000000000", "00000000a80425fb"), false},
+		{"non-root with NET_ADMIN effective (file capability)", 65532, status("0000000000001000", dockerBnd), false},
 		{"root without NET_ADMIN", 0, status("00000000a80425fb", "00000000a80425fb"), false},
 		{"root with NET_ADMIN only bounded", 0, status("0000000000000000", dockerBnd), false},
 		{"unreadable status", 65532, "", false},
