@@ -9,7 +9,7 @@ import (
 
 // ErrNeedNetAdmin is returned when kelpie may not change the interface's
 // addresses: it runs without CAP_NET_ADMIN.
-var ErrNeedNetAdmin = errors.New("managing a virtual IP needs CAP_NET_ADMIN (docker run --cap-add NET_ADMIN; systemd AmbientCapabilities=CAP_NET_ADMIN)")
+var ErrNeedNetAdmin = errors.New("managing a virtual IP needs CAP_NET_ADMIN (kelpie's image: docker run --user 0:0 --cap-add NET_ADMIN; systemd AmbientCapabilities=CAP_NET_ADMIN)")
 
 // ErrVIPNotInSubnet is returned by CheckVIP for an address that no subnet
 // of the interface contains: nobody on that link would ARP for it.
