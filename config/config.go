@@ -90,6 +90,9 @@ type Upstream struct {
 	Failback string `yaml:"failback"`
 	// MaxConnsPerBackend caps connections to each backend. Default 1024.
 	MaxConnsPerBackend int `yaml:"max_conns_per_backend"`
+	// MaxPendingConnects caps each backend's unproven connections (connects
+	// in progress, new ones before their first response byte). Default 64.
+	MaxPendingConnects int `yaml:"max_pending_connects"`
 	// DNSCache is how long the addresses of a backend named by DNS are
 	// reused for new connections. Default 5s; 0 looks the name up for
 	// every new connection.
@@ -241,8 +244,8 @@ type Retries struct {
 // Hedge sends one more attempt to another backend when the first has not
 // answered within After; the first answer wins.
 type Hedge struct {
-	After time.Duration `yaml:"after"` // required, positive
-	Max   int           `yaml:"max"`   // hedged attempts per request; only 1 is supported (default)
+	After HedgeDelay `yaml:"after"` // required: a positive duration, or auto
+	Max   int        `yaml:"max"`   // hedged attempts per request; only 1 is supported (default)
 }
 
 // Timeouts towards backends.

@@ -165,6 +165,7 @@ func applyDefaults(c *Config) {
 			u.PanicThreshold = ptr(DefaultPanicThreshold)
 		}
 		orDefault(&u.MaxConnsPerBackend, proxy.DefaultMaxConnsPerBackend)
+		orDefault(&u.MaxPendingConnects, proxy.DefaultMaxPendingConnects)
 		if u.DNSCache == nil {
 			u.DNSCache = ptr(proxy.DefaultDNSCache)
 		}

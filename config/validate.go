@@ -207,7 +207,9 @@ func (v *validator) upstream(i int, u *Upstream) {
 	v.positive(up("health", "breaker", "window"), "health.breaker.window", b.Window)
 	v.positive(up("health", "breaker", "open_timeout"), "health.breaker.open_timeout", b.OpenTimeout)
 	if h := u.Retries.Hedge; h != nil {
-		v.positive(up("retries", "hedge", "after"), "retries.hedge.after", h.After)
+		if h.After != HedgeAuto {
+			v.positive(up("retries", "hedge", "after"), "retries.hedge.after", time.Duration(h.After))
+		}
 		if h.Max != 1 {
 			v.errf(up("retries", "hedge", "max"), "upstream %q: retries.hedge.max must be 1 (the only value supported)", u.Name)
 		}
@@ -227,6 +229,9 @@ func (v *validator) upstream(i int, u *Upstream) {
 	v.nonNegative(up("dns_cache"), "dns_cache", *u.DNSCache)
 	if t := *u.PanicThreshold; t < 0 || t > 100 {
 		v.errf(up("panic_threshold"), "upstream %q: panic_threshold must be a percentage in 0..100", u.Name)
+	}
+	if u.MaxPendingConnects < 1 {
+		v.errf(up("max_pending_connects"), "upstream %q: max_pending_connects must be positive", u.Name)
 	}
 	if u.MaxConnsPerBackend < 1 {
 		v.errf(up("max_conns_per_backend"), "upstream %q: max_conns_per_backend must be positive", u.Name)

@@ -15,6 +15,12 @@ import (
 type UpstreamStats struct {
 	// Latency is the duration of whole client requests (all attempts).
 	Latency Histogram
+	// Answered is the time to the response head of attempts a backend
+	// answered (any status but 502/503/504): the automatic hedge delay's
+	// input. Unlike Latency it leaves out the attempts that hang, whose
+	// clients the hedge already rescues, so it cannot chase its own tail.
+	// Not exported to /metrics.
+	Answered Histogram
 	// Retries counts extra attempts, each on another backend.
 	Retries atomic.Uint64
 	// Hedges counts hedged attempts: a second attempt sent because the

@@ -61,6 +61,7 @@ type outcome struct {
 	msg    string // kelpie's short error body, for a failure
 	retry  bool   // another backend may be tried
 	stale  bool   // a reused connection the backend had closed: retry the same backend on a fresh one
+	noSlot bool   // the backend had no connection to spare: another backend is tried, free of the retry budget
 	client bool   // the request's own fault: answer it, close the client connection, no retry
 	sent   bool   // the request (or part of it) reached the backend: it may have run there
 	err    error  // the failure, for the log
@@ -87,6 +88,9 @@ func (p *Proxy) finish(a *attempt, o outcome) {
 			rtt = max(rtt, a.penalty)
 		}
 		a.b.Observe(rtt, o.status, failed)
+		if !failed {
+			a.stats.Answered.Observe(a.rtt)
+		}
 	}
 	if o.err != nil && p.log.Enabled(context.Background(), slog.LevelDebug) {
 		p.log.LogAttrs(context.Background(), slog.LevelDebug, "attempt failed",
@@ -120,8 +124,8 @@ func classify(err error, w wire, idem bool, rb *reqBody) outcome {
 		return outcome{result: balancer.ResultLocal, status: status, msg: msg, client: true, err: err}
 	case errors.As(err, &de):
 		return outcome{result: balancer.ResultConnectFailed, status: fasthttp.StatusBadGateway, msg: "cannot connect to backend", retry: true, err: err}
-	case errors.Is(err, fasthttp.ErrNoFreeConns):
-		return outcome{result: balancer.ResultLocal, status: fasthttp.StatusServiceUnavailable, msg: "backend connection limit reached", retry: true, err: err}
+	case errors.Is(err, fasthttp.ErrNoFreeConns) || errors.Is(err, ErrConnectsPending):
+		return outcome{result: balancer.ResultLocal, status: fasthttp.StatusServiceUnavailable, msg: "backend connection limit reached", retry: true, noSlot: true, err: err}
 	case !w.sent:
 		return outcome{result: balancer.ResultLocal, status: fasthttp.StatusBadRequest, msg: "request cannot be forwarded", client: true, err: err}
 	case timedOut(err):

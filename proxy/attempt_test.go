@@ -24,6 +24,7 @@ import (
 type step struct {
 	status int
 	body   string
+	header [2]string // one response header, name and value, when name is set
 	err    error
 	w      wire
 }
@@ -45,6 +46,9 @@ func (s *scripted) Do(_ *fasthttp.Request, resp *fasthttp.Response) (wire, error
 		return st.w, st.err
 	}
 	resp.SetStatusCode(st.status)
+	if st.header[0] != "" {
+		resp.Header.Set(st.header[0], st.header[1])
+	}
 	resp.SetBodyStream(strings.NewReader(st.body), len(st.body)) // as HostClient streams it
 	return wire{sent: true, gotBytes: true}, nil
 }

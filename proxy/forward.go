@@ -47,6 +47,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 	tried := triedBuf[:0]   // Pool.Pick does not keep it: stays on the stack
 	var failed outcome      // the last failed attempt's outcome; zero status while none failed
 	attempts, stale := 0, 0 // stale retries do not use the budget
+	noSlot := 0             // nor do backends without a connection to spare
 	answered, streaming := false, false
 	pin := p.pinned(ctx, up)
 	for b := pin.first(pool, key); b != nil; {
@@ -60,7 +61,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 		last = b
 		resp := fasthttp.AcquireResponse()
 		var o outcome
-		if up.HedgeAfter > 0 && attempts == 1 && idem && rb == nil {
+		if attempts == 1 && up.hedging() && idem && rb == nil {
 			var other *balancer.Backend
 			if o, resp, other = p.hedge(ctx, up, &a, resp, key, tried); other != nil {
 				tried = append(tried, other)
@@ -69,8 +70,11 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, up *Upstream, rb *reqBody, key
 		} else {
 			o = p.send(ctx, &a, resp, idem, rb)
 		}
+		if o.noSlot {
+			noSlot++ // bounded: the backend joins tried below
+		}
 		var next *balancer.Backend
-		if o.retry && attempts-stale <= up.Retries {
+		if o.retry && attempts-stale-noSlot <= up.Retries {
 			next = pool.Pick(key, append(tried, b))
 		}
 		if o.pass && next == nil {

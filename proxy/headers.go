@@ -296,7 +296,8 @@ func dropName(name []byte) bool {
 
 // cleanResponse strips hop-by-hop headers (and those the backend named in
 // Connection) from an upstream response, in every spelling they came in,
-// and clears Connection: close so a backend closing its connection does not
+// strips X-Kelpie-Reached-Backend (only kelpie's own 502/504 carry it: a
+// backend's copy would forge it for the client and the access log), and clears Connection: close so a backend closing its connection does not
 // close the client's. src is the header h was copied from (unchanged): the
 // remaining lines are rebuilt from it, in its order.
 func cleanResponse(h, src *fasthttp.ResponseHeader) {
@@ -305,6 +306,10 @@ func cleanResponse(h, src *fasthttp.ResponseHeader) {
 	toks := buf[:0] // point into src, which the rebuild below leaves alone
 	del := false
 	for k, v := range src.All() {
+		if equalFold(k, HeaderReachedBackend) {
+			del = true
+			continue
+		}
 		i := hopIndex(k)
 		if i < 0 {
 			continue
@@ -331,7 +336,7 @@ func cleanResponse(h, src *fasthttp.ResponseHeader) {
 		}
 	}
 	for k, v := range src.All() {
-		if dedicatedResponse(k) || hopIndex(k) >= 0 || foldIn(k, toks) {
+		if dedicatedResponse(k) || hopIndex(k) >= 0 || foldIn(k, toks) || equalFold(k, HeaderReachedBackend) {
 			continue
 		}
 		h.AddBytesKV(k, v)

@@ -43,14 +43,14 @@ func launch(ctx *fasthttp.RequestCtx, a attempt, resp *fasthttp.Response, ch cha
 	}()
 }
 
-// hedge runs a's attempt and, if it has not answered within up.HedgeAfter,
+// hedge runs a's attempt and, if it has not answered within up's hedge delay,
 // a second one on another backend. It returns the outcome of the attempt
 // whose answer is used, with that attempt (in *a) and its response, and
 // the other backend tried, if any, for the caller's tried list.
 func (p *Proxy) hedge(ctx *fasthttp.RequestCtx, up *Upstream, a *attempt, resp *fasthttp.Response, key uint64, tried []*balancer.Backend) (outcome, *fasthttp.Response, *balancer.Backend) {
 	ch := make(chan sent, 2)
 	launch(ctx, *a, resp, ch)
-	timer := time.NewTimer(up.HedgeAfter)
+	timer := time.NewTimer(up.hedgeDelay(time.Now()))
 	defer timer.Stop()
 	var first sent
 	select {

@@ -20,6 +20,7 @@ const (
 	DefaultResponseTimeout    = 15 * time.Second
 	DefaultUpstreamWrite      = 30 * time.Second
 	DefaultMaxConnsPerBackend = 1024
+	DefaultMaxPendingConnects = 64
 	DefaultIdleConnTimeout    = 4 * time.Second
 	DefaultMaxHeaderBytes     = 16 << 10
 	DefaultMaxURIBytes        = 8 << 10
@@ -69,10 +70,24 @@ type Upstream struct {
 	// this, one more attempt goes to another backend and the first answer
 	// wins (see hedge). 0 (the default) never hedges.
 	HedgeAfter time.Duration
+	// HedgeAuto, when true, hedges like HedgeAfter (which it overrides)
+	// with a delay derived from the upstream's recent p95 response time,
+	// clamped to [MinAutoHedge, ResponseTimeout/2]; DefaultAutoHedge until
+	// there are enough requests to measure (see autoHedge).
+	HedgeAuto bool
 	// MaxConnsPerBackend caps open connections to one backend. A backend at
 	// its cap is skipped as if it refused the connection (not counted
 	// against it). Default 1024.
 	MaxConnsPerBackend int
+	// MaxPendingConnects caps a backend's unproven connections: connects
+	// in progress plus new connections that have not yet delivered their
+	// first response byte. A backend whose connections all hang (frozen,
+	// SYNs black-holed) then gets at most this many, not one per waiting
+	// request. A request that finds the cap reached fails over to another
+	// backend like one at MaxConnsPerBackend: nothing counts against the
+	// backend (503 when no other backend is left). Reused connections need
+	// no slot. Default 64 (DefaultMaxPendingConnects).
+	MaxPendingConnects int
 	// IdleConnTimeout closes pooled keep-alive connections idle this long.
 	// Keep it below the backends' own keep-alive timeout. Default 4s.
 	IdleConnTimeout time.Duration
@@ -114,6 +129,8 @@ type Upstream struct {
 	// lookup, if set, resolves backend names instead of the system
 	// resolver: tests script DNS answers through it.
 	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
+	// auto is the automatic hedge delay's state (HedgeAuto).
+	auto autoHedge
 }
 
 // Route sends requests for Host (exact, case-insensitive, port ignored; ""
@@ -250,7 +267,7 @@ func (o Options) withDefaults() Options {
 // per-backend client so a reload with new settings gets a new one.
 type settings struct {
 	connect, response, write, idle time.Duration
-	maxConns                       int
+	maxConns, maxPending           int
 	dnsCache                       time.Duration
 	tls                            *tls.Config
 	stdIO                          bool // Options.IO is IOStd
@@ -258,7 +275,7 @@ type settings struct {
 
 func (u *Upstream) settings() settings {
 	s := settings{connect: u.ConnectTimeout, response: u.ResponseTimeout, write: u.WriteTimeout, idle: u.IdleConnTimeout,
-		maxConns: u.MaxConnsPerBackend, dnsCache: u.DNSCache, tls: u.TLS}
+		maxConns: u.MaxConnsPerBackend, maxPending: u.MaxPendingConnects, dnsCache: u.DNSCache, tls: u.TLS}
 	if s.connect <= 0 {
 		s.connect = DefaultConnectTimeout
 	}
@@ -273,6 +290,9 @@ func (u *Upstream) settings() settings {
 	}
 	if s.maxConns <= 0 {
 		s.maxConns = DefaultMaxConnsPerBackend
+	}
+	if s.maxPending <= 0 {
+		s.maxPending = DefaultMaxPendingConnects
 	}
 	if s.dnsCache == 0 {
 		s.dnsCache = DefaultDNSCache

@@ -40,3 +40,23 @@ func TestReachedBackendMarked(t *testing.T) {
 		})
 	}
 }
+
+// TestReachedBackendNotForged: a backend that sends X-Kelpie-Reached-Backend
+// itself does not get it to the client or into the access log, whatever its
+// status; only kelpie's own failure answers carry the mark.
+func TestReachedBackendNotForged(t *testing.T) {
+	for _, status := range []int{200, 502, 504} {
+		forged := step{status: status, body: "x", header: [2]string{"x-kelpie-reached-backend", "true"}}
+		sp := newScriptedProxy(t, 0, []step{forged})
+		resp := sp.serve(t, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		if resp.StatusCode() != status {
+			t.Fatalf("status %d, want the backend's %d", resp.StatusCode(), status)
+		}
+		if v := resp.Header.Peek(HeaderReachedBackend); v != nil {
+			t.Errorf("backend's %d: client got %s: %q, want it stripped", status, HeaderReachedBackend, v)
+		}
+		if sp.log.last(t)["reached_backend"].Bool() {
+			t.Errorf("backend's %d: access log reached_backend=true, want false", status)
+		}
+	}
+}

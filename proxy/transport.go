@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -168,14 +169,22 @@ func newHostTransport(addr string, set settings, dial func(string, time.Duration
 	if set.tls != nil {
 		dial = dialTLS(dial, set.tls)
 	}
+	pending := new(atomic.Int32) // unproven connections (Upstream.MaxPendingConnects)
 	hc := &fasthttp.HostClient{
 		Addr: addr,
 		Dial: func(addr string) (net.Conn, error) {
+			if pending.Add(1) > int32(set.maxPending) {
+				pending.Add(-1)
+				return nil, ErrConnectsPending
+			}
 			c, err := dial(addr, set.connect)
 			if err != nil {
+				pending.Add(-1)
 				return nil, &dialError{err}
 			}
-			return newUpConn(c, set), nil
+			u := newUpConn(c, set)
+			u.pending.Store(pending)
+			return u, nil
 		},
 		MaxConns:                      set.maxConns,
 		MaxIdleConnDuration:           set.idle,
@@ -216,6 +225,11 @@ func (t *hostTransport) Do(req *fasthttp.Request, resp *fasthttp.Response) (wire
 // CloseIdleConnections closes the pooled connections not in use.
 func (t *hostTransport) CloseIdleConnections() { t.hc.CloseIdleConnections() }
 
+// ErrConnectsPending is a connect not tried because the backend already has
+// Upstream.MaxPendingConnects unproven connections: the request goes to
+// another backend and nothing counts against this one.
+var ErrConnectsPending = errors.New("backend has too many connects pending")
+
 // dialError marks a failure to connect: nothing was sent.
 type dialError struct{ err error }
 
@@ -248,6 +262,11 @@ type upConn struct {
 	readArmed time.Time
 	writeArm  time.Time
 	rd, wd    rawio.Deadline
+	// pending is the backend's unproven-connection count while this
+	// connection is one of them: released at its first response byte or
+	// its close, whichever comes first (Swap: Close may race the read).
+	pending atomic.Pointer[atomic.Int32]
+	proven  bool // the first response byte arrived (read side only)
 }
 
 func newUpConn(c net.Conn, s settings) *upConn {
@@ -260,6 +279,19 @@ func newUpConn(c net.Conn, s settings) *upConn {
 	u.rd.Apply, u.wd.Apply = c.SetReadDeadline, c.SetWriteDeadline
 	u.local = &connAddr{Addr: c.LocalAddr(), c: u}
 	return u
+}
+
+// unpend gives back c's unproven-connection slot, once.
+func (c *upConn) unpend() {
+	if p := c.pending.Swap(nil); p != nil {
+		p.Add(-1)
+	}
+}
+
+// Close closes the connection and gives back its slot if it never proved.
+func (c *upConn) Close() error {
+	c.unpend()
+	return c.Conn.Close()
 }
 
 // connAddr is upConn's LocalAddr: fasthttp copies it into the Response, which
@@ -363,6 +395,10 @@ func (c *upConn) Read(b []byte) (int, error) {
 		c.gotBytes = true
 		c.streaming = true
 		c.readArmed = time.Time{}
+		if !c.proven {
+			c.proven = true
+			c.unpend()
+		}
 	}
 	if err != nil {
 		c.closeEarly()

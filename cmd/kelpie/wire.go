@@ -88,7 +88,9 @@ func upstreamData(u config.Upstream, p *balancer.Pool) (*proxy.Upstream, error) 
 		TunnelDrain:        u.Timeouts.TunnelDrain,
 		Retries:            *u.Retries.Attempts,
 		HedgeAfter:         hedgeAfter(u.Retries),
+		HedgeAuto:          u.Retries.Hedge != nil && u.Retries.Hedge.After == config.HedgeAuto,
 		MaxConnsPerBackend: u.MaxConnsPerBackend,
+		MaxPendingConnects: u.MaxPendingConnects,
 		DNSCache:           dnsCache(*u.DNSCache),
 		HashOn:             hashOn,
 		Sticky:             sticky,
@@ -291,10 +293,11 @@ func outlierOptions(o *health.PassiveOptions, p config.Passive) {
 	}
 }
 
-// hedgeAfter is the hedge delay of retries.hedge, 0 (never) when omitted.
+// hedgeAfter is the fixed hedge delay of retries.hedge, 0 when omitted or
+// auto (then HedgeAuto).
 func hedgeAfter(r config.Retries) time.Duration {
-	if r.Hedge == nil {
+	if r.Hedge == nil || r.Hedge.After == config.HedgeAuto {
 		return 0
 	}
-	return r.Hedge.After
+	return time.Duration(r.Hedge.After)
 }
