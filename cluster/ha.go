@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -129,12 +130,62 @@ func NewHA(o HAOptions) (*HA, error) {
 	return h, nil
 }
 
+// ReconcileInterval is how often a standby or fenced member makes sure the
+// VIP is not on its interface (an interface that came back, or an address
+// left behind by a removal that failed while the interface was gone).
+const ReconcileInterval = time.Second
+
 // Run runs the election until ctx ends; on the way out the VIP is removed
 // before the lock is released.
 func (h *HA) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	var loop sync.WaitGroup
+	if h.o.VIP != nil {
+		loop.Add(1)
+		go func() {
+			defer loop.Done()
+			t := time.NewTicker(ReconcileInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					h.reconcile()
+				}
+			}
+		}()
+	}
 	err := h.el.Run(ctx)
+	close(done)
+	loop.Wait()
 	h.garps.Wait() // each burst ends by itself once leadership is gone
 	return err
+}
+
+// reconcile takes the VIP off the interface of a member that must not hold
+// it: not leading, and not a fenced leader keeping it (h.held).
+func (h *HA) reconcile() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.leader.Load() || h.held {
+		return
+	}
+	var on bool
+	var err error
+	h.o.Do(func() {
+		if on, err = h.o.VIP.Holds(); err == nil && on {
+			err = h.o.VIP.Remove()
+		}
+	})
+	switch {
+	case err != nil && !errors.Is(err, ErrNoInterface):
+		h.vipErr = err
+		h.log.Error("vip change failed", "vip", h.o.VIP.String(), "err", err)
+	case on:
+		h.vipErr = nil
+		h.log.Warn("vip removed from a member that does not lead", "vip", h.o.VIP.String())
+	}
 }
 
 // Ready is false while fenced: a fenced instance must not be picked by
@@ -156,13 +207,25 @@ func (h *HA) FencingToken() uint64 {
 func (h *HA) Status() HAStatus {
 	st := h.el.Status()
 	out := HAStatus{Role: st.Role, Leader: st.Leader, FencingToken: st.FencingToken, Since: st.Since, ID: h.o.Elector.ID}
-	if v := h.o.VIP; v != nil {
-		h.mu.Lock()
-		out.VIP = &VIPStatus{Address: v.Addr.String(), Interface: v.Interface, Held: h.held}
-		if h.vipErr != nil {
-			out.VIP.Error = h.vipErr.Error()
-		}
-		h.mu.Unlock()
+	out.VIP = h.vipStatus()
+	return out
+}
+
+// vipStatus is the VIP part of Status, nil without a VIP. Held is the
+// interface's truth, not what kelpie last did: an interface that vanished
+// holds nothing.
+func (h *HA) vipStatus() *VIPStatus {
+	v := h.o.VIP
+	if v == nil {
+		return nil
+	}
+	var held bool
+	h.o.Do(func() { held, _ = v.Holds() })
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := &VIPStatus{Address: v.Addr.String(), Interface: v.Interface, Held: held}
+	if h.vipErr != nil {
+		out.Error = h.vipErr.Error()
 	}
 	return out
 }
@@ -190,6 +253,9 @@ func (h *HA) apply(st Status) {
 		}
 	case !leading && h.held && !keep:
 		h.o.Do(func() { h.vipErr = v.Remove() })
+		if errors.Is(h.vipErr, ErrNoInterface) {
+			h.vipErr = nil // no interface holds nothing: released; reconcile cleans up if it returns
+		}
 		if h.vipErr == nil {
 			h.held = false
 		}

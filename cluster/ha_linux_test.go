@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"testing"
 	"time"
@@ -163,5 +165,58 @@ func TestHAKeepOnConsulLoss(t *testing.T) {
 				t.Errorf("VIP held %v, want %v", held, want)
 			}
 		})
+	}
+}
+
+// TestHAVIPInterfaceVanishes is docker network disconnect on a leader: the
+// interface carrying the VIP disappears. Held is the interface's truth
+// (false), the failed removal counts as released, and when the interface
+// comes back carrying the address a member that does not lead takes it off.
+func TestHAVIPInterfaceVanishes(t *testing.T) {
+	name := netns(t)
+	ns := newNSThread(t, name)
+	vip := VIP{Addr: netip.MustParseAddr("10.77.0.100"), Interface: "v0"}
+	h := &HA{o: HAOptions{VIP: &vip, Do: ns.Do, OnConsulLoss: OnConsulLossFence}, log: slog.New(slog.DiscardHandler)}
+	var err error
+	ns.Do(func() { err = vip.Add(0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.held = true
+	h.leader.Store(true)
+	if st := h.vipStatus(); !st.Held {
+		t.Fatalf("leader with the VIP on v0: %+v", st)
+	}
+
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", append([]string{"-n", name}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+	}
+	ip("link", "del", "v0") // takes its peer v1 along
+	if st := h.vipStatus(); st.Held || st.Error != "" {
+		t.Fatalf("VIP reported held on a missing interface: %+v", st)
+	}
+	h.apply(Status{Role: RoleFenced})
+	if h.held || h.vipErr != nil {
+		t.Fatalf("fenced with the interface gone: held=%v err=%v, want released", h.held, h.vipErr)
+	}
+	h.reconcile() // the interface is still gone: nothing to do, no error
+	if h.vipErr != nil {
+		t.Fatalf("reconcile with the interface gone: %v", h.vipErr)
+	}
+
+	// The interface comes back carrying the VIP (as if never removed).
+	ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+	ip("addr", "add", "10.77.0.1/24", "dev", "v0")
+	ip("addr", "add", "10.77.0.100/32", "dev", "v0")
+	ip("link", "set", "v0", "up")
+	if st := h.vipStatus(); !st.Held {
+		t.Fatalf("VIP back on v0 not reported held: %+v", st)
+	}
+	h.reconcile()
+	if st := h.vipStatus(); st.Held || st.Error != "" {
+		t.Fatalf("a fenced member left the VIP on its interface: %+v", st)
 	}
 }

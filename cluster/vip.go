@@ -9,11 +9,27 @@ import (
 
 // ErrNeedNetAdmin is returned when kelpie may not change the interface's
 // addresses: it runs without CAP_NET_ADMIN.
-var ErrNeedNetAdmin = errors.New("managing a virtual IP needs CAP_NET_ADMIN (docker run --cap-add NET_ADMIN; systemd AmbientCapabilities=CAP_NET_ADMIN)")
+var ErrNeedNetAdmin = errors.New("managing a virtual IP needs CAP_NET_ADMIN (kelpie's image: docker run --user 0:0 --cap-add NET_ADMIN; systemd AmbientCapabilities=CAP_NET_ADMIN)")
 
 // ErrVIPNotInSubnet is returned by CheckVIP for an address that no subnet
 // of the interface contains: nobody on that link would ARP for it.
 var ErrVIPNotInSubnet = errors.New("not inside any subnet of the interface")
+
+// ErrNoInterface is returned when the VIP's interface does not exist (for
+// instance after docker network disconnect removed the container's eth0).
+// An interface that does not exist holds no address.
+var ErrNoInterface = errors.New("no such network interface")
+
+// interfaceByName is net.InterfaceByName with a missing interface reported
+// as ErrNoInterface.
+func interfaceByName(name string) (*net.Interface, error) {
+	ifc, err := net.InterfaceByName(name)
+	var op *net.OpError
+	if err != nil && errors.As(err, &op) && op.Err != nil && op.Err.Error() == ErrNoInterface.Error() {
+		return nil, fmt.Errorf("interface %q: %w", name, ErrNoInterface)
+	}
+	return ifc, err
+}
 
 // VIP is a virtual IPv4 address the leader holds on one interface. It is
 // added as a /32, like keepalived's virtual_ipaddress, so that holding it
@@ -55,9 +71,13 @@ func CheckVIP(addr netip.Addr, iface string) error {
 	return fmt.Errorf("vip %s: interface %s: %w", addr, iface, ErrVIPNotInSubnet)
 }
 
-// Holds reports whether the interface carries addr now.
+// Holds reports whether the interface carries addr now. An interface that
+// does not exist holds nothing: false, nil.
 func (v VIP) Holds() (bool, error) {
-	ifc, err := net.InterfaceByName(v.Interface)
+	ifc, err := interfaceByName(v.Interface)
+	if errors.Is(err, ErrNoInterface) {
+		return false, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("vip %s: %w", v, err)
 	}

@@ -16,7 +16,7 @@ import (
 // announces it with gratuitous ARP: GARPs gratuitous ARP requests, 100ms
 // apart (keepalived sends 5).
 func (v VIP) Add(garps int) error {
-	ifc, err := net.InterfaceByName(v.Interface)
+	ifc, err := interfaceByName(v.Interface)
 	if err != nil {
 		return fmt.Errorf("vip %s: %w", v, err)
 	}
@@ -34,14 +34,17 @@ func (v VIP) Add(garps int) error {
 	return nil
 }
 
-// Remove takes the address off the interface (already gone is fine). It
+// Remove takes the address off the interface (already gone is fine). A
+// missing interface is ErrNoInterface: the address is not held either. It
 // is also how kelpie checks at start that it may manage the VIP.
 func (v VIP) Remove() error {
-	ifc, err := net.InterfaceByName(v.Interface)
+	ifc, err := interfaceByName(v.Interface)
 	if err != nil {
 		return fmt.Errorf("vip %s: %w", v, err)
 	}
-	if err := v.addr(unix.RTM_DELADDR, ifc.Index); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+	if err := v.addr(unix.RTM_DELADDR, ifc.Index); errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("vip %s: %w: %w", v, ErrNoInterface, err) // gone since the lookup
+	} else if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 		return err
 	}
 	return nil
@@ -114,9 +117,18 @@ func (v VIP) opError(op uint16, err error) error {
 		verb = "remove"
 	}
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("vip %s: %s: %w: %w", v, verb, ErrNeedNetAdmin, err)
+		return fmt.Errorf("vip %s: %s: %w: %w", v, verb, needNetAdminHere(), err)
 	}
 	return fmt.Errorf("vip %s: %s: %w", v, verb, os.NewSyscallError("netlink", err))
+}
+
+// needNetAdminHere is needNetAdmin for this process.
+func needNetAdminHere() error {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return ErrNeedNetAdmin
+	}
+	return needNetAdmin(os.Geteuid(), string(status))
 }
 
 // garp broadcasts one gratuitous ARP request for v.Addr from ifc's MAC
@@ -129,7 +141,7 @@ func (v VIP) garp(ifc *net.Interface) error {
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto))
 	if err != nil {
 		if errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("vip %s: gratuitous arp: %w: %w", v, ErrNeedNetAdmin, err)
+			return fmt.Errorf("vip %s: gratuitous arp: %w: %w", v, needNetAdminHere(), err)
 		}
 		return fmt.Errorf("vip %s: gratuitous arp socket: %w", v, err)
 	}

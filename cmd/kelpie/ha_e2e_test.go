@@ -360,3 +360,52 @@ func TestHAWithoutNetAdmin(t *testing.T) {
 		t.Fatalf("want one error saying it needs CAP_NET_ADMIN, got %d errors:\n%s", n, out)
 	}
 }
+
+// TestHANonRootWithBoundedNetAdmin is docker run --cap-add NET_ADMIN with
+// the image's non-root USER: setpriv switches to UID 65532, which clears the
+// effective set and leaves CAP_NET_ADMIN in the bounding set only. The one
+// error at start names both remedies.
+func TestHANonRootWithBoundedNetAdmin(t *testing.T) {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil || os.Geteuid() != 0 {
+		testkit.Missing(t, "root and setpriv(1) to start kelpie as UID 65532", "run as root; apt-get install -y util-linux")
+	}
+	built, err := buildKelpie()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir() // readable by UID 65532: the binary and the config
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exe, err := os.ReadFile(built)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "kelpie")
+	if err := os.WriteFile(bin, exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "kelpie.yaml")
+	yaml := fmt.Sprintf("listen: %q\nadmin: {listen: %q}\nconsul: {address: %q}\ncluster: {name: edge}\n"+
+		"ha: {enabled: true, vip: {address: 127.0.0.9, interface: lo}}\nupstreams: [{name: web, backends: [{address: \"127.0.0.1:9\"}]}]\n",
+		testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t))
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, setpriv, "--reuid=65532", "--regid=65532", "--clear-groups", bin, "run", "-config", path).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("want exit 1, got %v:\n%s", err, out)
+	}
+	s := string(out)
+	if n := strings.Count(s, "level=ERROR"); n != 1 || !strings.Contains(s, "needs CAP_NET_ADMIN") ||
+		!strings.Contains(s, "UID 65532") || !strings.Contains(s, "--user 0:0 --cap-add NET_ADMIN") || !strings.Contains(s, "setcap cap_net_admin+ep") {
+		t.Fatalf("want one error naming --user 0:0 and setcap, got %d errors:\n%s", n, out)
+	}
+	t.Logf("%s", out)
+}

@@ -271,8 +271,8 @@ func haLeaderDisconnected(t *testing.T, e *haEnv) {
 		return len(ss) > 0 && ss[len(ss)-1].at().After(end)
 	})
 	o := e.overlaps(cut)
-	if o.kernel != 0 || o.leaders != 0 {
-		t.Errorf("two VIP holders at once: %d samples with the VIP on both interfaces, %d with both leading (of %d)", o.kernel, o.leaders, o.total)
+	if o.kernel != 0 || o.leaders != 0 || o.held != 0 {
+		t.Errorf("two VIP holders at once: %d samples with the VIP on both interfaces, %d with both leading, %d with both saying vip.held (of %d)", o.kernel, o.leaders, o.held, o.total)
 	}
 	if o.total < int(time.Since(cut)/(50*time.Millisecond)) {
 		t.Errorf("only %d samples in %s: not every 50 ms from both", o.total, time.Since(cut))
