@@ -163,12 +163,19 @@ func (h *HA) Run(ctx context.Context) error {
 	return err
 }
 
-// reconcile takes the VIP off the interface of a member that must not hold
-// it: not leading, and not a fenced leader keeping it (h.held).
+// reconcile makes the interface agree with the role: a leader's VIP is put
+// back when it went missing (its interface went away and came back, or
+// somebody removed the address), and the VIP is taken off the interface of a
+// member that must not hold it: not leading, and not a fenced leader keeping
+// it (h.held).
 func (h *HA) reconcile() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.leader.Load() || h.held {
+	if h.leader.Load() {
+		h.restore()
+		return
+	}
+	if h.held {
 		return
 	}
 	var on bool
@@ -185,6 +192,33 @@ func (h *HA) reconcile() {
 	case on:
 		h.vipErr = nil
 		h.log.Warn("vip removed from a member that does not lead", "vip", h.o.VIP.String())
+	}
+}
+
+// restore puts the VIP back on a leader's interface that does not carry it,
+// and announces it again. An interface that is still gone is left for the
+// next round. Called with h.mu held.
+func (h *HA) restore() {
+	var on bool
+	var err error
+	h.o.Do(func() {
+		if on, err = h.o.VIP.Holds(); err == nil && !on {
+			err = h.o.VIP.Add(0)
+		}
+	})
+	switch {
+	case on || errors.Is(err, ErrNoInterface):
+		return
+	case err != nil:
+		h.vipErr = err
+		h.log.Error("vip change failed", "vip", h.o.VIP.String(), "err", err)
+		return
+	}
+	h.vipErr, h.held = nil, true
+	h.log.Warn("vip restored on the leader's interface", "vip", h.o.VIP.String())
+	if h.o.GARPs > 0 && h.el != nil {
+		h.garps.Add(1)
+		go h.announce(h.el.Status().FencingToken)
 	}
 }
 

@@ -220,3 +220,41 @@ func TestHAVIPInterfaceVanishes(t *testing.T) {
 		t.Fatalf("a fenced member left the VIP on its interface: %+v", st)
 	}
 }
+
+// TestHALeaderRestoresVIP: a leader whose interface vanished and came back
+// without the VIP (a link flap, a container's network reconnected) puts it
+// back, or nobody would answer at the VIP while this member still leads.
+func TestHALeaderRestoresVIP(t *testing.T) {
+	name := netns(t)
+	ns := newNSThread(t, name)
+	vip := VIP{Addr: netip.MustParseAddr("10.77.0.100"), Interface: "v0"}
+	h := &HA{o: HAOptions{VIP: &vip, Do: ns.Do, OnConsulLoss: OnConsulLossFence}, log: slog.New(slog.DiscardHandler)}
+	var err error
+	ns.Do(func() { err = vip.Add(0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.held = true
+	h.leader.Store(true)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", append([]string{"-n", name}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+	}
+	ip("link", "del", "v0")
+	h.reconcile() // still gone: nothing to do, no error
+	if st := h.vipStatus(); st.Held || st.Error != "" {
+		t.Fatalf("leader with its interface gone: %+v", st)
+	}
+	ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+	ip("addr", "add", "10.77.0.1/24", "dev", "v0")
+	ip("link", "set", "v0", "up")
+	if st := h.vipStatus(); st.Held {
+		t.Fatalf("the recreated interface carries the VIP before reconcile: %+v", st)
+	}
+	h.reconcile()
+	if st := h.vipStatus(); !st.Held || st.Error != "" {
+		t.Fatalf("leader did not put the VIP back on its returned interface: %+v", st)
+	}
+}
