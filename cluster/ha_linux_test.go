@@ -172,11 +172,14 @@ func TestHAKeepOnConsulLoss(t *testing.T) {
 // interface carrying the VIP disappears. Held is the interface's truth
 // (false), the failed removal counts as released, and when the interface
 // comes back carrying the address a member that does not lead takes it off.
-func TestHAVIPInterfaceVanishes(t *testing.T) {
+// leaderOnV0 is an HA leading with 10.77.0.100 on v0 of a fresh network
+// namespace (no elector: its steps are driven directly), and an ip(8)
+// runner in that namespace.
+func leaderOnV0(t *testing.T) (h *HA, ip func(args ...string)) {
 	name := netns(t)
 	ns := newNSThread(t, name)
 	vip := VIP{Addr: netip.MustParseAddr("10.77.0.100"), Interface: "v0"}
-	h := &HA{o: HAOptions{VIP: &vip, Do: ns.Do, OnConsulLoss: OnConsulLossFence}, log: slog.New(slog.DiscardHandler)}
+	h = &HA{o: HAOptions{VIP: &vip, Do: ns.Do, OnConsulLoss: OnConsulLossFence}, log: slog.New(slog.DiscardHandler)}
 	var err error
 	ns.Do(func() { err = vip.Add(0) })
 	if err != nil {
@@ -187,13 +190,16 @@ func TestHAVIPInterfaceVanishes(t *testing.T) {
 	if st := h.vipStatus(); !st.Held {
 		t.Fatalf("leader with the VIP on v0: %+v", st)
 	}
-
-	ip := func(args ...string) {
+	return h, func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command("ip", append([]string{"-n", name}, args...)...).CombinedOutput(); err != nil {
 			t.Fatalf("ip %v: %v\n%s", args, err, out)
 		}
 	}
+}
+
+func TestHAVIPInterfaceVanishes(t *testing.T) {
+	h, ip := leaderOnV0(t)
 	ip("link", "del", "v0") // takes its peer v1 along
 	if st := h.vipStatus(); st.Held || st.Error != "" {
 		t.Fatalf("VIP reported held on a missing interface: %+v", st)
@@ -225,23 +231,7 @@ func TestHAVIPInterfaceVanishes(t *testing.T) {
 // without the VIP (a link flap, a container's network reconnected) puts it
 // back, or nobody would answer at the VIP while this member still leads.
 func TestHALeaderRestoresVIP(t *testing.T) {
-	name := netns(t)
-	ns := newNSThread(t, name)
-	vip := VIP{Addr: netip.MustParseAddr("10.77.0.100"), Interface: "v0"}
-	h := &HA{o: HAOptions{VIP: &vip, Do: ns.Do, OnConsulLoss: OnConsulLossFence}, log: slog.New(slog.DiscardHandler)}
-	var err error
-	ns.Do(func() { err = vip.Add(0) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.held = true
-	h.leader.Store(true)
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", append([]string{"-n", name}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v\n%s", args, err, out)
-		}
-	}
+	h, ip := leaderOnV0(t)
 	ip("link", "del", "v0")
 	h.reconcile() // still gone: nothing to do, no error
 	if st := h.vipStatus(); st.Held || st.Error != "" {
