@@ -168,10 +168,6 @@ func TestHAKeepOnConsulLoss(t *testing.T) {
 	}
 }
 
-// TestHAVIPInterfaceVanishes is docker network disconnect on a leader: the
-// interface carrying the VIP disappears. Held is the interface's truth
-// (false), the failed removal counts as released, and when the interface
-// comes back carrying the address a member that does not lead takes it off.
 // leaderOnV0 is an HA leading with 10.77.0.100 on v0 of a fresh network
 // namespace (no elector: its steps are driven directly), and an ip(8)
 // runner in that namespace.
@@ -198,6 +194,10 @@ func leaderOnV0(t *testing.T) (h *HA, ip func(args ...string)) {
 	}
 }
 
+// TestHAVIPInterfaceVanishes is docker network disconnect on a leader: the
+// interface carrying the VIP disappears. Held is the interface's truth
+// (false), the failed removal counts as released, and when the interface
+// comes back carrying the address a member that does not lead takes it off.
 func TestHAVIPInterfaceVanishes(t *testing.T) {
 	h, ip := leaderOnV0(t)
 	ip("link", "del", "v0") // takes its peer v1 along
