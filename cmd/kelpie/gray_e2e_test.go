@@ -242,18 +242,7 @@ upstreams:
 %s    retries: {attempts: 1, hedge: {after: 50ms}}
     timeouts: {connect: 1s, response: 2s}
 `, yamlBackends(a.Addr, b.Addr, frozen.Addr)))
-	run := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 8, Requests: 150, Between: paced}).Wait()
-	hedges := ta.metrics.Upstream(ta.poolByName("web")).Hedges.Load()
-	t.Logf("frozen backend, hedge after 50ms: %s; %d hedges", run, hedges)
-	if run.Failed() != 0 {
-		t.Fatalf("client errors: %s", run)
-	}
-	if hedges == 0 {
-		t.Fatal("no request was hedged")
-	}
-	if p99 := run.Quantile(0.99); p99 > 100*time.Millisecond {
-		t.Fatalf("p99 %s, want under hedge delay + 50ms = 100ms", p99)
-	}
+	run := hedgedLoad(t, ta, 150, "frozen backend, hedge after 50ms", 100*time.Millisecond, "hedge delay + 50ms")
 	if worst := run.Quantile(1); worst >= time.Second {
 		t.Fatalf("slowest request took %s: it waited for the response timeout", worst)
 	}
