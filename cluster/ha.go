@@ -138,26 +138,15 @@ const ReconcileInterval = time.Second
 // Run runs the election until ctx ends; on the way out the VIP is removed
 // before the lock is released.
 func (h *HA) Run(ctx context.Context) error {
-	done := make(chan struct{})
+	rctx, stop := context.WithCancel(context.Background()) // outlives ctx until the elector has let go
 	var loop sync.WaitGroup
 	if h.o.VIP != nil {
-		loop.Add(1)
-		go func() {
-			defer loop.Done()
-			t := time.NewTicker(ReconcileInterval)
-			defer t.Stop()
-			for {
-				select {
-				case <-done:
-					return
-				case <-t.C:
-					h.reconcile()
-				}
-			}
-		}()
+		loop.Go(func() {
+			every(rctx, ReconcileInterval, func() bool { h.reconcile(); return true })
+		})
 	}
 	err := h.el.Run(ctx)
-	close(done)
+	stop()
 	loop.Wait()
 	h.garps.Wait() // each burst ends by itself once leadership is gone
 	return err

@@ -72,14 +72,7 @@ func (e *Elector) sessionName() string { return "kelpie-ha " + e.o.ID }
 // stuck while Consul has no leader must not delay the agent-local passes.
 func (e *Elector) beat(ctx context.Context, gen int, out chan<- event) {
 	o := e.o
-	tick := time.NewTicker(o.CheckTTL / 4)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, o.CheckTTL/4, func() bool {
 		rctx, cancel := context.WithTimeout(ctx, o.CheckTTL/2)
 		sent := o.Now()
 		err := o.Client.Agent().UpdateTTLOpts(e.checkID, "", api.HealthPassing, (&api.QueryOptions{}).WithContext(rctx))
@@ -91,25 +84,19 @@ func (e *Elector) beat(ctx context.Context, gen int, out chan<- event) {
 		case isCheckUnknown(err):
 			// The agent lost the check (restarted): the session went with it.
 			send(ctx, out, event{kind: evSessionGone, gen: gen})
-			return
+			return false
 		default:
 			e.log.Debug("ha: check pass failed", "check", e.checkID, "err", err)
 		}
-	}
+		return true
+	})
 }
 
 // renew renews the session every SessionTTL/4, reporting each confirmation
 // with its send time, or that Consul no longer knows the session.
 func (e *Elector) renew(ctx context.Context, gen int, session string, out chan<- event) {
 	o := e.o
-	tick := time.NewTicker(o.SessionTTL / 4)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	every(ctx, o.SessionTTL/4, func() bool {
 		rctx, cancel := context.WithTimeout(ctx, o.SessionTTL/4)
 		sent := o.Now()
 		entry, _, err := o.Client.Session().Renew(session, (&api.WriteOptions{}).WithContext(rctx))
@@ -117,11 +104,28 @@ func (e *Elector) renew(ctx context.Context, gen int, session string, out chan<-
 		switch {
 		case err == nil && entry == nil:
 			send(ctx, out, event{kind: evSessionGone, gen: gen})
-			return
+			return false
 		case err == nil:
 			send(ctx, out, event{kind: evSessionRenewed, gen: gen, sent: sent})
 		case ctx.Err() == nil:
 			e.log.Debug("ha: session renewal failed", "err", err)
+		}
+		return true
+	})
+}
+
+// every runs step every d until ctx ends or step returns false.
+func every(ctx context.Context, d time.Duration, step func() bool) {
+	tick := time.NewTicker(d)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !step() {
+			return
 		}
 	}
 }
