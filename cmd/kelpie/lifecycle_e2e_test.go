@@ -255,19 +255,7 @@ func TestSignals(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "run", "-config", path)
-	logs := &testkit.LogBuffer{}
-	cmd.Stdout, cmd.Stderr = io.Discard, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("kelpie log:\n%s", logs.String())
-		}
-	})
+	logs, exited := startProcess(t, cmd)
 	get := func() int {
 		resp, err := http.Get("http://" + listen + "/")
 		if err != nil {
@@ -322,4 +310,25 @@ func TestVersion(t *testing.T) {
 	if code := run([]string{"version"}, &out, io.Discard); code != 0 || !strings.HasPrefix(out.String(), "kelpie ") {
 		t.Fatalf("version: %d %q", code, out.String())
 	}
+}
+
+// startProcess starts a kelpie process with its log in a buffer (shown if
+// the test fails) and returns the buffer and a channel that gets Wait's
+// result. The process is killed at cleanup if it is still running.
+func startProcess(t *testing.T, cmd *exec.Cmd) (*testkit.LogBuffer, <-chan error) {
+	t.Helper()
+	logs := &testkit.LogBuffer{}
+	cmd.Stdout, cmd.Stderr = io.Discard, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("kelpie log:\n%s", logs.String())
+		}
+	})
+	return logs, exited
 }

@@ -136,19 +136,7 @@ func TestRunWatch(t *testing.T) {
 	d := newSwapDir(t, conf(one.Addr))
 	cmd := exec.Command(bin, "run", "-watch")
 	cmd.Env = append(os.Environ(), "KELPIE_CONFIG="+d.path())
-	logs := &testkit.LogBuffer{}
-	cmd.Stdout, cmd.Stderr = io.Discard, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("kelpie log:\n%s", logs.String())
-		}
-	})
+	logs, exited := startProcess(t, cmd)
 	body := func() string {
 		resp, err := http.Get("http://" + listen + "/")
 		if err != nil {
