@@ -111,6 +111,12 @@ func startProxy(t testing.TB, o Options, routes ...Route) *testProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveProxy(t, p)
+}
+
+// serveProxy serves p on a loopback listener until the test ends.
+func serveProxy(t testing.TB, p *Proxy) *testProxy {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -60,19 +59,7 @@ func proxyNotifying(t *testing.T, up *Upstream, o Options) (addr string, closed 
 			}
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
-		<-served
-	})
-	return ln.Addr().String(), ch
+	return serveProxy(t, p).addr, ch
 }
 
 // chunks is a chunked body of n chunks of size bytes each, without the last
