@@ -51,7 +51,8 @@ func raftCluster(t *testing.T) (servers []*consulProc, client *consulProc) {
 	bin := consultest.Binary(t)
 	dir := t.TempDir()
 	start := func(name string, server bool, join []int) *consulProc {
-		httpPort, serf, wan, rpc := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
+		ps := testkit.FreePorts(t, 4)
+		httpPort, serf, wan, rpc := ps[0], ps[1], ps[2], ps[3]
 		p := &consulProc{name: name, http: "127.0.0.1:" + strconv.Itoa(httpPort), serf: serf, exited: make(chan struct{}),
 			log: filepath.Join(dir, name+".log")}
 		args := []string{"agent", "-node", name, "-data-dir", filepath.Join(dir, name),

@@ -62,9 +62,7 @@ type Agent struct {
 func Start(t testing.TB) *Agent {
 	t.Helper()
 	a := &Agent{t: t, bin: Binary(t), dir: t.TempDir()}
-	for i := range a.ports {
-		a.ports[i] = testkit.FreePort(t)
-	}
+	copy(a.ports[:], testkit.FreePorts(t, len(a.ports)))
 	a.HTTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(a.ports[0]))
 	cfg := api.DefaultConfig()
 	cfg.Address = a.HTTPAddr

@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"io"
 	"net"
 	"strconv"
 	"testing"
@@ -18,21 +19,40 @@ func FreeAddr(t testing.TB) string {
 // the call (Consul's Serf needs both on the same number).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 50 {
+	return FreePorts(t, 1)[0]
+}
+
+// FreePorts returns n distinct loopback ports, each free for TCP and UDP.
+// Every port stays bound until all n are chosen, so the kernel cannot hand
+// out the same one twice (picking them one FreePort at a time could: a
+// Consul agent then refused to start with two of its ports equal).
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var held []io.Closer
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 50*n {
+			t.Fatalf("free ports: no %d loopback ports free for both TCP and UDP in %d tries", n, tries)
+		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("free port: %v", err)
 		}
+		held = append(held, ln)
 		port := ln.Addr().(*net.TCPAddr).Port
 		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port
+		if err != nil {
+			continue
 		}
+		held = append(held, pc)
+		ports = append(ports, port)
 	}
-	t.Fatal("free port: no loopback port free for both TCP and UDP in 50 tries")
-	return 0
+	return ports
 }
 
 // ResetConn closes c with an RST instead of a FIN (SO_LINGER 0), as a

@@ -335,3 +335,23 @@ func TestConsulBinaryPath(t *testing.T) {
 		t.Fatalf("with KELPIE_CONSUL_BIN: %q", p)
 	}
 }
+
+// TestFreePortsDistinct: the ports of one FreePorts call are all different
+// and all free once it returns.
+func TestFreePortsDistinct(t *testing.T) {
+	for range 20 {
+		ps := FreePorts(t, 8)
+		seen := map[int]bool{}
+		for _, p := range ps {
+			if seen[p] {
+				t.Fatalf("port %d returned twice in %v", p, ps)
+			}
+			seen[p] = true
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				t.Fatalf("port %d of %v not free: %v", p, ps, err)
+			}
+			ln.Close()
+		}
+	}
+}
