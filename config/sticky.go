@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/kelpie-lb/kelpie/balancer"
@@ -19,6 +20,7 @@ func (v *validator) hashAndSticky(i int, u *Upstream) {
 	if a, err := balancer.ParseAlgorithm(u.HashFallback); err != nil || (a != balancer.RoundRobin && a != balancer.LeastConn) {
 		v.errf(up("hash_fallback"), "upstream %q: hash_fallback %q: want round_robin or least_conn", u.Name, u.HashFallback)
 	}
+	v.hashKeysNeedHash(up, u)
 	s := u.Sticky
 	if s == nil {
 		return
@@ -38,5 +40,29 @@ func (v *validator) hashAndSticky(i int, u *Upstream) {
 		}
 	default:
 		v.errf(up("sticky", "same_site"), "upstream %q: sticky.same_site %q: want lax, strict or none", u.Name, s.SameSite)
+	}
+}
+
+// hashKeysNeedHash refuses hash_* keys that would do nothing: set to other
+// than their defaults on an upstream whose balance is not hash. Such a key is
+// almost always a forgotten `balance: hash`, and accepting it silently would
+// leave the operator believing requests are keyed when they are not. Keys at
+// their default values pass, so `kelpie config -defaults` output (which
+// lists them for every upstream) loads as it is.
+func (v *validator) hashKeysNeedHash(up func(...any) []any, u *Upstream) {
+	if u.Balance == balancer.Hash.String() {
+		return
+	}
+	for _, k := range []struct {
+		key, val string
+		set      bool
+	}{
+		{"hash_on", u.HashOn, u.HashOn != DefaultHashOn},
+		{"hash_balance_factor", fmt.Sprint(u.HashBalanceFactor), u.HashBalanceFactor != 0},
+		{"hash_fallback", u.HashFallback, u.HashFallback != balancer.RoundRobin.String()},
+	} {
+		if k.set {
+			v.errf(up(k.key), "upstream %q: %s %s has no effect: balance is %s (set balance: hash, or remove %s)", u.Name, k.key, k.val, u.Balance, k.key)
+		}
 	}
 }

@@ -52,7 +52,7 @@ func TestHashAndStickyKeys(t *testing.T) {
 		{`sticky: {same_site: loose}`, `3: upstream "a": sticky.same_site "loose"`},
 		{`sticky: {drain_grace: -1s}`, `3: sticky.drain_grace must not be negative`},
 	} {
-		_, err := Parse("k.yaml", []byte("upstreams:\n  - name: a\n    "+tc.line+"\n    backends: [{address: \"h:1\"}]\n"))
+		_, err := Parse("k.yaml", []byte("upstreams:\n  - name: a\n    "+tc.line+"\n    balance: hash\n    backends: [{address: \"h:1\"}]\n"))
 		var ps Problems
 		if !errors.As(err, &ps) || len(ps) != 1 {
 			t.Errorf("%s: want one problem, got %v", tc.line, err)
@@ -114,5 +114,35 @@ func TestReadmeShowsStickyDefaults(t *testing.T) {
 	}
 	if checked < 6 {
 		t.Fatalf("checked only %d sticky rows in README", checked)
+	}
+}
+
+// TestHashKeysNeedBalanceHash: a hash_* key set away from its default on an
+// upstream that does not balance by hash is refused at its line (it would
+// do nothing), while the defaults themselves, as `kelpie config -defaults`
+// prints them for every upstream, load under any balance.
+func TestHashKeysNeedBalanceHash(t *testing.T) {
+	for _, tc := range []struct{ balance, line, want string }{
+		{"round_robin", `hash_on: "header:X-User"`, `hash_on header:X-User has no effect: balance is round_robin`},
+		{"least_conn", `hash_balance_factor: 125`, `hash_balance_factor 125 has no effect: balance is least_conn`},
+		{"ip_hash", `hash_fallback: least_conn`, `hash_fallback least_conn has no effect: balance is ip_hash`},
+	} {
+		_, err := Parse("k.yaml", []byte("upstreams:\n  - name: a\n    balance: "+tc.balance+"\n    "+tc.line+"\n    backends: [{address: \"h:1\"}]\n"))
+		var ps Problems
+		if !errors.As(err, &ps) || len(ps) != 1 {
+			t.Errorf("%s with %s: want one problem, got %v", tc.line, tc.balance, err)
+			continue
+		}
+		if got := ps[0].String(); !strings.HasPrefix(got, "k.yaml:4:") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: got %q, want line 4 with %q", tc.line, got, tc.want)
+		}
+		if _, err := Parse("k.yaml", []byte("upstreams:\n  - name: a\n    balance: hash\n    "+tc.line+"\n    backends: [{address: \"h:1\"}]\n")); err != nil {
+			t.Errorf("%s with balance: hash: %v", tc.line, err)
+		}
+	}
+	for _, line := range []string{"hash_on: ip", "hash_balance_factor: 0", "hash_fallback: round_robin"} {
+		if _, err := Parse("k.yaml", []byte("upstreams:\n  - name: a\n    "+line+"\n    backends: [{address: \"h:1\"}]\n")); err != nil {
+			t.Errorf("%s (the default) under round_robin: %v", line, err)
+		}
 	}
 }
