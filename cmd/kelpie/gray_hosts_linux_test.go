@@ -77,11 +77,14 @@ func TestGrayBlackHoledHostE2E(t *testing.T) {
 	if run.Failed() != 0 {
 		t.Fatalf("client errors during the black hole: %s", run)
 	}
-	if stats.Hedges.Load() == 0 {
-		t.Fatal("no request was hedged: the black-holed host got no traffic")
-	}
 	if p99, bound := run.Quantile(0.99), hedgeBound(50*time.Millisecond, normal); p99 > bound {
 		t.Fatalf("p99 %s during the black hole, want under the hedge delay + the normal p99 = %s", p99, bound)
+	}
+	if worst := run.Quantile(1); worst >= time.Second {
+		t.Fatalf("slowest request took %s: it waited for the connect or response timeout", worst)
+	}
+	if stats.Hedges.Load() == 0 {
+		t.Fatal("no request was hedged: the black-holed host got no traffic")
 	}
 
 	h.Drop(t, 0, 0)
@@ -98,7 +101,8 @@ func TestGrayBlackHoledHostE2E(t *testing.T) {
 // host are lost (each costs a retransmission, 200ms or more). With
 // least_latency its share falls under 15% (round robin gives it a third)
 // and, hedged after 50ms, the p99 stays under the hedge delay + the normal
-// p99; under round robin latency outlier detection ejects it as slow.
+// p99; under round robin latency outlier detection ejects it as slow, and
+// until then hedging bounds the p99 the same way (415ms without).
 func TestGrayLossyHostE2E(t *testing.T) {
 	t.Run("least_latency hedged", func(t *testing.T) {
 		a, b := startGray(t, "a", 0, nil), startGray(t, "b", 0, nil)
@@ -123,20 +127,27 @@ func TestGrayLossyHostE2E(t *testing.T) {
 		if p99, bound := run.Quantile(0.99), hedgeBound(50*time.Millisecond, normal); p99 > bound {
 			t.Fatalf("p99 %s, want under the hedge delay + the normal p99 = %s", p99, bound)
 		}
+		if worst := run.Quantile(1); worst >= time.Second {
+			t.Fatalf("slowest request took %s: it waited for a retransmission past the connect timeout", worst)
+		}
 	})
-	t.Run("round robin ejects it as slow", func(t *testing.T) {
+	t.Run("round robin hedged ejects it as slow", func(t *testing.T) {
 		a, b := startGray(t, "a", 0, nil), startGray(t, "b", 0, nil)
 		h, lossy := startHostGray(t, "lossy")
-		ta := startApp(t, grayHostConfig("    retries: {attempts: 1}\n", ", latency: {factor: 3, min_requests: 5, interval: 1s}", a.Addr, b.Addr, lossy.Addr))
+		ta := startApp(t, grayHostConfig("    retries: {attempts: 1, hedge: {after: 50ms}}\n", ", latency: {factor: 3, min_requests: 5, interval: 1s}", a.Addr, b.Addr, lossy.Addr))
+		normal := normalP99(t, ta, 150)
 		h.Drop(t, 20, 0)
 		load := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 8, Requests: 1 << 20, Between: paced})
 		defer load.Stop()
 		start := time.Now()
 		eventually(t, 10*time.Second, "lossy host ejected as slow", func() bool { return down(ta, lossy.Addr) == balancer.ReasonSlow })
 		run := load.Stop()
-		t.Logf("20%% loss, round robin: ejected as slow after %s; %s", time.Since(start).Round(time.Millisecond), run)
+		t.Logf("20%% loss, round robin: ejected as slow after %s; %s; normal p99 %s", time.Since(start).Round(time.Millisecond), run, normal)
 		if run.Failed() != 0 {
 			t.Fatalf("client errors: %s", run)
+		}
+		if p99, bound := run.Quantile(0.99), hedgeBound(50*time.Millisecond, normal); p99 > bound {
+			t.Fatalf("p99 %s until it was ejected, want under the hedge delay + the normal p99 = %s", p99, bound)
 		}
 	})
 }
