@@ -27,7 +27,7 @@ type countingBackend struct {
 	served atomic.Int64
 }
 
-func startGray(t *testing.T, name string, delay time.Duration, fail func(n int64) bool) *countingBackend {
+func startGray(t testing.TB, name string, delay time.Duration, fail func(n int64) bool) *countingBackend {
 	cb := &countingBackend{}
 	cb.Backend = testkit.StartBackend(t, cb.handler(name, delay, fail))
 	return cb

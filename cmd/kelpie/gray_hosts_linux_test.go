@@ -18,7 +18,7 @@ import (
 // out, retransmissions. Needs root (CI has it); -short skips these.
 
 // startHostGray starts a countingBackend named name on a new Host.
-func startHostGray(t *testing.T, name string) (*testkit.Host, *countingBackend) {
+func startHostGray(t testing.TB, name string) (*testkit.Host, *countingBackend) {
 	t.Helper()
 	h := testkit.NewHost(t)
 	cb := &countingBackend{}

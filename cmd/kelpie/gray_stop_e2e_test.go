@@ -15,7 +15,7 @@ import (
 
 // startBackendProcess builds bench/cmd/backend and runs it as its own
 // process on a free loopback port, killed by PID when the test ends.
-func startBackendProcess(t *testing.T) (addr string, proc *os.Process) {
+func startBackendProcess(t testing.TB) (addr string, proc *os.Process) {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "backend")
