@@ -110,7 +110,9 @@ func TestGrayLossyHostE2E(t *testing.T) {
 		ta := startApp(t, grayHostConfig("    balance: least_latency\n    retries: {attempts: 1, hedge: {after: 50ms}}\n", "", a.Addr, b.Addr, lossy.Addr))
 		normal := normalP99(t, ta, 150)
 		before := [3]int64{a.served.Load(), b.served.Load(), lossy.served.Load()}
-		if well := float64(before[2]) / float64(before[0]+before[1]+before[2]); well < 0.15 {
+		well := float64(before[2]) / float64(before[0]+before[1]+before[2])
+		t.Logf("before the loss: %d of %d requests (%.1f%%) on its host", before[2], before[0]+before[1]+before[2], 100*well)
+		if well < 0.15 {
 			t.Fatalf("before the fault the host got %d of %d requests (%.1f%%): its share cannot fall", before[2], before[0]+before[1]+before[2], 100*well)
 		}
 		h.Drop(t, 20, 0)
