@@ -177,6 +177,9 @@ upstreams:
 			}
 		}
 	}
+	if _, m := httpGet(t, ta.AdminURL+"/metrics"); !strings.Contains(m, `reason="errors"`) {
+		t.Errorf("/metrics has no transition with reason=\"errors\"")
+	}
 }
 
 // TestGrayRecoveryAfterCrashE2E: a backend crashes under load and comes
