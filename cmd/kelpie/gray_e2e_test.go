@@ -240,7 +240,8 @@ func logged(ta *testApp, s string) bool { return strings.Contains(ta.Logs.String
 
 // TestGrayFrozenBackendHedgedE2E: one of three backends accepts and never
 // answers (frozen). With hedging after 50ms, no client waits for the 2s
-// response timeout: the p99 stays under the hedge delay + 50ms.
+// response timeout: the p99 stays under the hedge delay + the normal tail
+// (hedgeBound).
 func TestGrayFrozenBackendHedgedE2E(t *testing.T) {
 	a, b := startGray(t, "a", 0, nil), startGray(t, "b", 0, nil)
 	frozen := testkit.StartRaw(t, testkit.Hung)
