@@ -2,6 +2,7 @@ package admin
 
 import (
 	"strings"
+	"time"
 
 	"github.com/kelpie-lb/kelpie/balancer"
 )
@@ -73,7 +74,9 @@ type Backend struct {
 	// its first answer and after it comes back into rotation.
 	LatencyMS float64 `json:"latency_ms"`
 	// Errors counts finished attempts that were gateway errors or 5xx
-	// answers; SuccessRate is 1 - Errors/Requests (1 with no requests).
+	// answers. SuccessRate is 1 - errors/requests over the recent past:
+	// the attempts since the start of the previous balancer.RecentWindow
+	// (10s), so one to two windows (1 with no requests).
 	Errors      uint64  `json:"errors"`
 	SuccessRate float64 `json:"success_rate"`
 	// Drain says who drained the backend, why, and whether for this
@@ -128,11 +131,7 @@ func describeBackend(b *balancer.Backend, eligible bool) Backend {
 		reasons = strings.Split(down.String(), "+")
 	}
 	_, _, errs := b.LatencyTotals()
-	reqs := b.Requests()
-	rate := 1.0
-	if reqs > 0 {
-		rate = 1 - float64(min(errs, reqs))/float64(reqs)
-	}
+	rate, _ := b.RecentSuccess(time.Now())
 	out := Backend{
 		LatencyMS:   float64(b.LatencyEWMA().Microseconds()) / 1000,
 		Errors:      errs,

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,6 +99,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		api.Lookup("127.0.1.11:8080"): 60, api.Lookup("127.0.1.12:8080"): 80,
 	})
 
+	// One backend slow and erring, ejected by latency outlier detection:
+	// its row names the reason and shows its latency and success rate.
+	slow := web.Lookup("127.0.0.1:9003")
+	for range 10 {
+		slow.Observe(150*time.Millisecond, 500, false)
+	}
+	web.Update(slow, "latency outlier", func(s *balancer.State) { s.Slow = true })
+
 	victim := web.Lookup("127.0.0.1:9002")
 	if !victim.Acquire() { // a long request in flight: the drain shows "draining"
 		t.Fatal("Acquire refused")
@@ -138,6 +148,23 @@ func TestDashboardInBrowser(t *testing.T) {
 		if !strings.Contains(webText, want) {
 			t.Errorf("web section lacks %q:\n%s", want, webText)
 		}
+	}
+
+	slowText, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`tr[data-address="127.0.0.1:9003"]`)))
+	if err != nil {
+		t.Fatalf("read the slow backend's row: %v", err)
+	}
+	m := regexp.MustCompile(`(\d+(?:\.\d)?) ms · (\d+\.\d)%`).FindStringSubmatch(slowText)
+	// The state cell says "out" and why; the ejected cell (between tabs)
+	// names the detector.
+	if !strings.Contains(slowText, "\tslow\t") || m == nil {
+		t.Fatalf("slow backend's row lacks slow in its ejected cell or its latency and success rate:\n%s", slowText)
+	}
+	if ms, _ := strconv.ParseFloat(m[1], 64); ms < 50 {
+		t.Errorf("slow backend's row shows %s ms, want its ~150 ms peak-EWMA:\n%s", m[1], slowText)
+	}
+	if rate, _ := strconv.ParseFloat(m[2], 64); rate >= 100 {
+		t.Errorf("slow backend's row shows a success rate of %s%%, want under 100 after 10 500s:\n%s", m[2], slowText)
 	}
 
 	apiText, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`section[data-upstream="api"]`)))

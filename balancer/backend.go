@@ -222,6 +222,7 @@ type Backend struct {
 	requests atomic.Uint64
 	failures atomic.Uint64
 	lat      latency // response latency and errors, for least_latency and outlier detection
+	recent   recent  // the success rate over the last RecentWindow, for the admin API
 
 	transitions [numReasons][2]atomic.Uint64 // [reason][0=set,1=cleared]
 

@@ -233,11 +233,19 @@ func TestDrillNeedsConfiguredToken(t *testing.T) {
 	}
 }
 
+// guardConfig is drillConfig with probes that a busy machine does not fail
+// (interval and timeout 1s): a guard aborts a drill when another backend
+// leaves rotation, and a healthy backend whose 300ms probes timed out under
+// load did, so the guard tests failed now and then for the wrong reason.
+func guardConfig(attempts int, addrs ...string) string {
+	return strings.Replace(drillConfig(attempts, addrs...), "interval: 300ms, timeout: 300ms", "interval: 1s, timeout: 1s", 1)
+}
+
 func TestDrillGuardsE2E(t *testing.T) {
 	t.Setenv("KELPIE_E2E_TOKEN", e2eToken)
 	t.Run("one per upstream and abort", func(t *testing.T) {
 		a, b, c := startBackend(t, named("a")), startBackend(t, named("b")), startBackend(t, named("c"))
-		ta := startApp(t, drillConfig(1, a.Addr, b.Addr, c.Addr))
+		ta := startApp(t, guardConfig(1, a.Addr, b.Addr, c.Addr))
 		waitHealthy(t, ta, a.Addr, b.Addr, c.Addr)
 		id := startDrillOK(t, ta, a.Addr, `{"fault":"refuse","for":"1m"}`)
 		code, body := drillPost(t, ta, e2eToken, "web", b.Addr, `{"fault":"refuse"}`)
@@ -265,7 +273,7 @@ func TestDrillGuardsE2E(t *testing.T) {
 	})
 	t.Run("client errors past the cap", func(t *testing.T) {
 		a, b := startBackend(t, named("a")), startBackend(t, named("b"))
-		ta := startApp(t, drillConfig(0, a.Addr, b.Addr)) // no retries: the fault shows to clients
+		ta := startApp(t, guardConfig(0, a.Addr, b.Addr)) // no retries: the fault shows to clients
 		waitHealthy(t, ta, a.Addr, b.Addr)
 		load := testkit.StartLoad(ta.ProxyAddr, testkit.LoadOptions{Workers: 4, Requests: 50000, Between: func(w, i int) { pause(2 * time.Millisecond) }})
 		defer load.Stop()
@@ -283,7 +291,7 @@ func TestDrillGuardsE2E(t *testing.T) {
 	})
 	t.Run("another backend fails meanwhile", func(t *testing.T) {
 		a, b, c := startBackend(t, named("a")), startBackend(t, named("b")), startBackend(t, named("c"))
-		ta := startApp(t, drillConfig(1, a.Addr, b.Addr, c.Addr))
+		ta := startApp(t, guardConfig(1, a.Addr, b.Addr, c.Addr))
 		waitHealthy(t, ta, a.Addr, b.Addr, c.Addr)
 		id := startDrillOK(t, ta, a.Addr, `{"fault":"refuse","for":"1m"}`)
 		c.Close()
@@ -299,7 +307,7 @@ func TestDrillGuardsE2E(t *testing.T) {
 		// A status the health check accepts, and no traffic: nothing can
 		// see it, and the drill says so.
 		a, b := startBackend(t, named("a")), startBackend(t, named("b"))
-		ta := startApp(t, drillConfig(1, a.Addr, b.Addr))
+		ta := startApp(t, guardConfig(1, a.Addr, b.Addr))
 		waitHealthy(t, ta, a.Addr, b.Addr)
 		code, out, _ := drillCLI("-admin", ta.AdminURL, "-token", e2eToken, "-fault", "status=200", "-for", "600ms", "web", a.Addr)
 		if code != 1 || !strings.Contains(out, "outcome:   FAILED") || !strings.Contains(out, "not detected") {

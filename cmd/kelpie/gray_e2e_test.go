@@ -27,9 +27,16 @@ type countingBackend struct {
 	served atomic.Int64
 }
 
-func startGray(t *testing.T, name string, delay time.Duration, fail func(n int64) bool) *countingBackend {
+func startGray(t testing.TB, name string, delay time.Duration, fail func(n int64) bool) *countingBackend {
 	cb := &countingBackend{}
-	cb.Backend = testkit.StartBackend(t, func(ctx *fasthttp.RequestCtx) {
+	cb.Backend = testkit.StartBackend(t, cb.handler(name, delay, fail))
+	return cb
+}
+
+// handler is the backend's behaviour, for startGray and for servers on
+// other listeners (testkit.ServeOn).
+func (cb *countingBackend) handler(name string, delay time.Duration, fail func(n int64) bool) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) == "/health" {
 			ctx.WriteString("ok")
 			return
@@ -42,8 +49,7 @@ func startGray(t *testing.T, name string, delay time.Duration, fail func(n int64
 			ctx.SetStatusCode(fasthttp.StatusInternalServerError)
 		}
 		ctx.WriteString(name)
-	})
-	return cb
+	}
 }
 
 // down reports upstream web's reasons against addr.
@@ -171,6 +177,9 @@ upstreams:
 			}
 		}
 	}
+	if _, m := httpGet(t, ta.AdminURL+"/metrics"); !strings.Contains(m, `reason="errors"`) {
+		t.Errorf("/metrics has no transition with reason=\"errors\"")
+	}
 }
 
 // TestGrayRecoveryAfterCrashE2E: a backend crashes under load and comes
@@ -231,7 +240,8 @@ func logged(ta *testApp, s string) bool { return strings.Contains(ta.Logs.String
 
 // TestGrayFrozenBackendHedgedE2E: one of three backends accepts and never
 // answers (frozen). With hedging after 50ms, no client waits for the 2s
-// response timeout: the p99 stays under the hedge delay + 50ms.
+// response timeout: the p99 stays under the hedge delay + the normal tail
+// (hedgeBound).
 func TestGrayFrozenBackendHedgedE2E(t *testing.T) {
 	a, b := startGray(t, "a", 0, nil), startGray(t, "b", 0, nil)
 	frozen := testkit.StartRaw(t, testkit.Hung)
@@ -242,7 +252,7 @@ upstreams:
 %s    retries: {attempts: 1, hedge: {after: 50ms}}
     timeouts: {connect: 1s, response: 2s}
 `, yamlBackends(a.Addr, b.Addr, frozen.Addr)))
-	run := hedgedLoad(t, ta, 150, "frozen backend, hedge after 50ms", 100*time.Millisecond, "hedge delay + 50ms")
+	run := hedgedLoad(t, ta, 150, "frozen backend, hedge after 50ms", 50*time.Millisecond)
 	if worst := run.Quantile(1); worst >= time.Second {
 		t.Fatalf("slowest request took %s: it waited for the response timeout", worst)
 	}

@@ -14,7 +14,7 @@ import (
 // Close stops it gracefully and Kill like a crashed process. It stops when
 // the test ends.
 type Backend struct {
-	// Addr is the "127.0.0.1:port" it listens on.
+	// Addr is the "host:port" it listens on ("127.0.0.1:port" unless ServeOn was given another listener).
 	Addr string
 	// Requests counts requests handed to the handler (every path,
 	// health probes included).
@@ -49,6 +49,13 @@ func StartServer(t testing.TB, srv *fasthttp.Server) *Backend {
 	if err != nil {
 		t.Fatalf("backend listen: %v", err)
 	}
+	return ServeOn(t, srv, ln)
+}
+
+// ServeOn is StartServer on a listener of the caller's (Host.Listen's, for
+// one): the backend owns ln from then on.
+func ServeOn(t testing.TB, srv *fasthttp.Server, ln net.Listener) *Backend {
+	t.Helper()
 	b := &Backend{Addr: ln.Addr().String(), srv: srv, ln: ln, open: map[net.Conn]struct{}{}}
 	h := srv.Handler
 	srv.Handler = func(ctx *fasthttp.RequestCtx) {

@@ -11,6 +11,7 @@
 // packages such as discovery/consultest), never by product code. It does
 // not import balancer, so every package's tests may use it.
 //
-// Every server it starts listens on 127.0.0.1 on a port the kernel picks,
-// and is stopped when the test ends.
+// Every server it starts listens on 127.0.0.1 on a port the kernel picks
+// (or, through ServeOn, on a Host's address: another network namespace
+// whose link can drop packets), and is stopped when the test ends.
 package testkit
