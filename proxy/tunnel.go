@@ -40,11 +40,23 @@ const hijackWait = 10 * time.Second
 const maxTunnelHead = 16 << 10
 
 // isUpgrade reports an HTTP/1.1 GET without a body that asks to switch
-// protocols (Connection: upgrade and an Upgrade header).
+// protocols: an Upgrade header, and upgrade among the Connection options
+// (RFC 9110 §7.8), whatever else they list. fasthttp's ConnectionUpgrade
+// is false beside close ("Connection: Upgrade, close"), so the options
+// are read here, from every Connection line.
 func isUpgrade(h *fasthttp.RequestHeader) bool {
+	if len(h.Peek(fasthttp.HeaderUpgrade)) == 0 {
+		return false // every request but upgrades stops here
+	}
 	cl := h.ContentLength() // -2: no framing header, so no body for a GET
-	return h.IsGet() && h.IsHTTP11() && (cl == 0 || cl == -2) &&
-		len(h.Peek(fasthttp.HeaderUpgrade)) > 0 && h.ConnectionUpgrade()
+	if !h.IsGet() || !h.IsHTTP11() || (cl != 0 && cl != -2) {
+		return false
+	}
+	upgrade := false
+	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
+		forTokens(v, func(tok []byte) { upgrade = upgrade || bytes.EqualFold(tok, []byte("upgrade")) })
+	}
+	return upgrade
 }
 
 // tunnel is one upgraded connection pair.

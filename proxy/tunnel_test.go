@@ -267,3 +267,77 @@ func TestTunnelCarriesBareLF(t *testing.T) {
 		}
 	}
 }
+
+// TestIsUpgradeConnectionList: upgrade anywhere among the Connection options
+// asks for an upgrade (RFC 9110 §7.8), beside close too, and across several
+// Connection lines; without it, or without an Upgrade header, it does not.
+func TestIsUpgradeConnectionList(t *testing.T) {
+	for _, tc := range []struct {
+		conn string
+		want bool
+	}{
+		{"Connection: Upgrade", true},
+		{"Connection: Upgrade, close", true},
+		{"Connection: close, upgrade", true},
+		{"Connection: keep-alive,Upgrade", true},
+		{"Connection: close\r\nConnection: Upgrade", true},
+		{"Connection: keep-alive", false},
+		{"Connection: close", false},
+		{"Connection: upgraded, close", false},
+		{"Connection: X-Upgrade", false},
+	} {
+		var h fasthttp.RequestHeader
+		head := "GET / HTTP/1.1\r\nHost: a\r\n" + tc.conn + "\r\nUpgrade: websocket\r\n\r\n"
+		if err := h.Read(bufio.NewReader(strings.NewReader(head))); err != nil {
+			t.Fatalf("%q: %v", tc.conn, err)
+		}
+		if got := isUpgrade(&h); got != tc.want {
+			t.Errorf("%q: isUpgrade = %v, want %v", tc.conn, got, tc.want)
+		}
+		h.Del(fasthttp.HeaderUpgrade)
+		if isUpgrade(&h) {
+			t.Errorf("%q without Upgrade: isUpgrade = true", tc.conn)
+		}
+	}
+}
+
+// TestUpgradeWithConnectionClose: "Connection: Upgrade, close" through kelpie
+// reaches the backend as an upgrade, the client gets the 101, and the tunnel
+// carries bytes both ways (the close applies to the HTTP connection, which
+// the tunnel replaces).
+func TestUpgradeWithConnectionClose(t *testing.T) {
+	for _, conn := range []string{"Upgrade, close", "close, Upgrade"} {
+		t.Run(conn, func(t *testing.T) {
+			be := startRawBackend(t, func(_ *rawBackend, c net.Conn, br *bufio.Reader) {
+				var req fasthttp.Request
+				if err := req.Read(br); err != nil {
+					return
+				}
+				if string(req.Header.Peek(fasthttp.HeaderUpgrade)) != "lines" {
+					io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: lines\r\n\r\n")
+				io.Copy(c, br)
+			})
+			px := proxyTo(t, &Upstream{Pool: newPool(t, balancer.RoundRobin, be.addr)}, Options{})
+			c, err := net.Dial("tcp", px.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			br := bufio.NewReader(c)
+			io.WriteString(c, "GET /lines HTTP/1.1\r\nHost: a\r\nConnection: "+conn+"\r\nUpgrade: lines\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != 101 {
+				t.Fatalf("upgrade: %v %v", resp, err)
+			}
+			io.WriteString(c, "ping\n")
+			line, err := br.ReadString('\n')
+			if err != nil || line != "ping\n" {
+				t.Fatalf("echo: %q, %v", line, err)
+			}
+		})
+	}
+}
