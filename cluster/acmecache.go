@@ -86,9 +86,12 @@ func NewACMECache(o ACMECacheOptions) (*ACMECache, error) {
 func (c *ACMECache) key(name string) string { return c.prefix + "/" + name }
 
 // ordered reports the names whose miss leads to an order (certificates,
-// "domain" and "domain+rsa") or a new account ("acme_account+key"), not
-// the challenge tokens, which the CA's check asks for and must not wait.
-func ordered(name string) bool { return !strings.HasSuffix(name, "+token") }
+// "domain" and "domain+rsa") or a new account ("acme_account+key"); not
+// the challenge tokens, which the CA's check asks for and must not wait,
+// nor the account key's legacy name, which autocert only reads.
+func ordered(name string) bool {
+	return !strings.HasSuffix(name, "+token") && name != "acme_account.key"
+}
 
 func (c *ACMECache) read(ctx context.Context, name string) ([]byte, error) {
 	p, _, err := c.kv.Get(c.key(name), (&api.QueryOptions{}).WithContext(ctx))
