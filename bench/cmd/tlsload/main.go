@@ -37,7 +37,14 @@ func main() {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	cfg := &tls.Config{ServerName: *sni, RootCAs: pool, ClientSessionCache: nil}
+	// X25519 alone: Go offers the X25519MLKEM768 hybrid first, which
+	// Debian's OpenSSL (HAProxy, nginx) does not know, so kelpie alone would
+	// pay for it. No session cache: every handshake is a full one.
+	cfg := &tls.Config{ServerName: *sni, RootCAs: pool, ClientSessionCache: nil, CurvePreferences: []tls.CurveID{tls.X25519}}
+	suite, err := negotiated(*addr, cfg)
+	if err != nil {
+		fail(err)
+	}
 
 	var ok, bad atomic.Int64
 	stop := time.Now().Add(*dur)
@@ -82,8 +89,20 @@ func main() {
 	el := time.Since(start).Seconds()
 	cpu := float64(proc.CPUTicks(*pid)-cpu0) / proc.TicksPerSecond
 	n := float64(ok.Load())
-	fmt.Printf("mode=%s ok=%d errors=%d per_s=%.0f cpu_s=%.2f cpu_us_per_req=%.1f\n",
-		*mode, ok.Load(), bad.Load(), n/el, cpu, cpu*1e6/max(n, 1))
+	fmt.Printf("mode=%s ok=%d errors=%d per_s=%.0f cpu_s=%.2f cpu_us_per_req=%.1f suite=%s\n",
+		*mode, ok.Load(), bad.Load(), n/el, cpu, cpu*1e6/max(n, 1), suite)
+}
+
+// negotiated is the TLS version, cipher suite and key exchange the proxy
+// agrees to, e.g. "TLSv1.3/TLS_AES_128_GCM_SHA256/X25519".
+func negotiated(addr string, cfg *tls.Config) (string, error) {
+	c, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	st := c.ConnectionState()
+	return tls.VersionName(st.Version) + "/" + tls.CipherSuiteName(st.CipherSuite) + "/" + st.CurveID.String(), nil
 }
 
 func fail(err error) {
