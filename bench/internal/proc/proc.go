@@ -30,18 +30,23 @@ func CPUTicks(pid int) int64 {
 func RSSKB(pid int) int64 {
 	var total int64
 	for _, p := range family(pid) {
-		b, err := os.ReadFile("/proc/" + p + "/status")
-		if err != nil {
-			continue
-		}
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-				total += kb
-			}
-		}
+		total += rss(p)
 	}
 	return total
+}
+
+func rss(pid string) int64 {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb
+		}
+	}
+	return 0
 }
 
 // family is pid and the pids whose parent it is.
