@@ -17,7 +17,8 @@ func TestFamilyCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = child.Process.Kill(); _ = child.Wait() }() // by PID: the child this test started
-	time.Sleep(1500 * time.Millisecond) // the child spins for part of it
+	// The child spins for part of this.
+	time.Sleep(1500 * time.Millisecond)
 	own := strconv.Itoa(self)
 	all := RSSKB(self)
 	if alone := rss(own); all < alone+256 || alone <= 0 { // the shell's own RSS is over a MiB
