@@ -17,6 +17,7 @@
 # rps= cpu_us_req=" lines are appended there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROOT=$PWD
 DURATION=${DURATION:-5}
 RUNS=${RUNS:-3}
@@ -72,19 +73,9 @@ backend be
     http-reuse always
     server s1 $BE
 EOF
-mkdir -p "$TMP/nginx"
-cat >"$TMP/nginx.conf" <<EOF
-worker_processes 1;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
+{
+	nginx_head 8192
+	cat <<EOF
     upstream be { server $BE; keepalive 128; }
     server {
         listen 127.0.0.1:$P_N ssl;
@@ -98,6 +89,7 @@ http {
     }
 }
 EOF
+} >"$TMP/nginx.conf"
 kelpie_yaml() { # plain-port admin-port tls-port
 	printf 'listen: "127.0.0.1:%s"\nadmin: {listen: "127.0.0.1:%s"}\ntls:\n  listen: "127.0.0.1:%s"\n' "$1" "$2" "$3"
 	printf '  certificates: [{cert: "%s", key: "%s"}]\nupstreams:\n  - name: bench\n    backends: [{address: "%s"}]\n' "$TMP/site.crt" "$TMP/site.key" "$BE"

@@ -13,6 +13,7 @@
 # rss_kb_per_tunnel=.." lines there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROOT=$PWD
 RUNS=${RUNS:-3}
 [ -n "${QUICK:-}" ] && RUNS=1
@@ -59,20 +60,9 @@ frontend fe
 backend be
     server s1 $BE
 CFG
-mkdir -p "$TMP/nginx"
-cat >"$TMP/nginx.conf" <<CFG
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 12000; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
+{
+	nginx_head 12000 "worker_rlimit_nofile 20000;"
+	cat <<CFG
     server {
         listen 127.0.0.1:$P_N;
         location / {
@@ -86,6 +76,7 @@ http {
     }
 }
 CFG
+} >"$TMP/nginx.conf"
 cat >"$TMP/kelpie.yaml" <<CFG
 listen: "127.0.0.1:$P_K"
 admin: {listen: "127.0.0.1:$P_KA"}

@@ -20,6 +20,19 @@ func newACMECache(t *testing.T, addr, prefix string, hold time.Duration) *ACMECa
 	return c
 }
 
+// acmePair is two kelpies' caches on one prefix of one agent, with the
+// holds given; a has just missed site.test and holds its lock.
+func acmePair(t *testing.T, prefix string, holdA, holdB time.Duration) (a, b *ACMECache) {
+	t.Helper()
+	agent := consultest.Start(t)
+	a = newACMECache(t, agent.HTTPAddr, prefix, holdA)
+	b = newACMECache(t, agent.HTTPAddr, prefix, holdB)
+	if _, err := a.Get(context.Background(), "site.test"); !errors.Is(err, autocert.ErrCacheMiss) {
+		t.Fatalf("a: %v, want a miss (a orders)", err)
+	}
+	return a, b
+}
+
 // TestACMECacheKV: blobs go to <prefix>/<name> in Consul KV, a missing one
 // is autocert.ErrCacheMiss, Delete removes it.
 func TestACMECacheKV(t *testing.T) {
@@ -55,13 +68,8 @@ func TestACMECacheKV(t *testing.T) {
 // gets what the first put instead of ordering its own. A challenge token's
 // miss never waits (the CA's check asks for it mid-order).
 func TestACMECacheOneOrder(t *testing.T) {
-	agent := consultest.Start(t)
 	ctx := context.Background()
-	a := newACMECache(t, agent.HTTPAddr, "kelpie/acme-one", 10*time.Second)
-	b := newACMECache(t, agent.HTTPAddr, "kelpie/acme-one", 10*time.Second)
-	if _, err := a.Get(ctx, "site.test"); !errors.Is(err, autocert.ErrCacheMiss) {
-		t.Fatalf("a: %v, want a miss (a orders)", err)
-	}
+	a, b := acmePair(t, "kelpie/acme-one", 10*time.Second, 10*time.Second)
 	start := time.Now()
 	if _, err := b.Get(ctx, "site.test+token"); !errors.Is(err, autocert.ErrCacheMiss) || time.Since(start) > 3*time.Second {
 		t.Fatalf("b's token get: %v after %v, want an immediate miss", err, time.Since(start))
@@ -97,13 +105,8 @@ func TestACMECacheOneOrder(t *testing.T) {
 // keeps the lock only for Hold; then the other kelpie orders itself.
 // Release lets go at once.
 func TestACMECacheHoldEnds(t *testing.T) {
-	agent := consultest.Start(t)
 	ctx := context.Background()
-	a := newACMECache(t, agent.HTTPAddr, "kelpie/acme-hold", 2*time.Second)
-	b := newACMECache(t, agent.HTTPAddr, "kelpie/acme-hold", 10*time.Second)
-	if _, err := a.Get(ctx, "site.test"); !errors.Is(err, autocert.ErrCacheMiss) {
-		t.Fatal(err)
-	}
+	a, b := acmePair(t, "kelpie/acme-hold", 2*time.Second, 10*time.Second)
 	start := time.Now()
 	if _, err := b.Get(ctx, "site.test"); !errors.Is(err, autocert.ErrCacheMiss) {
 		t.Fatal(err)

@@ -235,27 +235,7 @@ func TestWebSocketOverTLS(t *testing.T) {
 // (intermittent EOFs in the WebSocket tests before the scan stopped at the
 // upgrade); a raw protocol here sends them every time.
 func TestTunnelCarriesBareLF(t *testing.T) {
-	be := startRawBackend(t, func(_ *rawBackend, c net.Conn, br *bufio.Reader) {
-		var req fasthttp.Request
-		if err := req.Read(br); err != nil {
-			return
-		}
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: lines\r\n\r\n")
-		io.Copy(c, br) // echo until the client closes
-	})
-	px := proxyTo(t, &Upstream{Pool: newPool(t, balancer.RoundRobin, be.addr)}, Options{})
-	c, err := net.Dial("tcp", px.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	br := bufio.NewReader(c)
-	io.WriteString(c, "GET /lines HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: lines\r\n\r\n")
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 101 {
-		t.Fatalf("upgrade: %v %v", resp, err)
-	}
+	c, br := linesTunnel(t, "Upgrade")
 	msg := "one\ntwo\n\nGET / HTTP/1.1\nthree\r\n"
 	for i := range 3 {
 		if _, err := io.WriteString(c, msg); err != nil {
@@ -308,31 +288,7 @@ func TestIsUpgradeConnectionList(t *testing.T) {
 func TestUpgradeWithConnectionClose(t *testing.T) {
 	for _, conn := range []string{"Upgrade, close", "close, Upgrade"} {
 		t.Run(conn, func(t *testing.T) {
-			be := startRawBackend(t, func(_ *rawBackend, c net.Conn, br *bufio.Reader) {
-				var req fasthttp.Request
-				if err := req.Read(br); err != nil {
-					return
-				}
-				if string(req.Header.Peek(fasthttp.HeaderUpgrade)) != "lines" {
-					io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: lines\r\n\r\n")
-				io.Copy(c, br)
-			})
-			px := proxyTo(t, &Upstream{Pool: newPool(t, balancer.RoundRobin, be.addr)}, Options{})
-			c, err := net.Dial("tcp", px.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			br := bufio.NewReader(c)
-			io.WriteString(c, "GET /lines HTTP/1.1\r\nHost: a\r\nConnection: "+conn+"\r\nUpgrade: lines\r\n\r\n")
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil || resp.StatusCode != 101 {
-				t.Fatalf("upgrade: %v %v", resp, err)
-			}
+			c, br := linesTunnel(t, conn)
 			io.WriteString(c, "ping\n")
 			line, err := br.ReadString('\n')
 			if err != nil || line != "ping\n" {
@@ -340,4 +296,37 @@ func TestUpgradeWithConnectionClose(t *testing.T) {
 			}
 		})
 	}
+}
+
+// linesTunnel opens a tunnel through kelpie to a backend that switches to
+// "lines" (and echoes) only when asked for that protocol, the request's
+// Connection header being conn. It fails t unless the client gets the 101.
+func linesTunnel(t *testing.T, conn string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	be := startRawBackend(t, func(_ *rawBackend, c net.Conn, br *bufio.Reader) {
+		var req fasthttp.Request
+		if err := req.Read(br); err != nil {
+			return
+		}
+		if string(req.Header.Peek(fasthttp.HeaderUpgrade)) != "lines" {
+			io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: lines\r\n\r\n")
+		io.Copy(c, br) // echo until the client closes
+	})
+	px := proxyTo(t, &Upstream{Pool: newPool(t, balancer.RoundRobin, be.addr)}, Options{})
+	c, err := net.Dial("tcp", px.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /lines HTTP/1.1\r\nHost: a\r\nConnection: "+conn+"\r\nUpgrade: lines\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade with Connection: %s: %v %v", conn, resp, err)
+	}
+	return c, br
 }

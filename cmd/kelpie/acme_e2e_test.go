@@ -101,6 +101,18 @@ func startPebble(t *testing.T, tlsPort int, validity time.Duration) *pebble {
 	return p
 }
 
+// served is the certificate addr presents for kelpie.test, verified
+// against Pebble's root; nil when there is none yet.
+func (p *pebble) served(addr string) *x509.Certificate {
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
+		&tls.Config{ServerName: "kelpie.test", RootCAs: p.roots})
+	if err != nil {
+		return nil
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0]
+}
+
 // TestACMEWithPebble: kelpie obtains a certificate for its domain from a
 // real ACME server (Pebble) through tls-alpn-01 on its own TLS listener,
 // serves it, and renews it before it expires.
@@ -126,15 +138,7 @@ upstreams:
     backends:
 %s`, tlsAddr, peb.dir, cache, peb.ca, yamlBackends(be.Addr)))
 
-	served := func() *x509.Certificate {
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", tlsAddr,
-			&tls.Config{ServerName: "kelpie.test", RootCAs: peb.roots})
-		if err != nil {
-			return nil
-		}
-		defer c.Close()
-		return c.ConnectionState().PeerCertificates[0]
-	}
+	served := func() *x509.Certificate { return peb.served(tlsAddr) }
 	var first *x509.Certificate
 	eventually(t, 60*time.Second, "a certificate from Pebble, verified against its root", func() bool {
 		first = served()
@@ -204,18 +208,9 @@ upstreams:
 	startApp(t, conf(addrA))
 	startApp(t, conf(addrB))
 
-	served := func(addr string) *x509.Certificate {
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
-			&tls.Config{ServerName: "kelpie.test", RootCAs: peb.roots})
-		if err != nil {
-			return nil
-		}
-		defer c.Close()
-		return c.ConnectionState().PeerCertificates[0]
-	}
 	var a, b *x509.Certificate
 	eventually(t, 60*time.Second, "both kelpies serving a certificate from Pebble", func() bool {
-		a, b = served(addrA), served(addrB)
+		a, b = peb.served(addrA), peb.served(addrB)
 		return a != nil && b != nil
 	})
 	if a.SerialNumber.Cmp(b.SerialNumber) != 0 {
