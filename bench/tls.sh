@@ -156,7 +156,7 @@ ratio() {
 		echo "| $p | $(med tls-hs "$p" hs_per_s) | $(med tls-hs "$p" cpu_us_hs) | $(med tls-ka "$p" rps) | $(med tls-ka "$p" cpu_us_req) | $(ratio tls-ka cpu_us_req "$p") |"
 	done
 	echo
-	echo "Medians of $RUNS round(s), $CONC connections, ${DURATION}s per cell; negotiated: $(sed -n 's/.*suite=\([^ ]*\).*/\1/p' "$RAWF" | sort | uniq -c | awk '{printf "%s%s x%s", NR > 1 ? ", " : "", $2, $1}'); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+	echo "Medians of $RUNS round(s), $CONC connections, ${DURATION}s per cell; negotiated: $(sed -n 's/.*suite=\([^ ]*\).*/\1/p' "$RAWF" | sort | uniq -c | awk '{printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1}'); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
 } | tee "$TMP/table.md"
 mkdir -p "$OUT"
 cp "$TMP/table.md" "$OUT/tls-latest.md"

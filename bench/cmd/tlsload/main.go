@@ -94,7 +94,7 @@ func main() {
 }
 
 // negotiated is the TLS version, cipher suite and key exchange the proxy
-// agrees to, e.g. "TLSv1.3/TLS_AES_128_GCM_SHA256/X25519".
+// agrees to, e.g. "TLS1.3/TLS_AES_128_GCM_SHA256/X25519".
 func negotiated(addr string, cfg *tls.Config) (string, error) {
 	c, err := tls.Dial("tcp", addr, cfg)
 	if err != nil {
@@ -102,7 +102,8 @@ func negotiated(addr string, cfg *tls.Config) (string, error) {
 	}
 	defer c.Close()
 	st := c.ConnectionState()
-	return tls.VersionName(st.Version) + "/" + tls.CipherSuiteName(st.CipherSuite) + "/" + st.CurveID.String(), nil
+	v := strings.ReplaceAll(tls.VersionName(st.Version), " ", "") // one field of a raw line
+	return v + "/" + tls.CipherSuiteName(st.CipherSuite) + "/" + st.CurveID.String(), nil
 }
 
 func fail(err error) {
