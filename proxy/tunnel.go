@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/proxy/internal/rawio"
 )
 
 // WebSocket and other Upgrade requests become tunnels. fasthttp's client
@@ -84,6 +85,7 @@ type tunnelSet struct {
 	n     int // reserved or open
 	open  map[*tunnel]struct{}
 	empty chan struct{} // closed while n == 0
+	bufs  sync.Pool     // *[tunnelBuffer]byte, for pooledReader
 }
 
 // reserve counts a tunnel about to be set up; false when max are open.
@@ -329,14 +331,20 @@ func (p *Proxy) runTunnel(t *tunnel, br *bufio.Reader, answer []byte, idle, drai
 	}
 	// The handshake's reader is only needed for tunnel bytes that came
 	// with the 101; without any, it is dropped (16 KiB per tunnel).
-	var fromBackend io.Reader = br
-	if br.Buffered() == 0 {
-		fromBackend = t.backend
+	// A quiet backend holds no buffer when it is read with raw system
+	// calls (a plain one, io: raw): 16 KiB less per idle tunnel.
+	var fromBackend halfReader
+	if r := rawio.New(t.backend); br.Buffered() == 0 && r != nil && p.opts.IO == IORaw {
+		fromBackend = p.tunnels.pooledReader(r)
+	} else if br.Buffered() == 0 {
+		fromBackend = p.tunnels.reader(t.backend)
+	} else {
+		fromBackend = p.tunnels.reader(br)
 	}
 	br = nil
 	done := make(chan struct{}, 2)
 	go func() { copyHalf(t, t.client, fromBackend); done <- struct{}{} }()
-	go func() { copyHalf(t, t.backend, t.client); done <- struct{}{} }()
+	go func() { copyHalf(t, t.backend, p.tunnels.reader(t.client)); done <- struct{}{} }()
 	tick := time.NewTicker(watchEvery(idle, drain))
 	defer tick.Stop()
 	var draining time.Time
@@ -371,19 +379,20 @@ func watchEvery(idle, drain time.Duration) time.Duration {
 	return min(max(min(idle, drain)/4, 10*time.Millisecond), time.Second)
 }
 
-// copyHalf copies src to dst, noting activity, then half-closes dst so the
-// other side sees the end of this direction.
-func copyHalf(t *tunnel, dst net.Conn, src io.Reader) {
-	buf := make([]byte, tunnelBuffer)
+// copyHalf copies what read returns to dst, noting activity, then
+// half-closes dst so the other side sees the end of this direction.
+func copyHalf(t *tunnel, dst net.Conn, read halfReader) {
 	for {
-		n, err := src.Read(buf)
+		buf, n, err := read.read()
 		if n > 0 {
 			t.last.Store(time.Now().UnixNano())
 			if _, werr := dst.Write(buf[:n]); werr != nil {
+				read.release(buf)
 				t.close()
 				return
 			}
 		}
+		read.release(buf)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				if cw, ok := dst.(interface{ CloseWrite() error }); ok {
@@ -394,6 +403,45 @@ func copyHalf(t *tunnel, dst net.Conn, src io.Reader) {
 			t.close()
 			return
 		}
+	}
+}
+
+// halfReader is one direction's source: read returns a buffer holding n
+// bytes, which release gives back (nil is allowed) once they are written.
+type halfReader struct {
+	read    func() ([]byte, int, error)
+	release func([]byte)
+}
+
+// reader reads src into a buffer of its own, held for the tunnel's life.
+func (s *tunnelSet) reader(src io.Reader) halfReader {
+	buf := make([]byte, tunnelBuffer)
+	return halfReader{
+		read: func() ([]byte, int, error) {
+			n, err := src.Read(buf)
+			return buf, n, err
+		},
+		release: func([]byte) {},
+	}
+}
+
+// pooledReader reads src into buffers of the set's pool, taken only when
+// bytes are there (rawio.Conn.ReadPooled).
+func (s *tunnelSet) pooledReader(src *rawio.Conn) halfReader {
+	get := func() []byte {
+		if b, ok := s.bufs.Get().(*[tunnelBuffer]byte); ok {
+			return b[:]
+		}
+		return new([tunnelBuffer]byte)[:]
+	}
+	put := func(b []byte) {
+		if b != nil {
+			s.bufs.Put((*[tunnelBuffer]byte)(b))
+		}
+	}
+	return halfReader{
+		read:    func() ([]byte, int, error) { return src.ReadPooled(get, put) },
+		release: put,
 	}
 }
 
