@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -342,107 +340,15 @@ func (p *Proxy) runTunnel(t *tunnel, br *bufio.Reader, answer []byte, idle, drai
 		fromBackend = p.tunnels.reader(br)
 	}
 	br = nil
-	done := make(chan struct{}, 2)
-	go func() { copyHalf(t, t.client, fromBackend); done <- struct{}{} }()
-	go func() { copyHalf(t, t.backend, p.tunnels.reader(t.client)); done <- struct{}{} }()
-	tick := time.NewTicker(watchEvery(idle, drain))
-	defer tick.Stop()
-	var draining time.Time
-	for ended := 0; ended < 2; {
-		select {
-		case <-done:
-			ended++
-			continue
-		case now := <-tick.C:
-			if now.Sub(time.Unix(0, t.last.Load())) >= idle {
-				p.log.Debug("tunnel idle: closing", "backend", t.b.Address(), "idle", idle)
-				t.close()
-				continue
-			}
-			if t.b.State().Drained || t.b.Down()&balancer.ReasonRemoved != 0 {
-				if draining.IsZero() {
-					draining = now
-				} else if now.Sub(draining) >= drain {
-					p.log.Info("tunnel closed: backend drained", "backend", t.b.Address(), "tunnel_drain", drain)
-					t.close()
-				}
-			} else {
-				draining = time.Time{}
-			}
-		}
-	}
-}
-
-// watchEvery is how often a tunnel checks its timeouts: a quarter of the
-// shorter, between 10ms and 1s.
-func watchEvery(idle, drain time.Duration) time.Duration {
-	return min(max(min(idle, drain)/4, 10*time.Millisecond), time.Second)
-}
-
-// copyHalf copies what read returns to dst, noting activity, then
-// half-closes dst so the other side sees the end of this direction.
-func copyHalf(t *tunnel, dst net.Conn, read halfReader) {
-	for {
-		buf, n, err := read.read()
-		if n > 0 {
-			t.last.Store(time.Now().UnixNano())
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				read.release(buf)
-				t.close()
-				return
-			}
-		}
-		read.release(buf)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-					_ = cw.CloseWrite()
-					return
-				}
-			}
-			t.close()
-			return
-		}
-	}
-}
-
-// halfReader is one direction's source: read returns a buffer holding n
-// bytes, which release gives back (nil is allowed) once they are written.
-type halfReader struct {
-	read    func() ([]byte, int, error)
-	release func([]byte)
-}
-
-// reader reads src into a buffer of its own, held for the tunnel's life.
-func (s *tunnelSet) reader(src io.Reader) halfReader {
-	buf := make([]byte, tunnelBuffer)
-	return halfReader{
-		read: func() ([]byte, int, error) {
-			n, err := src.Read(buf)
-			return buf, n, err
-		},
-		release: func([]byte) {},
-	}
-}
-
-// pooledReader reads src into buffers of the set's pool, taken only when
-// bytes are there (rawio.Conn.ReadPooled).
-func (s *tunnelSet) pooledReader(src *rawio.Conn) halfReader {
-	get := func() []byte {
-		if b, ok := s.bufs.Get().(*[tunnelBuffer]byte); ok {
-			return b[:]
-		}
-		return new([tunnelBuffer]byte)[:]
-	}
-	put := func(b []byte) {
-		if b != nil {
-			s.bufs.Put((*[tunnelBuffer]byte)(b))
-		}
-	}
-	return halfReader{
-		read:    func() ([]byte, int, error) { return src.ReadPooled(get, put) },
-		release: put,
-	}
+	// The watch is a timer, not a goroutine, and the connection's own
+	// goroutine copies one direction: two goroutines per tunnel.
+	w := &tunnelWatch{p: p, t: t, idle: idle, drain: drain, every: watchEvery(idle, drain)}
+	w.timer = time.AfterFunc(w.every, w.check)
+	defer w.stop()
+	var back sync.WaitGroup
+	back.Go(func() { copyHalf(t, t.client, fromBackend) })
+	copyHalf(t, t.backend, p.tunnels.reader(t.client))
+	back.Wait()
 }
 
 // tunnelTimes returns the upstream's tunnel idle and drain timeouts with
