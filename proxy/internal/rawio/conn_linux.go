@@ -111,6 +111,12 @@ func (r *Conn) Read(b []byte) (int, error) {
 	err := r.rc.Read(r.readFn) // deadline or close: an *net.OpError already
 	n, e := r.rn, r.rerr
 	r.rbuf, r.rn, r.rerr = nil, 0, 0
+	return r.readResult(err, n, e)
+}
+
+// readResult is a read's outcome as net.Conn's Read gives it: err from the
+// wait (already an *net.OpError), else e from the call, else io.EOF for 0.
+func (r *Conn) readResult(err error, n int, e syscall.Errno) (int, error) {
 	switch {
 	case err != nil:
 		return 0, err
@@ -132,15 +138,8 @@ func (r *Conn) ReadPooled(get func() []byte, put func([]byte)) ([]byte, int, err
 	err := r.rc.Read(r.pooledFn)
 	buf, n, e := r.rbuf, r.rn, r.rerr
 	r.rbuf, r.rn, r.rerr, r.get, r.put = nil, 0, 0, nil, nil
-	switch {
-	case err != nil:
-		return buf, 0, err
-	case e != 0:
-		return buf, 0, r.opError("read", e)
-	case n == 0:
-		return buf, 0, io.EOF
-	}
-	return buf, n, nil
+	n, err = r.readResult(err, n, e)
+	return buf, n, err
 }
 
 func (r *Conn) doReadPooled(fd uintptr) bool {
@@ -190,14 +189,9 @@ func (r *Conn) SendThenRead(w, b []byte) (rest []byte, n int, err error) {
 		return nil, 0, r.opError("write", werr)
 	case wn < len(w):
 		return w[wn:], 0, err
-	case err != nil:
-		return nil, 0, err
-	case rerr != 0:
-		return nil, 0, r.opError("read", rerr)
-	case rn == 0:
-		return nil, 0, io.EOF
 	}
-	return nil, rn, nil
+	n, err = r.readResult(err, rn, rerr)
+	return nil, n, err
 }
 
 func (r *Conn) doSendRead(fd uintptr) bool {
