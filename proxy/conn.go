@@ -115,6 +115,26 @@ func (c *clientConn) bodyErr(n int) error {
 // connection's goroutine before it hands the connection over.
 func (c *clientConn) leaveHTTP() { c.scan.state = scanOff }
 
+// rawRead reports whether c reads its socket with raw system calls.
+func (c *clientConn) rawRead() bool {
+	_, ok := c.rw.(*rawio.Conn)
+	return ok
+}
+
+// readPooled is Read for a tunnel (the head scan is off by then) into a
+// buffer from get taken only when bytes are there (rawio.Conn.ReadPooled),
+// with the same lazy read deadline. Only when rawRead.
+func (c *clientConn) readPooled(get func() []byte, put func([]byte)) ([]byte, int, error) {
+	r := c.rw.(*rawio.Conn)
+	for {
+		buf, n, err := r.ReadPooled(get, put)
+		if n > 0 || err == nil || !c.rd.Rearm(err) {
+			return buf, n, err
+		}
+		put(buf)
+	}
+}
+
 // clientConnOf returns the clientConn under a connection fasthttp serves,
 // plain or TLS, or nil for a connection kelpie's listeners did not wrap.
 func clientConnOf(c net.Conn) *clientConn {

@@ -61,6 +61,7 @@ func isUpgrade(h *fasthttp.RequestHeader) bool {
 // tunnel is one upgraded connection pair.
 type tunnel struct {
 	client, backend net.Conn
+	cc              *clientConn // under client, when kelpie's listener wrapped it
 	b               *balancer.Backend
 	last            atomic.Int64 // unix nanoseconds of the last byte either way
 	once            sync.Once
@@ -238,6 +239,7 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, up *Upstream, start time.Time)
 		})
 		if cc := clientConnOf(ctx.Conn()); cc != nil {
 			cc.leaveHTTP()
+			t.cc = cc
 		}
 		ctx.Hijack(func(c net.Conn) {
 			orphan.Stop()
@@ -347,7 +349,7 @@ func (p *Proxy) runTunnel(t *tunnel, br *bufio.Reader, answer []byte, idle, drai
 	defer w.stop()
 	var back sync.WaitGroup
 	back.Go(func() { copyHalf(t, t.client, fromBackend) })
-	copyHalf(t, t.backend, p.tunnels.reader(t.client))
+	copyHalf(t, t.backend, p.tunnels.clientReader(t))
 	back.Wait()
 }
 

@@ -111,22 +111,57 @@ func (s *tunnelSet) reader(src io.Reader) halfReader {
 	}
 }
 
+// clientReader reads the tunnel's client. A plain client read with raw
+// system calls takes pooled buffers only when it has bytes, as pooledReader,
+// after one first read through the hijacked connection, which hands over
+// what fasthttp's reader still held (at most its 4 KiB, so all of it: the
+// buffer is 16 KiB, and fasthttp's reader is never read again). Otherwise
+// (TLS, std I/O) the client keeps a buffer of its own.
+func (s *tunnelSet) clientReader(t *tunnel) halfReader {
+	if t.cc == nil || !t.cc.rawRead() {
+		return s.reader(t.client)
+	}
+	pooled := s.pooled(t.cc.readPooled)
+	first := true
+	return halfReader{
+		read: func() ([]byte, int, error) {
+			if !first {
+				return pooled.read()
+			}
+			first = false
+			buf := s.get()
+			n, err := t.client.Read(buf)
+			return buf, n, err
+		},
+		release: pooled.release,
+	}
+}
+
 // pooledReader reads src into buffers of the set's pool, taken only when
 // bytes are there (rawio.Conn.ReadPooled).
 func (s *tunnelSet) pooledReader(src *rawio.Conn) halfReader {
-	get := func() []byte {
-		if b, ok := s.bufs.Get().(*[tunnelBuffer]byte); ok {
-			return b[:]
-		}
-		return new([tunnelBuffer]byte)[:]
-	}
-	put := func(b []byte) {
-		if b != nil {
-			s.bufs.Put((*[tunnelBuffer]byte)(b))
-		}
-	}
+	return s.pooled(src.ReadPooled)
+}
+
+// pooled is a halfReader over a ReadPooled-like read from the set's pool.
+func (s *tunnelSet) pooled(read func(get func() []byte, put func([]byte)) ([]byte, int, error)) halfReader {
 	return halfReader{
-		read:    func() ([]byte, int, error) { return src.ReadPooled(get, put) },
-		release: put,
+		read:    func() ([]byte, int, error) { return read(s.get, s.put) },
+		release: s.put,
+	}
+}
+
+// get is a buffer from the set's pool.
+func (s *tunnelSet) get() []byte {
+	if b, ok := s.bufs.Get().(*[tunnelBuffer]byte); ok {
+		return b[:]
+	}
+	return new([tunnelBuffer]byte)[:]
+}
+
+// put gives a buffer from get back; nil is ignored.
+func (s *tunnelSet) put(b []byte) {
+	if b != nil {
+		s.bufs.Put((*[tunnelBuffer]byte)(b))
 	}
 }
