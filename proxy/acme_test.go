@@ -17,9 +17,11 @@ type lockingCache struct {
 	released []string
 }
 
-func (c *lockingCache) Get(context.Context, string) ([]byte, error) { return nil, autocert.ErrCacheMiss }
-func (c *lockingCache) Put(context.Context, string, []byte) error   { return nil }
-func (c *lockingCache) Delete(context.Context, string) error        { return nil }
+func (c *lockingCache) Get(context.Context, string) ([]byte, error) {
+	return nil, autocert.ErrCacheMiss
+}
+func (c *lockingCache) Put(context.Context, string, []byte) error { return nil }
+func (c *lockingCache) Delete(context.Context, string) error      { return nil }
 func (c *lockingCache) Release(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
