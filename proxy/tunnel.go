@@ -349,7 +349,7 @@ func (p *Proxy) runTunnel(t *tunnel, br *bufio.Reader, answer []byte, idle, drai
 	defer w.stop()
 	var back sync.WaitGroup
 	back.Go(func() { copyHalf(t, t.client, fromBackend) })
-	copyHalf(t, t.backend, p.tunnels.clientReader(t))
+	copyHalf(t, t.backend, p.tunnels.clientReader(t, p.server.ReadBufferSize))
 	back.Wait()
 }
 

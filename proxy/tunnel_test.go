@@ -356,3 +356,24 @@ func TestTunnelCarriesEarlyBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestTunnelFirstReadLargerThanBuffer: the client's first bytes through the
+// tunnel are more than one copy buffer (16 KiB) but within fasthttp's read
+// buffer (24 KiB by default), so fasthttp's reader takes them in whole; all
+// of them come back, in order, before the client side switches to raw reads.
+func TestTunnelFirstReadLargerThanBuffer(t *testing.T) {
+	c, br := linesTunnel(t, "Upgrade")
+	msg := []byte(strings.Repeat("0123456789abcdef", 1300)) // 20,800 bytes
+	msg[len(msg)-1] = '\n'
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != string(msg) {
+		t.Fatalf("echo of %d bytes: %v, equal %v", len(msg), err, string(got) == string(msg))
+	}
+	io.WriteString(c, "after\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "after\n" {
+		t.Fatalf("then: %q, %v", line, err)
+	}
+}

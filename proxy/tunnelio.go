@@ -113,11 +113,12 @@ func (s *tunnelSet) reader(src io.Reader) halfReader {
 
 // clientReader reads the tunnel's client. A plain client read with raw
 // system calls takes pooled buffers only when it has bytes, as pooledReader,
-// after one first read through the hijacked connection, which hands over
-// what fasthttp's reader still held (at most its 4 KiB, so all of it: the
-// buffer is 16 KiB, and fasthttp's reader is never read again). Otherwise
-// (TLS, std I/O) the client keeps a buffer of its own.
-func (s *tunnelSet) clientReader(t *tunnel) halfReader {
+// after one first read through the hijacked connection into a buffer of
+// at least readBuffer bytes, fasthttp's read buffer: bufio then hands over
+// everything it held (bytes that came with the upgrade request, or a first
+// message it read in whole) or reads past its buffer, and it is never read
+// again. Otherwise (TLS, std I/O) the client keeps a buffer of its own.
+func (s *tunnelSet) clientReader(t *tunnel, readBuffer int) halfReader {
 	if t.cc == nil || !t.cc.rawRead() {
 		return s.reader(t.client)
 	}
@@ -129,7 +130,7 @@ func (s *tunnelSet) clientReader(t *tunnel) halfReader {
 				return pooled.read()
 			}
 			first = false
-			buf := s.get()
+			buf := make([]byte, max(tunnelBuffer, readBuffer))
 			n, err := t.client.Read(buf)
 			return buf, n, err
 		},
@@ -159,9 +160,10 @@ func (s *tunnelSet) get() []byte {
 	return new([tunnelBuffer]byte)[:]
 }
 
-// put gives a buffer from get back; nil is ignored.
+// put gives a buffer from get back; nil, or one of another size (the
+// client's first), is ignored.
 func (s *tunnelSet) put(b []byte) {
-	if b != nil {
+	if len(b) == tunnelBuffer {
 		s.bufs.Put((*[tunnelBuffer]byte)(b))
 	}
 }
