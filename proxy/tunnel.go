@@ -62,6 +62,7 @@ func isUpgrade(h *fasthttp.RequestHeader) bool {
 type tunnel struct {
 	client, backend net.Conn
 	cc              *clientConn // under client, when kelpie's listener wrapped it
+	ccQuiet         bool        // cc had nothing after the upgrade request
 	b               *balancer.Backend
 	last            atomic.Int64 // unix nanoseconds of the last byte either way
 	once            sync.Once
@@ -238,8 +239,7 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, up *Upstream, start time.Time)
 			}
 		})
 		if cc := clientConnOf(ctx.Conn()); cc != nil {
-			cc.leaveHTTP()
-			t.cc = cc
+			t.cc, t.ccQuiet = cc, cc.leaveHTTP()
 		}
 		ctx.Hijack(func(c net.Conn) {
 			orphan.Stop()

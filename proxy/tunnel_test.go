@@ -357,20 +357,17 @@ func TestTunnelCarriesEarlyBytes(t *testing.T) {
 	}
 }
 
-// TestTunnelFirstReadLargerThanBuffer: the client's first bytes through the
-// tunnel are more than one copy buffer (16 KiB) but within fasthttp's read
-// buffer (24 KiB by default), so fasthttp's reader takes them in whole; all
-// of them come back, in order, before the client side switches to raw reads.
+// TestTunnelFirstReadLargerThanBuffer: the client sends more than one copy
+// buffer (16 KiB) right behind the upgrade request, within fasthttp's read
+// buffer (24 KiB by default), so fasthttp's reader holds all of it when the
+// tunnel starts; all of it comes back, in order, and then what follows
+// (the client side switches to raw reads after its first read).
 func TestTunnelFirstReadLargerThanBuffer(t *testing.T) {
-	c, br := linesTunnel(t, "Upgrade")
-	msg := []byte(strings.Repeat("0123456789abcdef", 1300)) // 20,800 bytes
-	msg[len(msg)-1] = '\n'
-	if _, err := c.Write(msg); err != nil {
-		t.Fatal(err)
-	}
+	msg := strings.Repeat("0123456789abcdef", 1300) + "\r\n" // 20,802 bytes, CRLF for the head scan
+	c, br := linesTunnelEarly(t, "Upgrade", msg)
 	got := make([]byte, len(msg))
-	if _, err := io.ReadFull(br, got); err != nil || string(got) != string(msg) {
-		t.Fatalf("echo of %d bytes: %v, equal %v", len(msg), err, string(got) == string(msg))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+		t.Fatalf("echo of %d bytes: %v, equal %v", len(msg), err, string(got) == msg)
 	}
 	io.WriteString(c, "after\n")
 	if line, err := br.ReadString('\n'); err != nil || line != "after\n" {

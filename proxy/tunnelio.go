@@ -112,17 +112,21 @@ func (s *tunnelSet) reader(src io.Reader) halfReader {
 }
 
 // clientReader reads the tunnel's client. A plain client read with raw
-// system calls takes pooled buffers only when it has bytes, as pooledReader,
-// after one first read through the hijacked connection into a buffer of
-// at least readBuffer bytes, fasthttp's read buffer: bufio then hands over
-// everything it held (bytes that came with the upgrade request, or a first
-// message it read in whole) or reads past its buffer, and it is never read
-// again. Otherwise (TLS, std I/O) the client keeps a buffer of its own.
+// system calls takes pooled buffers only when it has bytes, as
+// pooledReader. When the client sent nothing after the upgrade request
+// (t.ccQuiet), fasthttp's reader holds nothing and the socket is read from
+// the start; otherwise the first read goes through the hijacked connection
+// into a buffer of at least readBuffer bytes, fasthttp's read buffer, so
+// bufio hands over everything it held, and it is never read again. Other
+// clients (TLS, std I/O) keep a buffer of their own.
 func (s *tunnelSet) clientReader(t *tunnel, readBuffer int) halfReader {
 	if t.cc == nil || !t.cc.rawRead() {
 		return s.reader(t.client)
 	}
 	pooled := s.pooled(t.cc.readPooled)
+	if t.ccQuiet {
+		return pooled
+	}
 	first := true
 	return halfReader{
 		read: func() ([]byte, int, error) {
