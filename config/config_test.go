@@ -59,6 +59,8 @@ func TestProblemsHaveLines(t *testing.T) {
 			[]string{`6: count_as_failure "4xx": want 5xx or gateway`, `7: latency.factor must be above 1`, `8: failure_percentage.threshold must be in 0..100`}},
 		{"unknown io mode", "io: fast\nupstreams: [{name: a, backends: [{address: \"h:1\"}]}]\n",
 			[]string{`1: io "fast": want raw or std`}},
+		{"acme cache without a consul prefix", "tls:\n  listen: \"127.0.0.1:8443\"\n  acme:\n    domains: [a.test]\n    cache: consul://\nupstreams: [{name: a, backends: [{address: \"h:1\"}]}]\n",
+			[]string{`5: tls.acme.cache: "consul://" names no Consul KV prefix`}},
 		{"bad status range", "upstreams:\n  - name: a\n    backends: [{address: \"h:1\"}]\n    health:\n      active: {expect_status: \"299-200\"}\n",
 			[]string{`5: upstream "a": expect_status "299-200"`}},
 	}

@@ -36,8 +36,10 @@ type ACME struct {
 	Domains []string `yaml:"domains"`
 	// Directory is the CA's directory URL. Default Let's Encrypt's.
 	Directory string `yaml:"directory"`
-	// Cache is the directory keeping the account key and certificates.
-	// Required.
+	// Cache keeps the account key and certificates: a directory, or
+	// "consul://PREFIX" for Consul KV under PREFIX (the consul: block's
+	// agent), which a pair of kelpies shares so that one orders and both
+	// serve the certificate. Required.
 	Cache string `yaml:"cache"`
 	// CA is a PEM bundle trusted for the directory's own HTTPS (a private
 	// or test CA). Default: the system roots.
@@ -89,7 +91,9 @@ func (v *validator) tls(t *TLS, listen string) {
 			}
 		}
 		if a.Cache == "" {
-			v.errf(at("tls", "acme"), "tls.acme.cache: a directory is required (certificates would be requested again on every start)")
+			v.errf(at("tls", "acme"), "tls.acme.cache: a directory or consul://PREFIX is required (certificates would be requested again on every start)")
+		} else if prefix, ok := ACMEConsulPrefix(a.Cache); ok && prefix == "" {
+			v.errf(at("tls", "acme", "cache"), "tls.acme.cache: %q names no Consul KV prefix (e.g. consul://kelpie/acme)", a.Cache)
 		}
 		if a.CA != "" {
 			if _, err := proxy.LoadCAPool(a.CA); err != nil {
@@ -138,4 +142,12 @@ func (v *validator) upstreamTLS(i int, u *Upstream) {
 			v.errf(at("upstreams", i, "tls", "cert"), "upstream %q: tls: %v", u.Name, err)
 		}
 	}
+}
+
+// ACMEConsulPrefix returns the Consul KV prefix of a tls.acme.cache of the
+// form consul://PREFIX (slashes at either end trimmed), and whether it has
+// that form.
+func ACMEConsulPrefix(cache string) (string, bool) {
+	rest, ok := strings.CutPrefix(cache, "consul://")
+	return strings.Trim(rest, "/"), ok
 }

@@ -43,7 +43,13 @@ type ACMEOptions struct {
 type ACME struct {
 	m       *autocert.Manager
 	domains []string
+	release func(name string) // the cache's Release, if it has one
 }
+
+// orderLocker is a Cache that locks a name while this process orders it,
+// across processes sharing the cache (cluster.ACMECache). Release lets go
+// after an order that failed: autocert does not tell the cache.
+type orderLocker interface{ Release(name string) }
 
 // NewACME returns an ACME certificate source. It contacts the CA only when
 // a certificate is first needed.
@@ -56,8 +62,13 @@ func NewACME(o ACMEOptions) *ACME {
 	for i, d := range o.Domains {
 		domains[i] = strings.ToLower(d)
 	}
+	var release func(string)
+	if l, ok := o.Cache.(orderLocker); ok {
+		release = l.Release
+	}
 	return &ACME{
 		domains: domains,
+		release: release,
 		m: &autocert.Manager{
 			Prompt:     autocert.AcceptTOS,
 			Cache:      o.Cache,
@@ -80,7 +91,14 @@ func (a *ACME) handles(hello *tls.ClientHelloInfo) bool {
 // GetCertificate is tls.Config.GetCertificate for the ACME domains and
 // tls-alpn-01 challenges.
 func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	return a.m.GetCertificate(hello)
+	c, err := a.m.GetCertificate(hello)
+	if err != nil && a.release != nil && !slices.Contains(hello.SupportedProtos, acme.ALPNProto) {
+		// autocert's cache names: the ECDSA and RSA certificates.
+		name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+		a.release(name)
+		a.release(name + "+rsa")
+	}
+	return c, err
 }
 
 // Warm obtains (or loads from the cache) a certificate for each domain, so
@@ -89,7 +107,7 @@ func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 func (a *ACME) Warm() error {
 	for _, d := range a.domains {
 		hello := &tls.ClientHelloInfo{ServerName: d, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}
-		if _, err := a.m.GetCertificate(hello); err != nil {
+		if _, err := a.GetCertificate(hello); err != nil {
 			return err
 		}
 	}

@@ -112,8 +112,34 @@ func (c *clientConn) bodyErr(n int) error {
 // leaveHTTP stops the head scan for good: the connection is about to carry
 // another protocol (an upgrade's tunnel), whose bytes are not HTTP framing;
 // a WebSocket frame holds bare LFs as often as not. Called by the
-// connection's goroutine before it hands the connection over.
-func (c *clientConn) leaveHTTP() { c.scan.state = scanOff }
+// connection's goroutine before it hands the connection over. It reports
+// whether nothing came after the last request: then fasthttp's reader holds
+// no byte, and the tunnel may read the socket itself from the start.
+func (c *clientConn) leaveHTTP() (nothingAfter bool) {
+	nothingAfter = c.scan == headScan{state: scanHead, cl: -1, reqs: c.scan.reqs}
+	c.scan.state = scanOff
+	return nothingAfter
+}
+
+// rawRead reports whether c reads its socket with raw system calls.
+func (c *clientConn) rawRead() bool {
+	_, ok := c.rw.(*rawio.Conn)
+	return ok
+}
+
+// readPooled is Read for a tunnel (the head scan is off by then) into a
+// buffer from get taken only when bytes are there (rawio.Conn.ReadPooled),
+// with the same lazy read deadline. Only when rawRead.
+func (c *clientConn) readPooled(get func() []byte, put func([]byte)) ([]byte, int, error) {
+	r := c.rw.(*rawio.Conn)
+	for {
+		buf, n, err := r.ReadPooled(get, put)
+		if n > 0 || err == nil || !c.rd.Rearm(err) {
+			return buf, n, err
+		}
+		put(buf)
+	}
+}
 
 // clientConnOf returns the clientConn under a connection fasthttp serves,
 // plain or TLS, or nil for a connection kelpie's listeners did not wrap.

@@ -59,7 +59,10 @@
 // lose hop-by-hop headers and those the backend named in Connection; a
 // backend's Connection: close never closes the client connection.
 //
-// Upgrade (WebSocket) is not proxied: the Upgrade header is removed.
+// An HTTP/1.1 GET with an Upgrade header and upgrade among its Connection
+// options (beside close too: RFC 9110 §7.8) becomes a tunnel when the
+// backend answers 101 with the protocol asked for (tunnel.go); any other
+// request loses its Upgrade header.
 //
 // # Client IP
 //

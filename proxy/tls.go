@@ -18,6 +18,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/crypto/acme"
+
+	"github.com/kelpie-lb/kelpie/proxy/internal/rawio"
 )
 
 // CertFile names one certificate chain and its private key, both PEM files.
@@ -292,7 +294,7 @@ func ServerTLSConfig(o ServerTLSOptions) *tls.Config {
 // Shutdown, like Serve. Requests arriving this way are forwarded with
 // X-Forwarded-Proto: https.
 func (p *Proxy) ServeTLS(ln net.Listener, cfg *tls.Config) error {
-	err := p.server.Serve(tlsListener{ln, cfg})
+	err := p.server.Serve(tlsListener{ln, cfg, p.opts.IO == IORaw})
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("proxy serve tls %s: %w", ln.Addr(), err)
 	}
@@ -303,10 +305,12 @@ func (p *Proxy) ServeTLS(ln net.Listener, cfg *tls.Config) error {
 // sits above TLS, so its head scan and its record of how the client's
 // stream ended see the plaintext requests, not the records carrying them.
 // The handshake runs on the connection's first read, in the goroutine that
-// serves it, not in the accept loop.
+// serves it, not in the accept loop. With raw set (IORaw) TLS reads and
+// writes the socket beneath it with raw system calls (rawSocket).
 type tlsListener struct {
 	net.Listener
 	cfg *tls.Config
+	raw bool
 }
 
 func (l tlsListener) Accept() (net.Conn, error) {
@@ -314,10 +318,29 @@ func (l tlsListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Server(c, l.cfg)
-	// Not raw: the clientConn reads the TLS plaintext, not a socket.
+	sock := c
+	if l.raw {
+		if r := rawio.New(c); r != nil {
+			sock = rawSocket{c, r}
+		}
+	}
+	tc := tls.Server(sock, l.cfg)
+	// Not raw above TLS: the clientConn reads the plaintext, not a socket.
 	return &tlsClientConn{newClientConn(tc, false), tc}, nil
 }
+
+// rawSocket is the TCP socket beneath a TLS connection, read and written
+// with rawio's raw system calls (recvfrom and sendto without the runtime's
+// syscall bookkeeping) as plain client connections are; deadlines and
+// Close are the socket's own, and rawio waits through the same netpoller,
+// so they apply as before.
+type rawSocket struct {
+	net.Conn
+	r *rawio.Conn
+}
+
+func (s rawSocket) Read(b []byte) (int, error)  { return s.r.Read(b) }
+func (s rawSocket) Write(b []byte) (int, error) { return s.r.Write(b) }
 
 // tlsClientConn is a clientConn over TLS that fasthttp still recognises as
 // TLS (RequestCtx.IsTLS, TLSConnectionState look for these two methods).

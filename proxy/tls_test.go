@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -276,5 +277,56 @@ func TestHTTPSBackend(t *testing.T) {
 	px3 := proxyTo(t, plain, Options{})
 	if resp := do(t, clientFor(px3.addr), "GET", "app.test", "/"); resp.StatusCode() == 200 {
 		t.Fatal("plain HTTP to a TLS backend answered 200")
+	}
+}
+
+// TestTLSSocketIOMode: beneath TLS, raw I/O reads and writes the socket
+// with raw system calls (rawSocket), std I/O leaves it net.Conn's, and
+// either way the TLS stream and its deadlines work.
+func TestTLSSocketIOMode(t *testing.T) {
+	ca := testkit.NewCA(t)
+	kp := ca.KeyPair(t, "a.test")
+	cfg := &tls.Config{Certificates: []tls.Certificate{kp}}
+	for _, raw := range []bool{true, false} {
+		t.Run(fmt.Sprintf("raw=%v", raw), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: "a.test", RootCAs: ca.Pool()})
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				buf := make([]byte, 4)
+				c.Write([]byte("ping"))
+				c.Read(buf)
+				c.Read(buf) // until the server closes
+			}()
+			c, err := tlsListener{ln, cfg, raw}.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			tc := c.(*tlsClientConn).tc
+			if _, isRaw := tc.NetConn().(rawSocket); isRaw != raw {
+				t.Fatalf("socket beneath TLS is %T, want raw %v", tc.NetConn(), raw)
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 4)
+			if n, err := c.Read(buf); err != nil || string(buf[:n]) != "ping" {
+				t.Fatalf("read %q, %v", buf[:n], err)
+			}
+			if _, err := c.Write([]byte("pong")); err != nil {
+				t.Fatal(err)
+			}
+			// A read deadline still ends a read that gets nothing.
+			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, err := c.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("read past the deadline: %v, want a timeout", err)
+			}
+		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kelpie-lb/kelpie/discovery/consultest"
 	"github.com/kelpie-lb/kelpie/internal/testkit"
 )
 
@@ -100,6 +101,18 @@ func startPebble(t *testing.T, tlsPort int, validity time.Duration) *pebble {
 	return p
 }
 
+// served is the certificate addr presents for kelpie.test, verified
+// against Pebble's root; nil when there is none yet.
+func (p *pebble) served(addr string) *x509.Certificate {
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
+		&tls.Config{ServerName: "kelpie.test", RootCAs: p.roots})
+	if err != nil {
+		return nil
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0]
+}
+
 // TestACMEWithPebble: kelpie obtains a certificate for its domain from a
 // real ACME server (Pebble) through tls-alpn-01 on its own TLS listener,
 // serves it, and renews it before it expires.
@@ -125,15 +138,7 @@ upstreams:
     backends:
 %s`, tlsAddr, peb.dir, cache, peb.ca, yamlBackends(be.Addr)))
 
-	served := func() *x509.Certificate {
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", tlsAddr,
-			&tls.Config{ServerName: "kelpie.test", RootCAs: peb.roots})
-		if err != nil {
-			return nil
-		}
-		defer c.Close()
-		return c.ConnectionState().PeerCertificates[0]
-	}
+	served := func() *x509.Certificate { return peb.served(tlsAddr) }
 	var first *x509.Certificate
 	eventually(t, 60*time.Second, "a certificate from Pebble, verified against its root", func() bool {
 		first = served()
@@ -165,5 +170,61 @@ upstreams:
 	})
 	if strings.Contains(ta.Logs.String(), "certificate not obtained") {
 		t.Logf("kelpie log:\n%s", ta.Logs.String())
+	}
+}
+
+// TestACMEPairSharesConsulCache: two kelpies of an HA pair with
+// tls.acme.cache in the same Consul KV prefix start together; one orders a
+// certificate from Pebble and both serve that one (the same serial), the
+// other never orders its own. The CA's tls-alpn-01 check reaches only the
+// first (as a VIP would), so the shared cache must carry the challenge too
+// whichever kelpie ordered.
+func TestACMEPairSharesConsulCache(t *testing.T) {
+	agent := consultest.Start(t)
+	addrA := testkit.FreeAddr(t)
+	_, portStr, _ := net.SplitHostPort(addrA)
+	var port int
+	fmt.Sscan(portStr, &port)
+	addrB := net.JoinHostPort("127.0.0.2", portStr)
+	peb := startPebble(t, port, time.Hour)
+	be := startBackend(t, named("behind the pair"))
+	const prefix = "kelpie/acme-pair-test"
+	conf := func(listen string) string {
+		return fmt.Sprintf(`
+consul:
+  address: %q
+tls:
+  listen: %q
+  acme:
+    domains: [kelpie.test]
+    directory: %q
+    cache: "consul://%s"
+    ca: %q
+upstreams:
+  - name: web
+    backends:
+%s`, agent.HTTPAddr, listen, peb.dir, prefix, peb.ca, yamlBackends(be.Addr))
+	}
+	startApp(t, conf(addrA))
+	startApp(t, conf(addrB))
+
+	var a, b *x509.Certificate
+	eventually(t, 60*time.Second, "both kelpies serving a certificate from Pebble", func() bool {
+		a, b = peb.served(addrA), peb.served(addrB)
+		return a != nil && b != nil
+	})
+	if a.SerialNumber.Cmp(b.SerialNumber) != 0 {
+		t.Fatalf("the pair serves two certificates (serials %s and %s): both ordered", a.SerialNumber, b.SerialNumber)
+	}
+	p, _, err := agent.Client.KV().Get(prefix+"/kelpie.test", nil)
+	if err != nil || p == nil {
+		t.Fatalf("no certificate under %s in Consul KV: %v", prefix, err)
+	}
+	if locks, _, _ := agent.Client.KV().Keys(prefix+"/.lock/", "", nil); len(locks) > 0 {
+		for _, k := range locks {
+			if kp, _, _ := agent.Client.KV().Get(k, nil); kp != nil && kp.Session != "" {
+				t.Errorf("lock %s still held by session %s after the order", k, kp.Session)
+			}
+		}
 	}
 }

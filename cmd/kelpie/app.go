@@ -85,7 +85,7 @@ func newApp(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*app, e
 	}
 	a.accessLog = closer
 	if a.certs, err = newCertStore(cfg, a); err == nil {
-		a.acme, err = newACME(cfg.TLS)
+		a.acme, err = newACME(cfg, a.log)
 	}
 	if err == nil && cfg.TLS != nil {
 		a.tlsConfig, err = serverTLS(cfg.TLS, a.certs, a.acme)

@@ -51,15 +51,9 @@ func newClusterPart(cfg *config.Config, pools func() []*balancer.Pool, m *metric
 	if cfg.Cluster == nil {
 		return nil, nil
 	}
-	acfg := api.DefaultConfig()
-	acfg.Address = cfg.Consul.Address
-	acfg.Datacenter = cfg.Consul.Datacenter
-	if tok := config.Token(cfg.Consul.TokenEnv); tok != "" {
-		acfg.Token = tok
-	}
-	client, err := api.NewClient(acfg)
+	client, err := consulClient(cfg.Consul)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: consul client: %w", err)
+		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	c := &clusterPart{log: log.With("component", "cluster"), cfg: *cfg.Cluster, client: client, m: m.NewHA()}
 	c.id = cfg.Cluster.ID
@@ -261,4 +255,20 @@ func whoAmI() string {
 	}
 	h, _ := os.Hostname()
 	return u + "@" + h
+}
+
+// consulClient is a client of the consul: block's agent, for the cluster
+// and the ACME cache (discovery builds its own from consulOptions).
+func consulClient(c config.Consul) (*api.Client, error) {
+	acfg := api.DefaultConfig()
+	acfg.Address = c.Address
+	acfg.Datacenter = c.Datacenter
+	if tok := config.Token(c.TokenEnv); tok != "" {
+		acfg.Token = tok
+	}
+	client, err := api.NewClient(acfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	return client, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 
 	"golang.org/x/crypto/acme/autocert"
 
+	"github.com/kelpie-lb/kelpie/cluster"
 	"github.com/kelpie-lb/kelpie/config"
 	"github.com/kelpie-lb/kelpie/proxy"
 )
@@ -98,12 +100,24 @@ func tlsShape(t *config.TLS) string {
 }
 
 // newACME is the tls.acme block's certificate source; nil without one.
-func newACME(t *config.TLS) (*proxy.ACME, error) {
+func newACME(cfg *config.Config, log *slog.Logger) (*proxy.ACME, error) {
+	t := cfg.TLS
 	if t == nil || t.ACME == nil {
 		return nil, nil
 	}
 	a := t.ACME
 	o := proxy.ACMEOptions{Email: a.Email, Domains: a.Domains, Directory: a.Directory, Cache: autocert.DirCache(a.Cache)}
+	if prefix, ok := config.ACMEConsulPrefix(a.Cache); ok {
+		client, err := consulClient(cfg.Consul)
+		if err != nil {
+			return nil, fmt.Errorf("tls.acme.cache: %w", err)
+		}
+		c, err := cluster.NewACMECache(cluster.ACMECacheOptions{Client: client, Prefix: prefix, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("tls.acme.cache: %w", err)
+		}
+		o.Cache = c
+	}
 	if a.CA != "" {
 		pool, err := proxy.LoadCAPool(a.CA)
 		if err != nil {

@@ -6,20 +6,19 @@
 package main
 
 import (
-	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/kelpie-lb/kelpie/bench/internal/proc"
 )
 
 func main() {
@@ -38,11 +37,18 @@ func main() {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	cfg := &tls.Config{ServerName: *sni, RootCAs: pool, ClientSessionCache: nil}
+	// X25519 alone: Go offers the X25519MLKEM768 hybrid first, which
+	// Debian's OpenSSL (HAProxy, nginx) does not know, so kelpie alone would
+	// pay for it. No session cache: every handshake is a full one.
+	cfg := &tls.Config{ServerName: *sni, RootCAs: pool, ClientSessionCache: nil, CurvePreferences: []tls.CurveID{tls.X25519}}
+	suite, err := negotiated(*addr, cfg)
+	if err != nil {
+		fail(err)
+	}
 
 	var ok, bad atomic.Int64
 	stop := time.Now().Add(*dur)
-	cpu0 := cpuTicks(*pid)
+	cpu0 := proc.CPUTicks(*pid)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range *conc {
@@ -81,47 +87,23 @@ func main() {
 	}
 	wg.Wait()
 	el := time.Since(start).Seconds()
-	cpu := float64(cpuTicks(*pid)-cpu0) / 100 // USER_HZ
+	cpu := float64(proc.CPUTicks(*pid)-cpu0) / proc.TicksPerSecond
 	n := float64(ok.Load())
-	fmt.Printf("mode=%s ok=%d errors=%d per_s=%.0f cpu_s=%.2f cpu_us_per_req=%.1f\n",
-		*mode, ok.Load(), bad.Load(), n/el, cpu, cpu*1e6/max(n, 1))
+	fmt.Printf("mode=%s ok=%d errors=%d per_s=%.0f cpu_s=%.2f cpu_us_per_req=%.1f suite=%s\n",
+		*mode, ok.Load(), bad.Load(), n/el, cpu, cpu*1e6/max(n, 1), suite)
 }
 
-// cpuTicks is utime+stime of pid and its direct children, in clock ticks.
-func cpuTicks(pid int) int64 {
-	if pid == 0 {
-		return 0
-	}
-	total := procTicks(strconv.Itoa(pid))
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, s := range stats {
-		f, err := os.Open(s)
-		if err != nil {
-			continue
-		}
-		line, _ := bufio.NewReader(f).ReadString('\n')
-		f.Close()
-		fields := strings.Fields(line[strings.LastIndexByte(line, ')')+1:])
-		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
-			total += procTicks(filepath.Base(filepath.Dir(s)))
-		}
-	}
-	return total
-}
-
-func procTicks(pid string) int64 {
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
+// negotiated is the TLS version, cipher suite and key exchange the proxy
+// agrees to, e.g. "TLS1.3/TLS_AES_128_GCM_SHA256/X25519".
+func negotiated(addr string, cfg *tls.Config) (string, error) {
+	c, err := tls.Dial("tcp", addr, cfg)
 	if err != nil {
-		return 0
+		return "", err
 	}
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(fields) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(fields[11], 10, 64)
-	k, _ := strconv.ParseInt(fields[12], 10, 64)
-	return u + k
+	defer c.Close()
+	st := c.ConnectionState()
+	v := strings.ReplaceAll(tls.VersionName(st.Version), " ", "") // one field of a raw line
+	return v + "/" + tls.CipherSuiteName(st.CipherSuite) + "/" + st.CurveID.String(), nil
 }
 
 func fail(err error) {

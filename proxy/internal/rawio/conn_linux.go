@@ -39,6 +39,10 @@ type Conn struct {
 	readFn  func(uintptr) bool
 	writeFn func(uintptr) bool
 	sendFn  func(uintptr) bool
+	// ReadPooled's buffer source while it runs, and its attempt.
+	get      func() []byte
+	put      func([]byte)
+	pooledFn func(uintptr) bool
 }
 
 // New returns nil when c is not a TCP connection (tests wrap theirs, TLS
@@ -56,6 +60,7 @@ func New(c net.Conn) *Conn {
 	r.readFn = r.doRead
 	r.writeFn = r.doWrite
 	r.sendFn = r.doSendRead
+	r.pooledFn = r.doReadPooled
 	return r
 }
 
@@ -106,6 +111,12 @@ func (r *Conn) Read(b []byte) (int, error) {
 	err := r.rc.Read(r.readFn) // deadline or close: an *net.OpError already
 	n, e := r.rn, r.rerr
 	r.rbuf, r.rn, r.rerr = nil, 0, 0
+	return r.readResult(err, n, e)
+}
+
+// readResult is a read's outcome as net.Conn's Read gives it: err from the
+// wait (already an *net.OpError), else e from the call, else io.EOF for 0.
+func (r *Conn) readResult(err error, n int, e syscall.Errno) (int, error) {
 	switch {
 	case err != nil:
 		return 0, err
@@ -115,6 +126,32 @@ func (r *Conn) Read(b []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// ReadPooled is Read into a buffer from get, taken only when the attempt
+// is made and handed back to put before each wait for the poller: a
+// connection with nothing to read holds no buffer (an idle tunnel). It
+// returns the buffer holding the n bytes, for the caller to put back; nil
+// when none is held (an error from the wait itself).
+func (r *Conn) ReadPooled(get func() []byte, put func([]byte)) ([]byte, int, error) {
+	r.get, r.put = get, put
+	err := r.rc.Read(r.pooledFn)
+	buf, n, e := r.rbuf, r.rn, r.rerr
+	r.rbuf, r.rn, r.rerr, r.get, r.put = nil, 0, 0, nil, nil
+	n, err = r.readResult(err, n, e)
+	return buf, n, err
+}
+
+func (r *Conn) doReadPooled(fd uintptr) bool {
+	if r.rbuf == nil {
+		r.rbuf = r.get()
+	}
+	if r.doRead(fd) {
+		return true
+	}
+	r.put(r.rbuf)
+	r.rbuf = nil
+	return false
 }
 
 // Write is net.Conn's Write: all of b, or an error.
@@ -152,14 +189,9 @@ func (r *Conn) SendThenRead(w, b []byte) (rest []byte, n int, err error) {
 		return nil, 0, r.opError("write", werr)
 	case wn < len(w):
 		return w[wn:], 0, err
-	case err != nil:
-		return nil, 0, err
-	case rerr != 0:
-		return nil, 0, r.opError("read", rerr)
-	case rn == 0:
-		return nil, 0, io.EOF
 	}
-	return nil, rn, nil
+	n, err = r.readResult(err, rn, rerr)
+	return nil, n, err
 }
 
 func (r *Conn) doSendRead(fd uintptr) bool {
