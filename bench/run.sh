@@ -36,7 +36,7 @@ BULK_CONNS=${BULK_CONNS:-4}
 TWO=${TWO:-1}                 # 0 skips the two-thread rows (GOMAXPROCS=2, nbthread 2, two nginx workers)
 EXTRA_RUNS=${EXTRA_RUNS:-3}   # repetitions of each churn, bulk and two-thread cell
 EXTRA_DURATION=${EXTRA_DURATION:-5} # seconds per churn, bulk and two-thread run
-SUBSCRIPTS=${SUBSCRIPTS:-bench/tls.sh bench/idle.sh} # run after the rest, their raw lines in the same report
+SUBSCRIPTS=${SUBSCRIPTS-bench/tls.sh bench/ws.sh bench/idle.sh} # run after the rest, their raw lines in the same report
 PROFILE=${PROFILE:-1}         # profile kelpie (CPU + allocs) during one extra open-loop run
 SYSCALLS=${SYSCALLS:-0}       # 1: also count each proxy's syscalls per request (strace -c; installs strace)
 # KELPIE_BIN=path benchmarks that binary instead of building ./cmd/kelpie
