@@ -263,7 +263,11 @@ func (r *writer) extra() {
 			r.f("| %s |", t)
 			for _, k := range x.keys {
 				v := r.raw.Median(x.load, t, k[0])
-				r.f(" %s", num(v))
+				if k[0] == "errors" && !math.IsNaN(v) {
+					r.f(" %.0f", v)
+				} else {
+					r.f(" %s", cell(v))
+				}
 				if b := r.raw.Median(x.load, Base, k[0]); t != Direct && t != Base && !noRatio[k[0]] && k[0] != "errors" && b > 0 && !math.IsNaN(v) {
 					r.f(" (%.2fx)", v/b)
 				}

@@ -29,7 +29,7 @@ load=closed-2t target=nginx run=1 rps=42000 cpu_us_req=35
 load=closed-2t target=kelpie run=1 rps=41000 cpu_us_req=31.9
 load=bulk-up target=haproxy run=1 mb_s=900 cpu_s_per_gb=0.5
 load=bulk-up target=nginx run=1 mb_s=800 cpu_s_per_gb=0.6
-load=bulk-up target=kelpie run=1 mb_s=1000 cpu_s_per_gb=0.4
+load=bulk-up target=kelpie run=1 mb_s=1000 cpu_s_per_gb=0.4 errors=0
 load=idle target=kelpie run=1 conns=10000 rss_kb_per_conn=1.5
 load=idle target=kelpie run=1 conns=50000 rss_kb_per_conn=2.5
 load=idle target=haproxy run=1 conns=10000 rss_kb_per_conn=0.2
@@ -164,6 +164,7 @@ func TestReportEndsWithEveryRow(t *testing.T) {
 		"| TLS: handshakes/s | - | - | - | - | - | - | not measured |",
 		"### Connection churn",
 		"| kelpie | 8000 (0.89x) | 77.0 (0.95x) |",
+		"| kelpie | 1000 (1.11x) | 0.40 (0.80x) | - | 0 |", // s per GB to two decimals, errors whole
 		"CPU per request with two threads over one (the closed loop above): haproxy 1.20x; nginx 1.25x; kelpie 1.10x; flat is 1.00x.",
 	} {
 		if !strings.Contains(s, want) {
