@@ -55,4 +55,3 @@ demo:
 
 bench:
 	@bench/run.sh
-	@bench/tls.sh

@@ -217,12 +217,18 @@ type Backend struct {
 	backup   atomic.Bool
 	sources  atomic.Uint32 // bit per Source listing it
 
-	// Written by the data path.
+	// Written by the data path, on every attempt, from every core: kept on
+	// cache lines of their own, so that the fields above and below, which
+	// every pick and attempt reads (state, weight, guard, fault), are not
+	// invalidated on the other cores by each of these writes (false
+	// sharing; bench/README.md, "Two threads").
+	_        cacheLinePad
 	inFlight atomic.Int64
 	requests atomic.Uint64
 	failures atomic.Uint64
 	lat      latency // response latency and errors, for least_latency and outlier detection
-	recent   recent  // the success rate over the last RecentWindow, for the admin API
+	_        cacheLinePad
+	recent   recent // the success rate over the last RecentWindow, for the admin API (read side only)
 
 	transitions [numReasons][2]atomic.Uint64 // [reason][0=set,1=cleared]
 
@@ -233,6 +239,11 @@ type Backend struct {
 
 	checkOutput atomic.Pointer[string] // the last active check's output (exec checks); health writes it
 }
+
+// cacheLinePad separates fields written on every request from those only
+// read there; 64 bytes is the line size of the x86-64 and arm64 machines
+// kelpie runs on (128 would cover adjacent-line prefetch at twice the cost).
+type cacheLinePad [64]byte
 
 func newBackend(addr string, st State) *Backend {
 	b := &Backend{addr: addr, hash: hashString(addr)}

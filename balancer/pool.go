@@ -103,18 +103,22 @@ type Options struct {
 // in a new snapshot before returning, so a change is visible to every pick
 // that starts after the call returns.
 type Pool struct {
-	mu       sync.Mutex
-	opts     Options
-	log      *slog.Logger
-	members  map[string]*Backend
-	lists    map[Source][]Member
-	away     map[string]bool // drained addresses that are not members now: drained when they return
-	started  bool            // first membership applied: later joins slow-start
-	changed  chan struct{}
-	ramp     *time.Timer
-	closed   bool
-	snap     atomic.Pointer[Snapshot]
+	mu      sync.Mutex
+	opts    Options
+	log     *slog.Logger
+	members map[string]*Backend
+	lists   map[Source][]Member
+	away    map[string]bool // drained addresses that are not members now: drained when they return
+	started bool            // first membership applied: later joins slow-start
+	changed chan struct{}
+	ramp    *time.Timer
+	closed  bool
+	snap    atomic.Pointer[Snapshot]
+	// Every round robin pick writes the cursor and reads snap: a line of
+	// its own, so the other core's picks do not miss on snap (false sharing).
+	_        cacheLinePad
 	rrCursor atomic.Uint64 // round robin position, shared across snapshots
+	_        cacheLinePad
 }
 
 // NewPool returns an empty pool.

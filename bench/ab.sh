@@ -6,6 +6,12 @@
 #
 #   bench/ab.sh BASE_REV            # BASE_REV's kelpie against the work tree's
 #   RATE=3000 ROUNDS=6 bench/ab.sh e550db2
+#   MODE=churn bench/ab.sh e550db2  # a new connection per request instead
+#
+# MODE=churn compares CPU per request when every request brings a new
+# connection: in each round two wrk -H 'Connection: close' (CHURN_CONNS
+# connections each, both on CPU 0) drive the two kelpies at once, and each
+# kelpie's CPU time over its requests is its cpu_us_req.
 #
 # Both kelpies run with GOMAXPROCS=1 on CPU 1, the generator and 3 backends on
 # CPU 0. Each round's raw lines are written as the benchmark writes paired
@@ -15,6 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${1:?usage: bench/ab.sh BASE_REV}
+MODE=${MODE:-paired} CHURN_CONNS=${CHURN_CONNS:-16}
 RATE=${RATE:-2000} ROUNDS=${ROUNDS:-6} DURATION=${DURATION:-8} WARMUP=${WARMUP:-2} CONNS=${CONNS:-64}
 GEN_CPU=${GEN_CPU:-0} LB_CPU=${LB_CPU:-1}
 TMP=$(mktemp -d)
@@ -65,7 +72,30 @@ start new "${ports[2]}" "${ports[3]}"
 NEW_PID=$PID
 
 RAW=$TMP/raw.txt
+ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+churn_round() { # churn_round RUN: both kelpies under wrk -H 'Connection: close' at once
+	local r=$1 b0 n0 b1 n1 wb wn w=()
+	for p in "${ports[0]}" "${ports[2]}"; do
+		taskset -c "$GEN_CPU" wrk -t1 -c"$CHURN_CONNS" -d"${WARMUP}s" -H 'Connection: close' "http://127.0.0.1:$p/" >/dev/null &
+		w+=($!)
+	done
+	wait "${w[@]}" # only the generators: a bare wait would wait for the kelpies too
+	b0=$(ticks "$BASE_PID") n0=$(ticks "$NEW_PID")
+	taskset -c "$GEN_CPU" wrk -t1 -c"$CHURN_CONNS" -d"${DURATION}s" -H 'Connection: close' "http://127.0.0.1:${ports[0]}/" >"$TMP/wrk-base" &
+	w=($!)
+	taskset -c "$GEN_CPU" wrk -t1 -c"$CHURN_CONNS" -d"${DURATION}s" -H 'Connection: close' "http://127.0.0.1:${ports[2]}/" >"$TMP/wrk-new" &
+	w+=($!)
+	wait "${w[@]}"
+	b1=$(ticks "$BASE_PID") n1=$(ticks "$NEW_PID")
+	wb=$(awk '/requests in/ { print $1 }' "$TMP/wrk-base") wn=$(awk '/requests in/ { print $1 }' "$TMP/wrk-new")
+	echo "load=pair-kelpie target=haproxy run=$r n=$wb cpu_us_req=$(awk -v d=$((b1 - b0)) -v n="$wb" 'BEGIN { printf "%.2f", d / 100 * 1e6 / n }')" | tee -a "$RAW" >&2
+	echo "load=pair-kelpie target=kelpie run=$r n=$wn cpu_us_req=$(awk -v d=$((n1 - n0)) -v n="$wn" 'BEGIN { printf "%.2f", d / 100 * 1e6 / n }')" | tee -a "$RAW" >&2
+}
 for r in $(seq "$ROUNDS"); do
+	if [ "$MODE" = churn ]; then
+		churn_round "$r"
+		continue
+	fi
 	a=(-url "http://127.0.0.1:${ports[0]}/" -pids "$BASE_PID")
 	b=(-url "http://127.0.0.1:${ports[2]}/" -pids "$NEW_PID")
 	if ((r % 2)); then args=("${a[@]}" "${b[@]}"); else args=("${b[@]}" "${a[@]}"); fi
@@ -80,8 +110,10 @@ cpu() { # cpu TARGET: median CPU µs per request over the rounds
 }
 echo
 echo "base $base: median CPU $(cpu haproxy) µs/req; work tree: $(cpu kelpie) µs/req"
-echo "p99 of the work tree over the base (\"kelpie\" over \"haproxy\" below):"
-"$TMP/report" pool "$RAW"
+if [ "$MODE" != churn ]; then
+	echo "p99 of the work tree over the base (\"kelpie\" over \"haproxy\" below):"
+	"$TMP/report" pool "$RAW"
+fi
 echo
 echo "CPU per request of the work tree over the base:"
 "$TMP/report" pool -key cpu_us_req "$RAW"

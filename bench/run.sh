@@ -9,7 +9,10 @@ ROOT=$PWD
 
 # ---- knobs (environment) ---------------------------------------------------
 QUICK=${QUICK:-0}
-if [ "$QUICK" = 1 ]; then RUNS=${RUNS:-1}; OPEN_RUNS=${OPEN_RUNS:-1}; PAIR_RUNS=${PAIR_RUNS:-1}; DURATION=${DURATION:-5}; WARMUP=${WARMUP:-1}; fi
+if [ "$QUICK" = 1 ]; then
+	RUNS=${RUNS:-1}; OPEN_RUNS=${OPEN_RUNS:-1}; PAIR_RUNS=${PAIR_RUNS:-1}; DURATION=${DURATION:-5}; WARMUP=${WARMUP:-1}
+	EXTRA_RUNS=${EXTRA_RUNS:-1}; EXTRA_DURATION=${EXTRA_DURATION:-3}; SCALING=${SCALING:-0}
+fi
 RUNS=${RUNS:-5}               # closed-loop repetitions; the table shows medians
 OPEN_RUNS=${OPEN_RUNS:-5}     # open-loop repetitions: its p99 moves more from run to run
 PAIR_RUNS=${PAIR_RUNS:-5}     # paired open-loop repetitions (each proxy beside HAProxy, one generator); 0 skips
@@ -25,6 +28,15 @@ PROXIES=${PROXIES:-haproxy nginx kelpie}
 SCALING=${SCALING:-1}         # 0 skips the kelpie pool-size/algorithm table
 SCALE_RUNS=${SCALE_RUNS:-3}
 SCALE_DURATION=${SCALE_DURATION:-5}
+CHURN=${CHURN:-1}             # 0 skips the churn rows (wrk -H 'Connection: close': a new connection per request)
+CHURN_CONNS=${CHURN_CONNS:-32}
+BULK=${BULK:-1}               # 0 skips the large-body rows (upload and download through each proxy)
+BULK_BYTES=${BULK_BYTES:-67108864} # bytes per body (64 MiB)
+BULK_CONNS=${BULK_CONNS:-4}
+TWO=${TWO:-1}                 # 0 skips the two-thread rows (GOMAXPROCS=2, nbthread 2, two nginx workers)
+EXTRA_RUNS=${EXTRA_RUNS:-3}   # repetitions of each churn, bulk and two-thread cell
+EXTRA_DURATION=${EXTRA_DURATION:-5} # seconds per churn, bulk and two-thread run
+SUBSCRIPTS=${SUBSCRIPTS-bench/tls.sh bench/ws.sh bench/idle.sh} # run after the rest, their raw lines in the same report
 PROFILE=${PROFILE:-1}         # profile kelpie (CPU + allocs) during one extra open-loop run
 SYSCALLS=${SYSCALLS:-0}       # 1: also count each proxy's syscalls per request (strace -c; installs strace)
 # KELPIE_BIN=path benchmarks that binary instead of building ./cmd/kelpie
@@ -144,6 +156,7 @@ fi
 log "building"
 go build -o "$TMP/backend" ./bench/cmd/backend
 go build -o "$TMP/loadgen" ./bench/cmd/loadgen
+go build -o "$TMP/bulk" ./bench/cmd/bulk
 go build -o "$TMP/report" ./bench/cmd/report # statistics, tables, verdicts
 HAVE_KELPIE=0
 if [[ " $PROXIES " == *" kelpie "* ]]; then
@@ -175,11 +188,11 @@ HAPROXY_B_PORT=${PORTS[7]}
 # Equivalent setups: round robin over the same three backends, keep-alive to the
 # backends, one thread, the same forwarding headers, active /health probes every
 # 1 s where the proxy has them (nginx's open-source build does not).
-write_haproxy() { # write_haproxy FILE PORT
+write_haproxy() { # write_haproxy FILE PORT [THREADS]
 	{
 		cat <<EOF
 global
-    nbthread 1
+    nbthread ${3:-1}
     maxconn 8000
 defaults
     mode http
@@ -208,11 +221,11 @@ EOF
 	} >"$1"
 }
 
-write_nginx() {
+write_nginx() { # write_nginx [WORKERS]
 	mkdir -p "$TMP/nginx"
 	{
 		cat <<EOF
-worker_processes 1;
+worker_processes ${1:-1};
 pid $TMP/nginx/nginx.pid;
 error_log $TMP/nginx/error.log warn;
 events { worker_connections 8192; }
@@ -243,6 +256,16 @@ EOF
             proxy_set_header X-Forwarded-Proto \$scheme;
             proxy_set_header X-Forwarded-Host \$host;
             proxy_set_header X-Request-ID \$request_id;
+        }
+        # The bulk rows: stream bodies both ways as HAProxy and kelpie do,
+        # instead of spooling them to temporary files.
+        location /bulk {
+            client_max_body_size 0;
+            proxy_request_buffering off;
+            proxy_buffering off;
+            proxy_pass http://be;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
         }
     }
 }
@@ -280,64 +303,71 @@ declare -A URL CPU_PIDS
 URL[direct]=$DIRECT_URL
 CPU_PIDS[direct]=
 
+THREADS=1      # threads per proxy; the two-thread rows set 2
+PROXY_CPUS=$LB_CPU # CPUs the proxies are pinned to
 start_kelpie() { # start_kelpie CONFIG LOG [extra flags]: sets KPID
 	local cfg=$1 logf=$2
 	shift 2
-	GOMAXPROCS=1 taskset -c "$LB_CPU" "$TMP/kelpie" run -config "$cfg" "$@" >"$logf" 2>&1 &
+	GOMAXPROCS=$THREADS taskset -c "$PROXY_CPUS" "$TMP/kelpie" run -config "$cfg" "$@" >"$logf" 2>&1 &
 	KPID=$!
 	PIDS+=("$KPID")
 }
 
-for p in $PROXIES; do
-	case $p in
-	haproxy)
-		write_haproxy "$TMP/haproxy.cfg" "$HAPROXY_PORT"
-		haproxy -c -q -f "$TMP/haproxy.cfg" || die "haproxy rejected $TMP/haproxy.cfg"
-		taskset -c "$LB_CPU" haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
-		PIDS+=($!)
-		CPU_PIDS[haproxy]=$!
-		URL[haproxy]="http://127.0.0.1:$HAPROXY_PORT/"
-		if [ "$CONTROL" = 1 ]; then
-			# The control: a second, identical HAProxy. How far apart it and
-			# HAProxy come out is how far apart two equal proxies come out.
-			write_haproxy "$TMP/haproxy-b.cfg" "$HAPROXY_B_PORT"
-			taskset -c "$LB_CPU" haproxy -db -f "$TMP/haproxy-b.cfg" >"$TMP/haproxy-b.log" 2>&1 &
+# start_proxies: each of $PROXIES with $THREADS threads on $PROXY_CPUS; sets
+# URL and CPU_PIDS.
+start_proxies() {
+	for p in $PROXIES; do
+		case $p in
+		haproxy)
+			write_haproxy "$TMP/haproxy.cfg" "$HAPROXY_PORT" "$THREADS"
+			haproxy -c -q -f "$TMP/haproxy.cfg" || die "haproxy rejected $TMP/haproxy.cfg"
+			taskset -c "$PROXY_CPUS" haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
 			PIDS+=($!)
-			CPU_PIDS[haproxy-b]=$!
-			URL[haproxy-b]="http://127.0.0.1:$HAPROXY_B_PORT/"
-			wait_http "${URL[haproxy-b]}" haproxy-b "${CPU_PIDS[haproxy-b]}"
-		fi
-		;;
-	nginx)
-		write_nginx
-		taskset -c "$LB_CPU" nginx -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx.conf" -g 'daemon off;' >"$TMP/nginx.log" 2>&1 &
-		PIDS+=($!)
-		CPU_PIDS[nginx]=$!
-		URL[nginx]="http://127.0.0.1:$NGINX_PORT/"
-		;;
-	kelpie)
-		write_kelpie "$TMP/kelpie.yaml" "$KELPIE_PORT" "$KELPIE_ADMIN" round_robin "${BACKENDS[@]}"
-		PPROF_FLAGS=()
-		# `kelpie run -h` exits non-zero; read its usage before grepping (pipefail).
-		khelp=$("$TMP/kelpie" run -h 2>&1 || true)
-		if [ "$PROFILE" = 1 ] && [[ $khelp == *-pprof* ]]; then
-			PPROF_FLAGS=(-pprof "127.0.0.1:$KELPIE_PPROF")
-		fi
-		start_kelpie "$TMP/kelpie.yaml" "$TMP/kelpie.log" "${PPROF_FLAGS[@]}"
-		CPU_PIDS[kelpie]=$KPID
-		URL[kelpie]="http://127.0.0.1:$KELPIE_PORT/"
-		wait_http "http://127.0.0.1:$KELPIE_ADMIN/readyz" kelpie "$KPID"
-		;;
-	*) die "unknown proxy $p (PROXIES=$PROXIES)" ;;
-	esac
-done
-for p in $PROXIES; do
-	wait_http "${URL[$p]}" "$p" "${CPU_PIDS[$p]}"
-done
-# nginx does its work in its worker; measure master and worker together.
-if [ -n "${CPU_PIDS[nginx]:-}" ]; then
-	CPU_PIDS[nginx]="${CPU_PIDS[nginx]} $(ps -o pid= --ppid "${CPU_PIDS[nginx]}" | tr -s ' \n' ' ')"
-fi
+			CPU_PIDS[haproxy]=$!
+			URL[haproxy]="http://127.0.0.1:$HAPROXY_PORT/"
+			if [ "$CONTROL" = 1 ] && [ "$THREADS" = 1 ]; then
+				# The control: a second, identical HAProxy. How far apart it and
+				# HAProxy come out is how far apart two equal proxies come out.
+				write_haproxy "$TMP/haproxy-b.cfg" "$HAPROXY_B_PORT"
+				taskset -c "$PROXY_CPUS" haproxy -db -f "$TMP/haproxy-b.cfg" >"$TMP/haproxy-b.log" 2>&1 &
+				PIDS+=($!)
+				CPU_PIDS[haproxy-b]=$!
+				URL[haproxy-b]="http://127.0.0.1:$HAPROXY_B_PORT/"
+				wait_http "${URL[haproxy-b]}" haproxy-b "${CPU_PIDS[haproxy-b]}"
+			fi
+			;;
+		nginx)
+			write_nginx "$THREADS"
+			taskset -c "$PROXY_CPUS" nginx -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx.conf" -g 'daemon off;' >"$TMP/nginx.log" 2>&1 &
+			PIDS+=($!)
+			CPU_PIDS[nginx]=$!
+			URL[nginx]="http://127.0.0.1:$NGINX_PORT/"
+			;;
+		kelpie)
+			write_kelpie "$TMP/kelpie.yaml" "$KELPIE_PORT" "$KELPIE_ADMIN" round_robin "${BACKENDS[@]}"
+			PPROF_FLAGS=()
+			# `kelpie run -h` exits non-zero; read its usage before grepping (pipefail).
+			khelp=$("$TMP/kelpie" run -h 2>&1 || true)
+			if [ "$PROFILE" = 1 ] && [[ $khelp == *-pprof* ]]; then
+				PPROF_FLAGS=(-pprof "127.0.0.1:$KELPIE_PPROF")
+			fi
+			start_kelpie "$TMP/kelpie.yaml" "$TMP/kelpie.log" "${PPROF_FLAGS[@]}"
+			CPU_PIDS[kelpie]=$KPID
+			URL[kelpie]="http://127.0.0.1:$KELPIE_PORT/"
+			wait_http "http://127.0.0.1:$KELPIE_ADMIN/readyz" kelpie "$KPID"
+			;;
+		*) die "unknown proxy $p (PROXIES=$PROXIES)" ;;
+		esac
+	done
+	for p in $PROXIES; do
+		wait_http "${URL[$p]}" "$p" "${CPU_PIDS[$p]}"
+	done
+	# nginx does its work in its worker; measure master and worker together.
+	if [ -n "${CPU_PIDS[nginx]:-}" ]; then
+		CPU_PIDS[nginx]="${CPU_PIDS[nginx]} $(ps -o pid= --ppid "${CPU_PIDS[nginx]}" | tr -s ' \n' ' ')"
+	fi
+}
+start_proxies
 TARGETS="direct $PROXIES"
 [ -z "${CPU_PIDS[haproxy-b]:-}" ] || TARGETS=${TARGETS/haproxy/haproxy haproxy-b}
 # in_order RUN: the targets, reversed in even runs, so that no proxy always
@@ -361,14 +391,18 @@ done = function(summary, latency, requests)
 end
 EOF
 
-closed_run() { # closed_run TARGET RUN
-	local t=$1 r=$2 c0 c1 t0 t1 g0 g1 line cpu=- pct=-
-	taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${URL[$t]}" >/dev/null
+WRK_THREADS=1
+# closed_run TARGET RUN [LOAD CONNS SECONDS CPUS WRK-ARGS...]: one wrk run,
+# by default the closed loop's.
+closed_run() {
+	local t=$1 r=$2 load=${3:-closed} conns=${4:-$CONNS} secs=${5:-$DURATION} cpus=${6:-$GEN_CPU} c0 c1 t0 t1 g0 g1 line cpu=- pct=-
+	shift $(($# < 6 ? $# : 6))
+	taskset -c "$cpus" wrk -t"$WRK_THREADS" -c"$conns" -d"${WARMUP}s" "$@" "${URL[$t]}" >/dev/null
 	# shellcheck disable=SC2086
 	[ -z "${CPU_PIDS[$t]}" ] || c0=$(cpu_ticks ${CPU_PIDS[$t]})
 	g0=$(core_ticks "$GEN_CPU")
 	t0=$(date +%s%N)
-	line=$(taskset -c "$GEN_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$TMP/report.lua" "${URL[$t]}" | grep '^rps=')
+	line=$(taskset -c "$cpus" wrk -t"$WRK_THREADS" -c"$conns" -d"${secs}s" -s "$TMP/report.lua" "$@" "${URL[$t]}" | grep '^rps=')
 	t1=$(date +%s%N)
 	g1=$(core_ticks "$GEN_CPU")
 	if [ -n "${CPU_PIDS[$t]}" ]; then
@@ -379,7 +413,7 @@ closed_run() { # closed_run TARGET RUN
 		cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
 		pct=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v w=$((t1 - t0)) 'BEGIN { printf "%.1f", d / hz / (w / 1e9) * 100 }')
 	fi
-	echo "load=closed target=$t run=$r $line cpu_us_req=$cpu cpu_pct=$pct gen_busy=$(busy_pct "$g0" "$g1")" | tee -a "$RAW" >&2
+	echo "load=$load target=$t run=$r $line cpu_us_req=$cpu cpu_pct=$pct gen_busy=$(busy_pct "$g0" "$g1")" | tee -a "$RAW" >&2
 }
 
 pair_run() { # pair_run TARGET RUN: TARGET and HAProxy under one generator
@@ -456,6 +490,37 @@ if [ "$PAIR_RUNS" -gt 0 ] && [ -n "${CPU_PIDS[haproxy]:-}" ]; then
 	done
 fi
 
+# ---- connection churn and large bodies ------------------------------------------
+# Churn: wrk with "Connection: close", so every request opens (and the proxy
+# closes) a connection; the proxies keep their backend connections alive, so
+# this measures accept, per-connection setup and close. Bulk: large bodies
+# through each proxy (bench/cmd/bulk, BULK_CONNS connections of BULK_BYTES
+# bodies to the backends' /bulk), the proxy's CPU per GB in each direction.
+bulk_run() { # bulk_run TARGET RUN DIR
+	local t=$1 r=$2 dir=$3 line s0
+	s0=$(snapshot)
+	line=$(taskset -c "$GEN_CPU" "$TMP/bulk" -url "${URL[$t]}bulk" -dir "$dir" -bytes "$BULK_BYTES" -conns "$BULK_CONNS" \
+		-duration "${EXTRA_DURATION}s" -warmup "${WARMUP}s" -pids "$(pid_list "$t")")
+	echo "load=bulk-$dir target=$t run=$r $line $(usage "$s0" "$(snapshot)")" | tee -a "$RAW" >&2
+}
+if [ "$CHURN" = 1 ]; then
+	log "churn: wrk -t1 -c$CHURN_CONNS -H 'Connection: close', ${EXTRA_DURATION}s, $EXTRA_RUNS runs"
+	for r in $(seq "$EXTRA_RUNS"); do
+		for t in $(in_order "$r"); do
+			closed_run "$t" "$r" churn "$CHURN_CONNS" "$EXTRA_DURATION" "$GEN_CPU" -H 'Connection: close'
+		done
+	done
+fi
+if [ "$BULK" = 1 ]; then
+	log "bulk: $BULK_CONNS connections of $BULK_BYTES-byte bodies, up and down, ${EXTRA_DURATION}s, $EXTRA_RUNS runs"
+	for r in $(seq "$EXTRA_RUNS"); do
+		for t in $(in_order "$r"); do
+			bulk_run "$t" "$r" up
+			bulk_run "$t" "$r" down
+		done
+	done
+fi
+
 # ---- profile kelpie ----------------------------------------------------------
 PROFILE_NOTE=
 if [ "$HAVE_KELPIE" = 1 ] && [ "$PROFILE" = 1 ]; then
@@ -519,10 +584,35 @@ if [ "$SYSCALLS" = 1 ]; then
 	for t in $PROXIES; do syscall_run "$t"; done
 fi
 
+stop_proxies() {
+	local t
+	for t in $PROXIES haproxy-b; do [ -z "${CPU_PIDS[$t]:-}" ] || stop "${CPU_PIDS[$t]%% *}"; done
+	CPU_PIDS[haproxy-b]=
+}
+
+# ---- two threads each -------------------------------------------------------------
+# GOMAXPROCS=2, nbthread 2, two nginx workers, each proxy on both CPUs. The
+# generator (wrk -t2) and the backends then share those CPUs with it: there is
+# no third CPU. CPU per request is still the proxy's own utime+stime over its
+# requests, and every proxy gets the same sharing, so the rows compare; the
+# change from one thread is closed-2t over the one-thread closed loop above.
+if [ "$TWO" = 1 ]; then
+	stop_proxies
+	THREADS=2 PROXY_CPUS="$GEN_CPU,$LB_CPU" WRK_THREADS=2
+	start_proxies
+	log "two threads each: wrk -t2 -c$CONNS on CPUs $PROXY_CPUS, ${EXTRA_DURATION}s, $EXTRA_RUNS runs"
+	for r in $(seq "$EXTRA_RUNS"); do
+		for t in $(in_order "$r"); do
+			[ "$t" = direct ] || [ "$t" = haproxy-b ] || closed_run "$t" "$r" closed-2t "$CONNS" "$EXTRA_DURATION" "$PROXY_CPUS"
+		done
+	done
+	THREADS=1 PROXY_CPUS=$LB_CPU WRK_THREADS=1
+fi
+
 # ---- scaling: kelpie's cost by pool size and algorithm -------------------------
 if [ "$SCALING" = 1 ]; then
 	# Only the kelpie under test runs: the others' health checks would add noise.
-	for t in $PROXIES haproxy-b; do [ -z "${CPU_PIDS[$t]:-}" ] || stop "${CPU_PIDS[$t]%% *}"; done
+	stop_proxies
 	taskset -c "$GEN_CPU" "$TMP/backend" -n 300 -addrs "$TMP/addrs300" >"$TMP/backend300.log" 2>&1 &
 	PIDS+=($!)
 	wait_file "$TMP/addrs300"
@@ -544,6 +634,17 @@ if [ "$SCALING" = 1 ]; then
 	done
 	DURATION=$saved_d
 fi
+
+# ---- the other benchmark scripts --------------------------------------------------
+# Each runs its own proxies and appends its raw lines to $RAW (TLS, WebSocket,
+# idle connections: bench/README.md); ours are stopped first.
+stop_proxies
+for sub in $SUBSCRIPTS; do
+	[ -x "$ROOT/$sub" ] || continue
+	log "running $sub"
+	RAW=$RAW OUT=$OUT LB_CPU=$LB_CPU GEN_CPU=$GEN_CPU QUICK=$QUICK "$ROOT/$sub" >"$TMP/$(basename "$sub").out" 2>&1 ||
+		log "warning: $sub failed; its output is in $TMP/$(basename "$sub").out (KEEP_TMP=1 keeps it)"
+done
 
 # ---- report ----------------------------------------------------------------
 # bench/cmd/report computes every median, ratio, interval and verdict from the

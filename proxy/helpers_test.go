@@ -121,6 +121,12 @@ func serveProxy(t testing.TB, p *Proxy) *testProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveProxyOn(t, p, ln)
+}
+
+// serveProxyOn serves p on ln until the test ends.
+func serveProxyOn(t testing.TB, p *Proxy, ln net.Listener) *testProxy {
+	t.Helper()
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ln) }()
 	t.Cleanup(func() {

@@ -12,11 +12,17 @@
 // -name puts the name in the body and an X-Backend header, so tests see who
 // answered; -delays honours ?delay=DURATION (at most a minute) for tests
 // that need requests in flight. Both are off in the benchmark.
+//
+// Under /bulk it serves large bodies for the bulk rows: GET /bulk?bytes=N
+// answers with N zero bytes (streamed, Content-Length N), and a request with
+// a body there is read to the end and discarded, then answered with a small 200.
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"os"
@@ -53,7 +59,12 @@ func main() {
 		NoDefaultDate:                 true,
 		NoDefaultContentType:          true,
 		DisableHeaderNamesNormalizing: true,
+		StreamRequestBody:             true, // bulk uploads are read in pieces, never held
 		Handler: func(ctx *fasthttp.RequestCtx) {
+			if bytes.HasPrefix(ctx.Path(), []byte("/bulk")) {
+				bulk(ctx)
+				return
+			}
 			if *delays {
 				if d, err := time.ParseDuration(string(ctx.QueryArgs().Peek("delay"))); err == nil && d > 0 {
 					time.Sleep(min(d, time.Minute))
@@ -110,6 +121,31 @@ func main() {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
 	_ = srv.Shutdown()
+}
+
+// bulk serves /bulk: N zero bytes for GET ?bytes=N, and any request body
+// read to its end and dropped.
+func bulk(ctx *fasthttp.RequestCtx) {
+	if r := ctx.RequestBodyStream(); r != nil {
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			ctx.Error(err.Error(), fasthttp.StatusBadRequest)
+			return
+		}
+	}
+	n, err := ctx.QueryArgs().GetUint("bytes")
+	if err != nil || !ctx.IsGet() {
+		n = 0
+	}
+	ctx.Response.Header.SetContentTypeBytes([]byte("application/octet-stream"))
+	ctx.SetBodyStream(io.LimitReader(zeros{}, int64(n)), n)
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
 }
 
 // printFreePorts holds n ephemeral listeners open at once (so the ports are

@@ -36,13 +36,14 @@ import (
 	"log"
 	"os"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/kelpie-lb/kelpie/bench/internal/procstat"
 )
 
 func main() {
@@ -277,39 +278,18 @@ func allDone(targets []*target, window int64) bool {
 func us(ns uint64) float64 { return float64(ns) / 1e3 }
 
 func parsePIDs(s string) []int {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		p, err := strconv.Atoi(f)
-		if err != nil {
-			log.Fatalf("loadgen: bad pid %q", f)
-		}
-		out = append(out, p)
+	p, err := procstat.ParsePIDs(s)
+	if err != nil {
+		log.Fatalf("loadgen: %v", err)
 	}
-	return out
+	return p
 }
-
-// clockTicks is USER_HZ, the unit of utime/stime in /proc/PID/stat; it is 100
-// on every Linux architecture Go supports.
-const clockTicks = 100
 
 // cpuSeconds sums utime+stime of the given processes.
 func cpuSeconds(pids []int) float64 {
-	var ticks uint64
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			log.Fatalf("loadgen: %v", err)
-		}
-		// The command name (field 2) may contain spaces; fields after ")" are fixed.
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-		u, _ := strconv.ParseUint(f[11], 10, 64)
-		st, _ := strconv.ParseUint(f[12], 10, 64)
-		ticks += u + st
+	t, err := procstat.CPUSeconds(pids)
+	if err != nil {
+		log.Fatalf("loadgen: %v", err)
 	}
-	return float64(ticks) / clockTicks
+	return t
 }

@@ -40,8 +40,9 @@ func (o Options) withDefaults() Options {
 }
 
 // Write renders the whole report of one run as markdown: the targets table
-// first, with a one-line summary, then the closed-loop, open-loop, paired and
-// scaling tables. Only a failed write returns an error.
+// first, with a one-line summary, then the closed-loop, open-loop, paired,
+// churn, two-thread, bulk and scaling tables, and last the targets table over
+// every load (rows.go). Only a failed write returns an error.
 func Write(w io.Writer, raw Raw, o Options) error {
 	o = o.withDefaults()
 	b := bufio.NewWriter(w)
@@ -58,7 +59,9 @@ func Write(w io.Writer, raw Raw, o Options) error {
 	r.open()
 	r.paired()
 	r.notes()
+	r.extra()
 	r.scaling()
+	r.rowsSection()
 	return b.Flush()
 }
 
