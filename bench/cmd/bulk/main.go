@@ -24,7 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kelpie-lb/kelpie/bench/internal/procstat"
+	"github.com/kelpie-lb/kelpie/bench/internal/proc"
 )
 
 func main() {
@@ -39,7 +39,7 @@ func main() {
 	if *url == "" || (*dir != "up" && *dir != "down") || *size <= 0 || *conns <= 0 {
 		log.Fatal("bulk: needs -url, -dir up|down, -bytes > 0 and -conns > 0")
 	}
-	pl, err := procstat.ParsePIDs(*pids)
+	pl, err := proc.ParsePIDs(*pids)
 	if err != nil {
 		log.Fatalf("bulk: %v", err)
 	}
@@ -78,13 +78,13 @@ func run(url string, up bool, size int64, conns int, warmup, window time.Duratio
 		}()
 	}
 	time.Sleep(warmup) // unmeasured load, on purpose
-	cpu0, err0 := procstat.CPUSeconds(pids)
+	cpu0, err0 := proc.CPUSeconds(pids)
 	t0 := time.Now()
 	c.measuring.Store(true)
 	time.Sleep(window)
 	c.measuring.Store(false)
 	el := time.Since(t0).Seconds()
-	cpu1, err1 := procstat.CPUSeconds(pids)
+	cpu1, err1 := proc.CPUSeconds(pids)
 	cpu := cpu1 - cpu0
 	cancel()
 	wg.Wait()

@@ -43,7 +43,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/kelpie-lb/kelpie/bench/internal/procstat"
+	"github.com/kelpie-lb/kelpie/bench/internal/proc"
 )
 
 func main() {
@@ -278,7 +278,7 @@ func allDone(targets []*target, window int64) bool {
 func us(ns uint64) float64 { return float64(ns) / 1e3 }
 
 func parsePIDs(s string) []int {
-	p, err := procstat.ParsePIDs(s)
+	p, err := proc.ParsePIDs(s)
 	if err != nil {
 		log.Fatalf("loadgen: %v", err)
 	}
@@ -287,7 +287,7 @@ func parsePIDs(s string) []int {
 
 // cpuSeconds sums utime+stime of the given processes.
 func cpuSeconds(pids []int) float64 {
-	t, err := procstat.CPUSeconds(pids)
+	t, err := proc.CPUSeconds(pids)
 	if err != nil {
 		log.Fatalf("loadgen: %v", err)
 	}
