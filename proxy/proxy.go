@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,9 @@ type Proxy struct {
 	retryAft []byte        // Retry-After value
 
 	stickySecret []byte // random per process: HMAC key of sticky cookies without a Sticky.Secret
+
+	idlersMu sync.Mutex
+	idlers   []*idler // one per plain listener Serve runs (idle.go)
 }
 
 // New returns a Proxy serving routes. It does not listen; call Serve.
@@ -83,6 +87,9 @@ func New(o Options, routes []Route) (*Proxy, error) {
 		DisablePreParseMultipartForm: true,
 		LazyRequestTime:              true, // kelpie times requests itself: one clock read fewer
 		CloseOnShutdown:              true,
+		// An idle worker goroutine keeps its stack; parked connections
+		// (idle.go) leave theirs idle, and they go after a tick, not 10 s.
+		MaxIdleWorkerDuration: parkTick,
 		// Off so that parseError can tell an unknown transfer coding (501)
 		// from broken framing (400) by the value fasthttp quotes; fasthttp
 		// logs such errors through Logger, which is at debug level only.
@@ -114,7 +121,15 @@ func (p *Proxy) SetRoutes(routes []Route) error {
 // Serve accepts connections on ln and serves them until Shutdown. It blocks,
 // and returns nil after a Shutdown.
 func (p *Proxy) Serve(ln net.Listener) error {
-	err := p.server.Serve(listener{ln, p.opts.IO == IORaw})
+	var l net.Listener = listener{ln, p.opts.IO == IORaw}
+	if d := newIdler(p.server.ServeConn, p.opts.IO == IORaw); d != nil {
+		d.maxLive = func() int { return p.opts.Concurrency - int(p.server.GetCurrentConcurrency()) }
+		l = parkingListener{listener{ln, p.opts.IO == IORaw}, d}
+		p.idlersMu.Lock()
+		p.idlers = append(p.idlers, d)
+		p.idlersMu.Unlock()
+	}
+	err := p.server.Serve(l)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("proxy serve %s: %w", ln.Addr(), err)
 	}
