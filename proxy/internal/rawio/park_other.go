@@ -21,7 +21,9 @@ func NewParker(time.Duration, func(*net.TCPConn), func()) (*Parker, error) {
 func (p *Parker) Len() int { return 0 }
 
 // Park fails.
-func (p *Parker) Park(*net.TCPConn, time.Time) error { return errors.New("parking idle connections is linux-only") }
+func (p *Parker) Park(*net.TCPConn, time.Time) error {
+	return errors.New("parking idle connections is linux-only")
+}
 
 // Close does nothing.
 func (p *Parker) Close() error { return nil }

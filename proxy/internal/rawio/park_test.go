@@ -57,10 +57,12 @@ func TestParkerResumesReadable(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	c.Write([]byte("hello"))
+	var r *net.TCPConn
 	select {
-	case got := <-resumed:
-		if got != s {
-			t.Fatal("resumed another connection")
+	case r = <-resumed:
+		defer r.Close()
+		if r.RemoteAddr().String() != c.LocalAddr().String() || r.LocalAddr().String() != c.RemoteAddr().String() {
+			t.Fatalf("resumed %s-%s, want the parked %s-%s", r.LocalAddr(), r.RemoteAddr(), c.RemoteAddr(), c.LocalAddr())
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("not resumed after the peer wrote")
@@ -69,16 +71,21 @@ func TestParkerResumesReadable(t *testing.T) {
 		t.Fatalf("Len %d after resume, want 0", p.Len())
 	}
 	b := make([]byte, 5)
-	if _, err := io.ReadFull(s, b); err != nil || string(b) != "hello" {
+	r.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(r, b); err != nil || string(b) != "hello" {
 		t.Fatalf("read after resume: %q %v", b, err)
 	}
+	if _, err := s.Write([]byte("x")); err == nil {
+		t.Fatal("the parked *net.TCPConn is still open")
+	}
 	// Parked again, then resumed again: the fd goes back on the set.
-	if err := p.Park(s, time.Time{}); err != nil {
+	if err := p.Park(r, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	c.Write([]byte("x"))
 	select {
-	case <-resumed:
+	case r2 := <-resumed:
+		r2.Close()
 	case <-time.After(5 * time.Second):
 		t.Fatal("not resumed the second time")
 	}
