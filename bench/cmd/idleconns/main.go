@@ -1,0 +1,126 @@
+// Command idleconns holds idle keep-alive connections open to a proxy for
+// bench/idle.sh: it opens -n connections to -addr, has each serve one
+// request (a few at a time), prints "open N" and waits for a line on stdin;
+// then it sends a second request on every connection, prints "alive N" (how
+// many answered 200) and exits, closing them all.
+//
+// The connections come from -src source addresses (127.0.0.1, 127.0.0.2,
+// ...) in turn, so that more than one address's ephemeral ports can be used.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+func main() {
+	addr := flag.String("addr", "", "proxy address, host:port")
+	n := flag.Int("n", 10000, "connections")
+	src := flag.Int("src", 1, "source addresses 127.0.0.1 .. 127.0.0.N")
+	par := flag.Int("par", 8, "connections opened at a time")
+	flag.Parse()
+	raiseFDLimit(*n + 100)
+
+	conns := make([]net.Conn, *n)
+	var wg sync.WaitGroup
+	next := make(chan int)
+	errs := make(chan error, *par)
+	for range *par {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%*src))}, Timeout: 10 * time.Second}
+				c, err := d.Dial("tcp", *addr)
+				if err == nil {
+					err = request(c)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("connection %d: %w", i, err)
+					return
+				}
+				conns[i] = c
+			}
+		}()
+	}
+	for i := range *n {
+		select {
+		case next <- i:
+		case err := <-errs:
+			log.Fatal(err)
+		}
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		log.Fatal(err)
+	default:
+	}
+	fmt.Printf("open %d\n", *n)
+	bufio.NewReader(os.Stdin).ReadString('\n')
+	alive := 0
+	for _, c := range conns {
+		if request(c) == nil {
+			alive++
+		}
+		c.Close()
+	}
+	fmt.Printf("alive %d\n", alive)
+}
+
+var get = []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+
+// request sends one GET and reads a 200 answer with a Content-Length body.
+func request(c net.Conn) error {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := c.Write(get); err != nil {
+		return err
+	}
+	r := bufio.NewReaderSize(c, 1024)
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(line, []byte("HTTP/1.1 200")) {
+		return fmt.Errorf("status %q", bytes.TrimSpace(line))
+	}
+	length := -1
+	for {
+		h, err := r.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(bytes.TrimSpace(h)) == 0 {
+			break
+		}
+		if k, v, ok := strings.Cut(string(h), ":"); ok && strings.EqualFold(k, "Content-Length") {
+			length, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if length < 0 {
+		return fmt.Errorf("no Content-Length")
+	}
+	_, err = r.Discard(length)
+	return err
+}
+
+func raiseFDLimit(n int) {
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil || lim.Cur >= uint64(n) {
+		return
+	}
+	lim.Cur = min(uint64(n), lim.Max)
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+}
