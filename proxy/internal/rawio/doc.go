@@ -46,6 +46,13 @@
 //     connection by its Handshake and ConnectionState methods, not by its
 //     type. proxy's TLS listener hands fasthttp a clientConn above TLS
 //     (tlsClientConn, proxy/tls.go) that has those two methods.
+//  9. Server: io.EOF from the Read that waits for a connection's next
+//     request ends its serving without a response, with one Close; and
+//     Server.ServeConn serves a socket anew, ConnRequestNum from 1.
+//     proxy/idle.go parks an idle connection that way (clientConn.readIdle
+//     returns io.EOF, its Close parks the socket) and serves it again with
+//     ServeConn when it is readable; the head scan starts its count again
+//     with the new clientConn (assumption 6).
 //
 // What the proxy does not rely on: how often fasthttp moves a deadline, or
 // in which order (Deadline is correct for any sequence of calls), and how
