@@ -69,6 +69,7 @@ func newIdler(serve func(net.Conn) error, raw bool) *idler {
 		return nil
 	}
 	d.park = pk
+	pk.Start()
 	return d
 }
 

@@ -38,11 +38,12 @@ type Parker struct {
 	wakeAt             atomic.Int64 // unix ns the loop sleeps until
 	done               chan struct{}
 
-	mu     sync.Mutex
-	conns  map[int32]parked // by the duplicated fd
-	dl     deadlines
-	seq    uint64
-	closed bool
+	mu      sync.Mutex
+	conns   map[int32]parked // by the duplicated fd
+	dl      deadlines
+	seq     uint64
+	started bool
+	closed  bool
 }
 
 type parked struct {
@@ -50,7 +51,8 @@ type parked struct {
 	deadline int64 // unix ns; 0: none
 }
 
-// NewParker returns a Parker; Start runs its loop.
+// NewParker returns a Parker whose loop runs once Start is called (so that
+// resume and tick may use the Parker).
 func NewParker(period time.Duration, resume func(*net.TCPConn), tick func()) (*Parker, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
@@ -70,8 +72,15 @@ func NewParker(period time.Duration, resume func(*net.TCPConn), tick func()) (*P
 	}
 	pk := &Parker{Resume: resume, Tick: tick, Period: period, epfd: epfd, wakeR: p[0], wakeW: p[1],
 		done: make(chan struct{}), conns: make(map[int32]parked)}
-	go pk.loop()
 	return pk, nil
+}
+
+// Start runs the loop. Call it once, before Close.
+func (p *Parker) Start() {
+	p.mu.Lock()
+	p.started = true
+	p.mu.Unlock()
+	go p.loop()
 }
 
 // Len is the number of parked connections.
@@ -139,9 +148,12 @@ func (p *Parker) Close() error {
 		return nil
 	}
 	p.closed = true
+	started := p.started
 	p.mu.Unlock()
-	p.wake()
-	<-p.done
+	if started {
+		p.wake()
+		<-p.done
+	}
 	p.mu.Lock()
 	for fd := range p.conns {
 		delete(p.conns, fd)

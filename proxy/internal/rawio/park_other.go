@@ -17,6 +17,9 @@ func NewParker(time.Duration, func(*net.TCPConn), func()) (*Parker, error) {
 	return nil, errors.New("parking idle connections is linux-only")
 }
 
+// Start does nothing.
+func (p *Parker) Start() {}
+
 // Len is 0.
 func (p *Parker) Len() int { return 0 }
 

@@ -42,6 +42,7 @@ func TestParkerResumesReadable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.Start()
 	defer p.Close()
 	<-ticks
 	s, c := tcpPair(t)
@@ -99,6 +100,7 @@ func TestParkerExpires(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.Start()
 	defer p.Close()
 	s, c := tcpPair(t)
 	start := time.Now()
@@ -128,6 +130,7 @@ func TestParkerClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.Start()
 	s, c := tcpPair(t)
 	if err := p.Park(s, time.Time{}); err != nil {
 		t.Fatal(err)
