@@ -59,14 +59,18 @@ mapfile -t PORTS < <("$TMP/backend" -free 2)
 PORT=${PORTS[0]} ADMIN=${PORTS[1]}
 
 # Configs: bench/run.sh's, with the connection limits raised to the count
-# (HAProxy's maxconn, nginx's worker_connections, kelpie's max_conns).
+# (HAProxy's maxconn, nginx's worker_connections, kelpie's max_conns) and the
+# client timeout raised to 60 s so that HAProxy keeps the first connections
+# through the measurement. HAProxy's ulimit-n is the hard limit: it reserves
+# two descriptors per maxconn and would refuse to start past it, but idle
+# client connections use one (it alerts, and runs).
 write_haproxy() { # write_haproxy MAXCONN
 	{
 		cat <<EOF
 global
     nbthread 1
     maxconn $1
-    fd-hard-limit $FDMAX
+    ulimit-n $FDMAX
 defaults
     mode http
     timeout connect 3s
