@@ -58,129 +58,48 @@ mapfile -t BACKENDS <"$TMP/addrs3"
 mapfile -t PORTS < <("$TMP/backend" -free 2)
 PORT=${PORTS[0]} ADMIN=${PORTS[1]}
 
-# Configs: bench/run.sh's, with the connection limits raised to the count
-# (HAProxy's maxconn, nginx's worker_connections, kelpie's max_conns) and the
-# client timeout raised to 60 s so that HAProxy keeps the first connections
-# through the measurement. HAProxy's ulimit-n is the hard limit: it reserves
-# two descriptors per maxconn and would refuse to start past it, but idle
-# client connections use one (it alerts, and runs).
-write_haproxy() { # write_haproxy MAXCONN
-	{
-		cat <<EOF
-global
-    nbthread 1
-    maxconn $1
-    ulimit-n $FDMAX
-defaults
-    mode http
-    timeout connect 3s
-    timeout client 60s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
-frontend fe
-    bind 127.0.0.1:$PORT
-    option forwardfor
-    http-request set-header X-Forwarded-Proto http
-    http-request set-header X-Forwarded-Host %[req.hdr(host)]
-    http-request set-header X-Request-ID %[unique-id] unless { req.hdr(x-request-id) -m found }
-    default_backend be
-backend be
-    balance roundrobin
-    option httpchk GET /health
-EOF
-		local i=0 a
-		for a in "${BACKENDS[@]}"; do
-			i=$((i + 1))
-			echo "    server b$i $a check inter 1s"
-		done
-	} >"$TMP/haproxy.cfg"
-}
+# Configs: bench/run.sh's own writers (write_haproxy, write_nginx,
+# write_kelpie: its "configs" section, taken from it so that the shape stays
+# the same), with the
+# connection limits raised to the count (HAProxy's maxconn, nginx's
+# worker_connections, kelpie's max_conns) and HAProxy's client timeout raised
+# to 60 s so that it keeps the first connections through the measurement.
+# HAProxy's ulimit-n is the hard limit: it reserves two descriptors per
+# maxconn and would refuse to start past it, but an idle client connection
+# uses one (it alerts, and runs).
+eval "$(sed -n '/^# ---- configs/,/^# ---- start the proxies/p' bench/run.sh)"
+declare -F write_haproxy write_nginx write_kelpie >/dev/null || die "bench/run.sh's config writers not found"
+NGINX_PORT=$PORT
 
-write_nginx() { # write_nginx CONNECTIONS
-	mkdir -p "$TMP/nginx"
-	{
-		cat <<EOF
-worker_processes 1;
-worker_rlimit_nofile $FDMAX;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections $1; }
-http {
-    access_log off;
-    keepalive_timeout 75s;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    upstream be {
-EOF
-		local a
-		for a in "${BACKENDS[@]}"; do echo "        server $a;"; done
-		cat <<EOF
-        keepalive 128;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:$PORT;
-        keepalive_requests 1000000;
-        location / {
-            proxy_pass http://be;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-            proxy_set_header X-Request-ID \$request_id;
-        }
-    }
-}
-EOF
-	} >"$TMP/nginx.conf"
-}
-
-write_kelpie() { # write_kelpie MAX_CONNS
-	{
-		cat <<EOF
-listen: "127.0.0.1:$PORT"
-admin:
-  listen: "127.0.0.1:$ADMIN"
-limits:
-  max_conns: $1
-upstreams:
-  - name: bench
-    balance: round_robin
-    backends:
-EOF
-		local a
-		for a in "${BACKENDS[@]}"; do echo "      - address: \"$a\""; done
-		cat <<EOF
-    health:
-      active:
-        path: /health
-        interval: 1s
-        timeout: 1s
-EOF
-	} >"$TMP/kelpie.yaml"
+config() { # config NAME LIMIT: the proxy's config, run.sh's with the limits raised
+	case $1 in
+	haproxy)
+		write_haproxy "$TMP/haproxy.cfg" "$PORT"
+		sed -i -e "s/^\( *maxconn\) .*/\1 $2\n    ulimit-n $FDMAX/" -e 's/^\( *timeout client\) .*/\1 60s/' "$TMP/haproxy.cfg"
+		;;
+	nginx)
+		write_nginx
+		sed -i -e "s/worker_connections [0-9]*;/worker_connections $(($2 + 200));/" \
+			-e "s/^worker_processes \(.*\)/worker_processes \1\nworker_rlimit_nofile $FDMAX;/" "$TMP/nginx.conf"
+		;;
+	kelpie)
+		write_kelpie "$TMP/kelpie.yaml" "$PORT" "$ADMIN" round_robin "${BACKENDS[@]}"
+		printf 'limits:\n  max_conns: %d\n' "$2" >>"$TMP/kelpie.yaml"
+		;;
+	esac
 }
 
 PPIDS=() # the proxy's processes
 start_proxy() { # start_proxy NAME COUNT
-	local limit=$(($2 + 100))
+	config "$1" $(($2 + 100))
 	case $1 in
 	haproxy)
-		write_haproxy "$limit"
 		taskset -c "$LB_CPU" haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
 		;;
 	nginx)
-		write_nginx "$((limit + 200))"
 		taskset -c "$LB_CPU" nginx -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx.conf" -g 'daemon off;' >"$TMP/nginx.log" 2>&1 &
 		;;
 	kelpie)
-		write_kelpie "$limit"
 		GOMAXPROCS=1 taskset -c "$LB_CPU" "$TMP/kelpie" run -config "$TMP/kelpie.yaml" >"$TMP/kelpie.log" 2>&1 &
 		;;
 	esac
