@@ -64,9 +64,9 @@ PORT=${PORTS[0]} ADMIN=${PORTS[1]}
 # connection limits raised to the count (HAProxy's maxconn, nginx's
 # worker_connections, kelpie's max_conns) and HAProxy's client timeout raised
 # to 60 s so that it keeps the first connections through the measurement.
-# HAProxy's ulimit-n is the hard limit: it reserves two descriptors per
-# maxconn and would refuse to start past it, but an idle client connection
-# uses one (it alerts, and runs).
+# HAProxy's ulimit-n is the hard limit, with "no strict-limits": it reserves
+# two descriptors per maxconn and would refuse to start past the limit, but
+# an idle client connection uses one (it alerts, and runs).
 eval "$(sed -n '/^# ---- configs/,/^# ---- start the proxies/p' bench/run.sh)"
 declare -F write_haproxy write_nginx write_kelpie >/dev/null || die "bench/run.sh's config writers not found"
 NGINX_PORT=$PORT
@@ -75,7 +75,7 @@ config() { # config NAME LIMIT: the proxy's config, run.sh's with the limits rai
 	case $1 in
 	haproxy)
 		write_haproxy "$TMP/haproxy.cfg" "$PORT"
-		sed -i -e "s/^\( *maxconn\) .*/\1 $2\n    ulimit-n $FDMAX/" -e 's/^\( *timeout client\) .*/\1 60s/' "$TMP/haproxy.cfg"
+		sed -i -e "s/^\( *maxconn\) .*/\1 $2\n    ulimit-n $FDMAX\n    no strict-limits/" -e 's/^\( *timeout client\) .*/\1 60s/' "$TMP/haproxy.cfg"
 		;;
 	nginx)
 		write_nginx
