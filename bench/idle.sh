@@ -55,32 +55,34 @@ taskset -c "$GEN_CPU" "$TMP/backend" -n 3 -addrs "$TMP/addrs3" >"$TMP/backend.lo
 PIDS+=($!)
 for _ in $(seq 150); do [ -s "$TMP/addrs3" ] && break; sleep 0.1; done
 mapfile -t BACKENDS <"$TMP/addrs3"
-mapfile -t PORTS < <("$TMP/backend" -free 2)
-PORT=${PORTS[0]} ADMIN=${PORTS[1]}
 
 # Configs: bench/run.sh's own writers (write_haproxy, write_nginx,
 # write_kelpie: its "configs" section, taken from it so that the shape stays
 # the same), with the
 # connection limits raised to the count (HAProxy's maxconn, nginx's
-# worker_connections, kelpie's max_conns) and HAProxy's client timeout raised
-# to 60 s so that it keeps the first connections through the measurement.
+# worker_connections, kelpie's max_conns), and one idle timeout for all
+# three, kelpie's default of 120 s (HAProxy's timeout client, 30 s in run.sh,
+# and nginx's keepalive_timeout, 75 s by default), so that none closes the
+# first connections before the measurement ends. Ports are chosen anew for
+# each proxy, and the client connects from 127.0.0.2 and up: its thousands of
+# ephemeral ports never take a port a proxy is about to listen on.
 # HAProxy's ulimit-n is the hard limit, with "no strict-limits": it reserves
 # two descriptors per maxconn and would refuse to start past the limit, but
 # an idle client connection uses one (it alerts, and runs).
 eval "$(sed -n '/^# ---- configs/,/^# ---- start the proxies/p' bench/run.sh)"
 declare -F write_haproxy write_nginx write_kelpie >/dev/null || die "bench/run.sh's config writers not found"
-NGINX_PORT=$PORT
 
 config() { # config NAME LIMIT: the proxy's config, run.sh's with the limits raised
 	case $1 in
 	haproxy)
 		write_haproxy "$TMP/haproxy.cfg" "$PORT"
-		sed -i -e "s/^\( *maxconn\) .*/\1 $2\n    ulimit-n $FDMAX\n    no strict-limits/" -e 's/^\( *timeout client\) .*/\1 60s/' "$TMP/haproxy.cfg"
+		sed -i -e "s/^\( *maxconn\) .*/\1 $2\n    ulimit-n $FDMAX\n    no strict-limits/" -e 's/^\( *timeout client\) .*/\1 120s/' "$TMP/haproxy.cfg"
 		;;
 	nginx)
 		write_nginx
 		sed -i -e "s/worker_connections [0-9]*;/worker_connections $(($2 + 200));/" \
-			-e "s/^worker_processes \(.*\)/worker_processes \1\nworker_rlimit_nofile $FDMAX;/" "$TMP/nginx.conf"
+			-e "s/^worker_processes \(.*\)/worker_processes \1\nworker_rlimit_nofile $FDMAX;/" \
+			-e 's/^http {/http {\n    keepalive_timeout 120s;/' "$TMP/nginx.conf"
 		;;
 	kelpie)
 		write_kelpie "$TMP/kelpie.yaml" "$PORT" "$ADMIN" round_robin "${BACKENDS[@]}"
@@ -91,6 +93,8 @@ config() { # config NAME LIMIT: the proxy's config, run.sh's with the limits rai
 
 PPIDS=() # the proxy's processes
 start_proxy() { # start_proxy NAME COUNT
+	mapfile -t PORTS < <("$TMP/backend" -free 2)
+	PORT=${PORTS[0]} ADMIN=${PORTS[1]} NGINX_PORT=${PORTS[0]}
 	config "$1" $(($2 + 100))
 	case $1 in
 	haproxy)
@@ -171,11 +175,12 @@ for want in $COUNTS; do
 		start_proxy "$p" "$n"
 		base=$(rss_kb)
 		hold idle "$n"
+		opened=$(awk '/^open / { print $3 }' "$TMP/idle.out")
 		sleep "$SETTLE" # kelpie parks a connection idle 1-2 s, then releases memory
 		after=$(rss_kb)
 		alive=$(release idle)
 		per=$(awk -v a="$after" -v b="$base" -v n="$n" 'BEGIN { printf "%.3f", (a - b) / n }')
-		echo "load=idle target=$p run=1 conns=$n want=$want rss_kb_per_conn=$per rss_kb_base=$base rss_kb_idle=$after alive=$alive" | tee -a "$TMP/raw.txt" >&2
+		echo "load=idle target=$p run=1 conns=$n want=$want rss_kb_per_conn=$per rss_kb_base=$base rss_kb_idle=$after alive=$alive open_s=$opened" | tee -a "$TMP/raw.txt" >&2
 		stop_proxy
 	done
 done

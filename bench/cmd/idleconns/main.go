@@ -1,11 +1,12 @@
 // Command idleconns holds idle keep-alive connections open to a proxy for
 // bench/idle.sh: it opens -n connections to -addr, has each serve one
-// request (a few at a time), prints "open N" and waits for a line on stdin;
+// request (a few at a time), prints "open N SECONDS" and waits for a line on stdin;
 // then it sends a second request on every connection, prints "alive N" (how
 // many answered 200) and exits, closing them all.
 //
-// The connections come from -src source addresses (127.0.0.1, 127.0.0.2,
-// ...) in turn, so that more than one address's ephemeral ports can be used.
+// The connections come from -src source addresses (127.0.0.2, 127.0.0.3,
+// ...) in turn, so that more than one address's ephemeral ports can be used,
+// and none of 127.0.0.1's, where the proxies listen.
 package main
 
 import (
@@ -26,11 +27,12 @@ import (
 func main() {
 	addr := flag.String("addr", "", "proxy address, host:port")
 	n := flag.Int("n", 10000, "connections")
-	src := flag.Int("src", 1, "source addresses 127.0.0.1 .. 127.0.0.N")
+	src := flag.Int("src", 1, "source addresses 127.0.0.2 .. 127.0.0.N+1")
 	par := flag.Int("par", 8, "connections opened at a time")
 	flag.Parse()
 	raiseFDLimit(*n + 100)
 
+	start := time.Now()
 	conns := make([]net.Conn, *n)
 	var wg sync.WaitGroup
 	next := make(chan int)
@@ -40,7 +42,7 @@ func main() {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%*src))}, Timeout: 10 * time.Second}
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%*src))}, Timeout: 10 * time.Second}
 				c, err := d.Dial("tcp", *addr)
 				if err == nil {
 					err = request(c)
@@ -67,7 +69,7 @@ func main() {
 		log.Fatal(err)
 	default:
 	}
-	fmt.Printf("open %d\n", *n)
+	fmt.Printf("open %d %.1f\n", *n, time.Since(start).Seconds())
 	bufio.NewReader(os.Stdin).ReadString('\n')
 	alive := 0
 	for _, c := range conns {
