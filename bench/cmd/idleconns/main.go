@@ -42,7 +42,7 @@ func main() {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%*src))}, Timeout: 10 * time.Second}
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%*src))}, Timeout: 10 * time.Second, Control: portAtConnect}
 				c, err := d.Dial("tcp", *addr)
 				if err == nil {
 					err = request(c)
@@ -117,6 +117,23 @@ func request(c net.Conn) error {
 	_, err = r.Discard(length)
 	return err
 }
+
+// portAtConnect sets IP_BIND_ADDRESS_NO_PORT: with a source address
+// given, the port is then chosen at connect, for the whole 4-tuple, instead
+// of at bind among the ports free for any destination. Without it, the
+// previous proxy's connections, in TIME_WAIT, used up 127.0.0.2's ports.
+func portAtConnect(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+const ipBindAddressNoPort = 24 // linux/in.h
 
 func raiseFDLimit(n int) {
 	var lim syscall.Rlimit
