@@ -12,8 +12,9 @@
 //
 // The wrappers sit between fasthttp and the socket, so they depend on how
 // fasthttp drives a net.Conn. These are the assumptions, each pinned by a
-// test in contract_test.go against the fasthttp in go.mod
-// (CheckedFasthttp); the tests name the assumption when they fail.
+// test in contract_test.go (the ninth in contract_idle_test.go) against the
+// fasthttp in go.mod (CheckedFasthttp); the tests name the assumption when
+// they fail.
 //
 //  1. HostClient: Response.LocalAddr is the LocalAddr of the connection the
 //     request ran on, also after a failed request. hostTransport.Do
