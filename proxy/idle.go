@@ -60,7 +60,8 @@ type idler struct {
 // between one and two ticks is parked.
 const parkTick = time.Second
 
-// newIdler returns nil when parking is not available (not Linux).
+// newIdler returns nil when parking is not available (not Linux). Its
+// Parker's loop starts with Serve (Parker.Start).
 func newIdler(serve func(net.Conn) error, raw bool) *idler {
 	d := &idler{serve: serve, raw: raw}
 	d.tick.Store(1)
@@ -69,7 +70,6 @@ func newIdler(serve func(net.Conn) error, raw bool) *idler {
 		return nil
 	}
 	d.park = pk
-	pk.Start()
 	return d
 }
 
@@ -239,11 +239,8 @@ func (l parkingListener) Close() error {
 
 // parkedConns is the number of client connections parked now.
 func (p *Proxy) parkedConns() int {
-	p.idlersMu.Lock()
-	defer p.idlersMu.Unlock()
-	n := 0
-	for _, d := range p.idlers {
-		n += d.park.Len()
+	if p.idle == nil {
+		return 0
 	}
-	return n
+	return p.idle.park.Len()
 }

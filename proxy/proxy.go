@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,8 +41,12 @@ type Proxy struct {
 
 	stickySecret []byte // random per process: HMAC key of sticky cookies without a Sticky.Secret
 
-	idlersMu sync.Mutex
-	idlers   []*idler // one per plain listener Serve runs (idle.go)
+	// Parks the plain listener's idle connections (idle.go); nil where
+	// parking is not available. Its epoll set is opened here, so that the
+	// descriptors a running proxy holds do not change when Serve starts; its
+	// goroutine starts with Serve, and Shutdown (closing the listener) ends
+	// both.
+	idle *idler
 }
 
 // New returns a Proxy serving routes. It does not listen; call Serve.
@@ -99,6 +102,9 @@ func New(o Options, routes []Route) (*Proxy, error) {
 		DisableHeaderNamesNormalizing: true,
 		Logger:                        fasthttpLogger{o.Logger},
 	}
+	if p.idle = newIdler(p.server.ServeConn, o.IO == IORaw); p.idle != nil {
+		p.idle.maxLive = func() int { return p.opts.Concurrency - int(p.server.GetCurrentConcurrency()) }
+	}
 	return p, nil
 }
 
@@ -122,12 +128,9 @@ func (p *Proxy) SetRoutes(routes []Route) error {
 // and returns nil after a Shutdown.
 func (p *Proxy) Serve(ln net.Listener) error {
 	var l net.Listener = listener{ln, p.opts.IO == IORaw}
-	if d := newIdler(p.server.ServeConn, p.opts.IO == IORaw); d != nil {
-		d.maxLive = func() int { return p.opts.Concurrency - int(p.server.GetCurrentConcurrency()) }
-		l = parkingListener{listener{ln, p.opts.IO == IORaw}, d}
-		p.idlersMu.Lock()
-		p.idlers = append(p.idlers, d)
-		p.idlersMu.Unlock()
+	if p.idle != nil {
+		p.idle.park.Start()
+		l = parkingListener{listener{ln, p.opts.IO == IORaw}, p.idle}
 	}
 	err := p.server.Serve(l)
 	if err != nil && !errors.Is(err, net.ErrClosed) {

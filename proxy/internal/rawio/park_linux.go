@@ -75,11 +75,14 @@ func NewParker(period time.Duration, resume func(*net.TCPConn), tick func()) (*P
 	return pk, nil
 }
 
-// Start runs the loop. Call it once, before Close.
+// Start runs the loop; again, or after Close, it does nothing.
 func (p *Parker) Start() {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started || p.closed {
+		return
+	}
 	p.started = true
-	p.mu.Unlock()
 	go p.loop()
 }
 
