@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/kelpie-lb/kelpie/proxy/internal/rawio"
@@ -30,6 +31,16 @@ type clientConn struct {
 	// connection's goroutine only.
 	rerr    error
 	rerrReq int
+
+	// Parking (idle.go), on a plain TCP connection kelpie's listener
+	// accepted: nil idler otherwise.
+	idler      *idler
+	tcp        *net.TCPConn
+	prev, next *clientConn   // the idler's list, under its lock
+	listed     bool          // on that list, under its lock
+	resumed    bool          // served again after being parked
+	idleAt     atomic.Uint32 // the idler's tick when a wait for a request began; 0: not waiting
+	parking    atomic.Bool   // readIdle ended the connection idle: Close parks it
 }
 
 // newClientConn wraps c; with raw set (IORaw) it reads and writes c with
@@ -74,7 +85,13 @@ func (c *clientConn) Read(b []byte) (int, error) {
 	if c.rerr == errBareLF {
 		return 0, c.rerr
 	}
-	n, err := c.rd.Read(c.rw, b)
+	var n int
+	var err error
+	if c.waitsIdle() {
+		n, err = c.readIdle(b)
+	} else {
+		n, err = c.rd.Read(c.rw, b)
+	}
 	if n > 0 && c.scan.state != scanOff {
 		var serr error
 		if n, serr = c.scan.scan(b[:n]); serr != nil {
@@ -118,6 +135,9 @@ func (c *clientConn) bodyErr(n int) error {
 func (c *clientConn) leaveHTTP() (nothingAfter bool) {
 	nothingAfter = c.scan == headScan{state: scanHead, cl: -1, reqs: c.scan.reqs}
 	c.scan.state = scanOff
+	if c.idler != nil {
+		c.idler.forget(c)
+	}
 	return nothingAfter
 }
 

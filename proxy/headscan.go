@@ -41,6 +41,7 @@ type headScan struct {
 	size    int64    // chunk size being parsed
 	digits  int      // hex digits of the chunk size so far
 	ext     bool     // past the chunk size: in a chunk extension
+	stray   bool     // an empty line came before this head's request line
 	line    [48]byte // the start of the current line: enough for a framing field
 }
 
@@ -145,6 +146,12 @@ func (s *headScan) midRequest() bool {
 	return s.state != scanOff && (s.state != scanHead || s.heads > 0)
 }
 
+// atBoundary reports whether the stream so far ends exactly at the end of a
+// request (or at its start): the next byte starts a request head.
+func (s *headScan) atBoundary() bool {
+	return s.state == scanHead && s.heads == 0 && s.lineLen == 0 && !s.prevCR && !s.stray
+}
+
 // takeLine notes part of the current line: its length, and its start for
 // the framing headers.
 func (s *headScan) takeLine(p []byte) {
@@ -170,6 +177,7 @@ func (s *headScan) endLine() {
 		s.startHead()
 	case s.heads == 0:
 		// An empty line before the request line, which fasthttp skips.
+		s.stray = true
 	default:
 		s.reqs++
 		s.body()

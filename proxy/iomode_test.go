@@ -20,11 +20,12 @@ import (
 
 // stdIOFiles hold the end-to-end tests TestStdIOSuite reruns with std I/O:
 // framing, truncation, the differential, timeouts, streaming, errors and
-// retries over real sockets. Every Test in them runs, new ones included.
+// retries over real sockets, parking idle connections. Every Test in them
+// runs, new ones included.
 var stdIOFiles = []string{
 	"truncate_test.go", "framing_test.go", "differential_test.go", "timeout_test.go",
 	"stream_test.go", "e2e_test.go", "hostile_test.go", "forward_test.go",
-	"connect_test.go", "reached_test.go", "tunnel_test.go", "iomode_test.go",
+	"connect_test.go", "reached_test.go", "tunnel_test.go", "iomode_test.go", "idle_test.go",
 }
 
 // The proxy's end-to-end tests pass with Options.IO = IOStd too: the test

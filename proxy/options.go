@@ -165,14 +165,16 @@ type Options struct {
 	// Default 60s.
 	ReadTimeout time.Duration
 	// IdleTimeout closes client keep-alive connections idle this long.
-	// Default 120s.
+	// Default 120s. Meanwhile a plain (not TLS) connection idle between
+	// requests for one to two seconds is parked: no goroutine, no buffers,
+	// only its socket on an epoll set (idle.go).
 	IdleTimeout time.Duration
 	// WriteTimeout bounds writing one response to the client. Default none
 	// (0; negative also means none), so slow clients can finish long
 	// downloads; ReadTimeout and IdleTimeout still bound idle clients.
 	WriteTimeout time.Duration
-	// Concurrency caps concurrent client connections; beyond it new ones get
-	// 503 and are closed. Default 10000.
+	// Concurrency caps concurrent client connections, parked idle ones
+	// included; beyond it new ones get 503 and are closed. Default 10000.
 	Concurrency int
 	// TrustedProxies are the peers whose X-Forwarded-For is believed when
 	// finding the client IP (for ip_hash and the access log): the rightmost

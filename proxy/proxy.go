@@ -40,6 +40,13 @@ type Proxy struct {
 	retryAft []byte        // Retry-After value
 
 	stickySecret []byte // random per process: HMAC key of sticky cookies without a Sticky.Secret
+
+	// Parks the plain listener's idle connections (idle.go); nil where
+	// parking is not available. Its epoll set is opened here, so that the
+	// descriptors a running proxy holds do not change when Serve starts; its
+	// goroutine starts with Serve, and Shutdown (closing the listener) ends
+	// both.
+	idle *idler
 }
 
 // New returns a Proxy serving routes. It does not listen; call Serve.
@@ -83,6 +90,9 @@ func New(o Options, routes []Route) (*Proxy, error) {
 		DisablePreParseMultipartForm: true,
 		LazyRequestTime:              true, // kelpie times requests itself: one clock read fewer
 		CloseOnShutdown:              true,
+		// An idle worker goroutine keeps its stack; parked connections
+		// (idle.go) leave theirs idle, and they go after a tick, not 10 s.
+		MaxIdleWorkerDuration: parkTick,
 		// Off so that parseError can tell an unknown transfer coding (501)
 		// from broken framing (400) by the value fasthttp quotes; fasthttp
 		// logs such errors through Logger, which is at debug level only.
@@ -91,6 +101,9 @@ func New(o Options, routes []Route) (*Proxy, error) {
 		// kelpie's own lookups fold case (headers.go, delFold).
 		DisableHeaderNamesNormalizing: true,
 		Logger:                        fasthttpLogger{o.Logger},
+	}
+	if p.idle = newIdler(p.server.ServeConn, o.IO == IORaw); p.idle != nil {
+		p.idle.maxLive = func() int { return p.opts.Concurrency - int(p.server.GetCurrentConcurrency()) }
 	}
 	return p, nil
 }
@@ -114,7 +127,12 @@ func (p *Proxy) SetRoutes(routes []Route) error {
 // Serve accepts connections on ln and serves them until Shutdown. It blocks,
 // and returns nil after a Shutdown.
 func (p *Proxy) Serve(ln net.Listener) error {
-	err := p.server.Serve(listener{ln, p.opts.IO == IORaw})
+	var l net.Listener = listener{ln, p.opts.IO == IORaw}
+	if p.idle != nil {
+		p.idle.park.Start()
+		l = parkingListener{listener{ln, p.opts.IO == IORaw}, p.idle}
+	}
+	err := p.server.Serve(l)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("proxy serve %s: %w", ln.Addr(), err)
 	}

@@ -12,8 +12,9 @@
 //
 // The wrappers sit between fasthttp and the socket, so they depend on how
 // fasthttp drives a net.Conn. These are the assumptions, each pinned by a
-// test in contract_test.go against the fasthttp in go.mod
-// (CheckedFasthttp); the tests name the assumption when they fail.
+// test in contract_test.go (the ninth in contract_idle_test.go) against the
+// fasthttp in go.mod (CheckedFasthttp); the tests name the assumption when
+// they fail.
 //
 //  1. HostClient: Response.LocalAddr is the LocalAddr of the connection the
 //     request ran on, also after a failed request. hostTransport.Do
@@ -46,6 +47,13 @@
 //     connection by its Handshake and ConnectionState methods, not by its
 //     type. proxy's TLS listener hands fasthttp a clientConn above TLS
 //     (tlsClientConn, proxy/tls.go) that has those two methods.
+//  9. Server: io.EOF from the Read that waits for a connection's next
+//     request ends its serving without a response, with one Close; and
+//     Server.ServeConn serves a socket anew, ConnRequestNum from 1.
+//     proxy/idle.go parks an idle connection that way (clientConn.readIdle
+//     returns io.EOF, its Close parks the socket) and serves it again with
+//     ServeConn when it is readable; the head scan starts its count again
+//     with the new clientConn (assumption 6).
 //
 // What the proxy does not rely on: how often fasthttp moves a deadline, or
 // in which order (Deadline is correct for any sequence of calls), and how
