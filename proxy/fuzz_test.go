@@ -47,10 +47,13 @@ func FuzzCheckRequest(f *testing.F) {
 		}
 		raw := string(req.Header.RawHeaders())
 		lower := strings.ToLower(raw)
-		if i := strings.Index(lower, "transfer-encoding:"); i >= 0 {
-			v, _, _ := strings.Cut(raw[i+len("transfer-encoding:"):], "\r\n")
-			if !strings.EqualFold(strings.Trim(v, " \t"), "chunked") {
-				t.Fatalf("accepted Transfer-Encoding %q", v)
+		// A Transfer-Encoding field starts a line; "x-transfer-encoding:"
+		// or "00000transfer-encoding:" is another field.
+		for line := range strings.SplitSeq(raw, "\r\n") {
+			if name, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(name, "transfer-encoding") {
+				if !strings.EqualFold(strings.Trim(v, " \t"), "chunked") {
+					t.Fatalf("accepted Transfer-Encoding %q", v)
+				}
 			}
 		}
 		if strings.Count(lower, "\ncontent-length:")+b2i(strings.HasPrefix(lower, "content-length:")) > 1 {
