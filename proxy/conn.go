@@ -133,7 +133,7 @@ func (c *clientConn) bodyErr(n int) error {
 // whether nothing came after the last request: then fasthttp's reader holds
 // no byte, and the tunnel may read the socket itself from the start.
 func (c *clientConn) leaveHTTP() (nothingAfter bool) {
-	nothingAfter = c.scan == headScan{state: scanHead, cl: -1, reqs: c.scan.reqs}
+	nothingAfter = c.scan.atBoundary()
 	c.scan.state = scanOff
 	if c.idler != nil {
 		c.idler.forget(c)
