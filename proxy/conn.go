@@ -35,7 +35,6 @@ type clientConn struct {
 	// Parking (idle.go), on a plain TCP connection kelpie's listener
 	// accepted: nil idler otherwise.
 	idler      *idler
-	tcp        *net.TCPConn
 	prev, next *clientConn   // the idler's list, under its lock
 	listed     bool          // on that list, under its lock
 	resumed    bool          // served again after being parked
@@ -49,7 +48,9 @@ func newClientConn(c net.Conn, raw bool) *clientConn {
 	cc := &clientConn{Conn: c, rw: c, scan: newHeadScan()}
 	cc.rd.Apply, cc.wd.Apply = c.SetReadDeadline, c.SetWriteDeadline
 	if raw {
-		if r := rawio.New(c); r != nil {
+		if s, ok := c.(*rawio.Sock); ok {
+			cc.rw = s.Raw()
+		} else if r := rawio.New(c); r != nil {
 			cc.rw = r
 		}
 	}
@@ -180,9 +181,27 @@ type listener struct {
 }
 
 func (l listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
+	c, err := l.accept()
 	if err != nil {
 		return nil, err
 	}
 	return newClientConn(c, l.raw), nil
+}
+
+// accept is the listener's next connection; with io: std a Sock from
+// kelpie's own accept becomes net's TCPConn.
+func (l listener) accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		s, ok := c.(*rawio.Sock)
+		if !ok || l.raw {
+			return c, nil
+		}
+		if tc, err := s.TCPConn(); err == nil {
+			return tc, nil
+		}
+	}
 }

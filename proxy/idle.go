@@ -73,9 +73,10 @@ func newIdler(serve func(net.Conn) error, raw bool) *idler {
 	return d
 }
 
-// add registers c (a TCP connection kelpie's listener accepted) for parking.
-func (d *idler) add(c *clientConn, tc *net.TCPConn) {
-	c.idler, c.tcp = d, tc
+// add registers c (a TCP connection kelpie's listener accepted: its Conn
+// is a *rawio.Sock or a *net.TCPConn) for parking.
+func (d *idler) add(c *clientConn) {
+	c.idler = d
 	d.mu.Lock()
 	c.next = d.head
 	if d.head != nil {
@@ -112,7 +113,7 @@ func (d *idler) sweep() {
 	d.mu.Lock()
 	for c := d.head; c != nil; c = c.next {
 		if a := c.idleAt.Load(); a != 0 && t-a >= 2 {
-			c.tcp.SetReadDeadline(past)
+			c.Conn.SetReadDeadline(past)
 		}
 	}
 	d.mu.Unlock()
@@ -149,12 +150,21 @@ func (d *idler) release(tick uint32) {
 	}
 }
 
-// resume serves a parked connection that became readable.
-func (d *idler) resume(tc *net.TCPConn) {
-	tc.SetDeadline(time.Time{}) // a fresh clientConn arms its own
-	c := newClientConn(tc, d.raw)
+// resume serves a parked connection that became readable: a Sock, which
+// has no deadline yet (a fresh clientConn arms its own), or with io: std a
+// TCPConn on its socket.
+func (d *idler) resume(s *rawio.Sock) {
+	var nc net.Conn = s
+	if !d.raw {
+		tc, err := s.TCPConn()
+		if err != nil {
+			return // s is closed: the client sees its connection end
+		}
+		nc = tc
+	}
+	c := newClientConn(nc, d.raw)
 	c.resumed = true
-	d.add(c, tc)
+	d.add(c)
 	go d.serve(c)
 }
 
@@ -193,7 +203,7 @@ func (c *clientConn) readIdle(b []byte) (int, error) {
 func (c *clientConn) Close() error {
 	if c.idler != nil {
 		c.idler.forget(c)
-		if c.parking.Swap(false) && c.idler.park.Park(c.tcp, c.rd.Want()) == nil {
+		if c.parking.Swap(false) && c.idler.park.Park(c.Conn, c.rd.Want()) == nil {
 			return nil
 		}
 	}
@@ -209,11 +219,11 @@ type parkingListener struct {
 
 func (l parkingListener) Accept() (net.Conn, error) {
 	for {
-		c, err := l.Listener.Accept()
+		c, err := l.accept()
 		if err != nil {
 			return nil, err
 		}
-		tc, ok := c.(*net.TCPConn)
+		ok := parkable(c)
 		if ok && l.idle.full() {
 			c.Write(capReply)
 			c.Close()
@@ -221,10 +231,19 @@ func (l parkingListener) Accept() (net.Conn, error) {
 		}
 		cc := newClientConn(c, l.raw)
 		if ok {
-			l.idle.add(cc, tc)
+			l.idle.add(cc)
 		}
 		return cc, nil
 	}
+}
+
+// parkable reports whether the Parker can take c: a TCP socket.
+func parkable(c net.Conn) bool {
+	switch c.(type) {
+	case *rawio.Sock, *net.TCPConn:
+		return true
+	}
+	return false
 }
 
 // capReply answers a connection over the cap when parked connections fill

@@ -3,16 +3,28 @@ package proxy
 import (
 	"context"
 	"net"
+
+	"github.com/kelpie-lb/kelpie/proxy/internal/rawio"
 )
 
-// Listen opens a TCP listener for Serve or ServeTLS. Unlike net.Listen, the
-// connections it accepts have no TCP keep-alive: kelpie ends idle client
-// connections with its own timeouts (IdleTimeout, ReadTimeout, TunnelIdle),
-// as HAProxy (no "option clitcpka") and nginx (no so_keepalive) do, and Go's
-// default keep-alive costs four setsockopt calls per accepted connection,
-// about 8 % of kelpie's CPU per request when every request brings a new
-// connection (bench/README.md, "Connection churn").
+// Listen opens a TCP listener for Serve or ServeTLS. On Linux its
+// connections are accepted by kelpie (rawio.Listener): a rawio.Sock each,
+// read and written with raw system calls and put on Go's netpoller only if
+// it has to wait, with no local-address lookup and TCP_NODELAY only from
+// its second write; out of descriptors, it waits and accepts again. That
+// is what a new connection per request costs less with (bench/README.md,
+// "Connection churn"). Like HAProxy's (no "option clitcpka") and nginx's
+// (no so_keepalive), the connections have no TCP keep-alive: kelpie ends
+// idle clients with its own timeouts (IdleTimeout, ReadTimeout,
+// TunnelIdle). Elsewhere it is net's listener, keep-alive turned off.
 func Listen(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{KeepAlive: -1}
-	return lc.Listen(context.Background(), "tcp", addr)
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if rl, err := rawio.NewListener(ln); err == nil {
+		return rl, nil
+	}
+	return ln, nil
 }

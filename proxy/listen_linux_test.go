@@ -4,11 +4,13 @@ import (
 	"net"
 	"syscall"
 	"testing"
+
+	"github.com/kelpie-lb/kelpie/proxy/internal/rawio"
 )
 
-// Connections Listen accepts carry no TCP keep-alive (Go's default turns it
-// on, at four setsockopt calls per connection); kelpie's idle timeouts end
-// idle clients instead.
+// Connections Listen accepts are kelpie's own (rawio.Sock) and carry no TCP
+// keep-alive (Go's default turns it on, at four setsockopt calls per
+// connection); kelpie's idle timeouts end idle clients instead.
 func TestListenAcceptsWithoutKeepAlive(t *testing.T) {
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
@@ -25,13 +27,13 @@ func TestListenAcceptsWithoutKeepAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	rc, err := s.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
+	sock, ok := s.(*rawio.Sock)
+	if !ok {
+		t.Fatalf("Listen accepted a %T, want a *rawio.Sock", s)
 	}
 	var on int
 	var gerr error
-	if err := rc.Control(func(fd uintptr) {
+	if err := sock.Control(func(fd uintptr) {
 		on, gerr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE)
 	}); err != nil || gerr != nil {
 		t.Fatal(err, gerr)

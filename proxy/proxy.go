@@ -16,6 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/proxy/internal/rawio"
 )
 
 // ErrBadRoute is returned by New and SetRoutes for an unusable route set.
@@ -126,11 +127,20 @@ func (p *Proxy) SetRoutes(routes []Route) error {
 
 // Serve accepts connections on ln and serves them until Shutdown. It blocks,
 // and returns nil after a Shutdown.
+//
+// A listener from Listen hands out rawio.Socks (kelpie's own accept); with
+// io: std they are turned into net's TCPConns.
 func (p *Proxy) Serve(ln net.Listener) error {
-	var l net.Listener = listener{ln, p.opts.IO == IORaw}
+	raw := p.opts.IO == IORaw
+	if rl, ok := ln.(*rawio.Listener); ok && rl.Backoff == nil {
+		rl.Backoff = func(err error, d time.Duration) {
+			p.log.Warn("proxy: accept failed, retrying", "listen", ln.Addr().String(), "err", err, "retry_in", d)
+		}
+	}
+	var l net.Listener = listener{ln, raw}
 	if p.idle != nil {
 		p.idle.park.Start()
-		l = parkingListener{listener{ln, p.opts.IO == IORaw}, p.idle}
+		l = parkingListener{listener{ln, raw}, p.idle}
 	}
 	err := p.server.Serve(l)
 	if err != nil && !errors.Is(err, net.ErrClosed) {

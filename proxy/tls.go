@@ -294,7 +294,7 @@ func ServerTLSConfig(o ServerTLSOptions) *tls.Config {
 // Shutdown, like Serve. Requests arriving this way are forwarded with
 // X-Forwarded-Proto: https.
 func (p *Proxy) ServeTLS(ln net.Listener, cfg *tls.Config) error {
-	err := p.server.Serve(tlsListener{ln, cfg, p.opts.IO == IORaw})
+	err := p.server.Serve(tlsListener{listener{ln, p.opts.IO == IORaw}, cfg})
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("proxy serve tls %s: %w", ln.Addr(), err)
 	}
@@ -306,15 +306,15 @@ func (p *Proxy) ServeTLS(ln net.Listener, cfg *tls.Config) error {
 // stream ended see the plaintext requests, not the records carrying them.
 // The handshake runs on the connection's first read, in the goroutine that
 // serves it, not in the accept loop. With raw set (IORaw) TLS reads and
-// writes the socket beneath it with raw system calls (rawSocket).
+// writes the socket beneath it with raw system calls (a rawio.Sock from
+// Listen's listener does; net's TCPConn through rawSocket).
 type tlsListener struct {
-	net.Listener
-	cfg *tls.Config
-	raw bool
+	listener // its accept: the socket
+	cfg      *tls.Config
 }
 
 func (l tlsListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
+	c, err := l.accept()
 	if err != nil {
 		return nil, err
 	}

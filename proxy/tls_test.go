@@ -305,7 +305,7 @@ func TestTLSSocketIOMode(t *testing.T) {
 				c.Read(buf)
 				c.Read(buf) // until the server closes
 			}()
-			c, err := tlsListener{ln, cfg, raw}.Accept()
+			c, err := tlsListener{listener{ln, raw}, cfg}.Accept()
 			if err != nil {
 				t.Fatal(err)
 			}

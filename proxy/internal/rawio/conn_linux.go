@@ -29,7 +29,8 @@ import (
 // One reader and one writer at a time, as for net.Conn under fasthttp.
 type Conn struct {
 	conn    net.Conn
-	rc      syscall.RawConn
+	rc      syscall.RawConn // nil for a Sock's Conn: sock waits
+	sock    *Sock
 	rbuf    []byte
 	rn      int
 	rerr    syscall.Errno
@@ -57,11 +58,27 @@ func New(c net.Conn) *Conn {
 		return nil
 	}
 	r := &Conn{conn: c, rc: rc}
+	r.init()
+	return r
+}
+
+func (r *Conn) init() {
 	r.readFn = r.doRead
 	r.writeFn = r.doWrite
 	r.sendFn = r.doSendRead
 	r.pooledFn = r.doReadPooled
-	return r
+}
+
+// wait runs the attempt fn until it is done, waiting for the socket to be
+// ready in between, as syscall.RawConn's Read and Write do.
+func (r *Conn) wait(fn func(uintptr) bool, write bool) error {
+	switch {
+	case r.sock != nil:
+		return r.sock.run(fn, write)
+	case write:
+		return r.rc.Write(fn)
+	}
+	return r.rc.Read(fn)
 }
 
 // doRead is one attempt; false means "not ready, wait for the poller".
@@ -108,7 +125,7 @@ func (r *Conn) Read(b []byte) (int, error) {
 		return 0, nil
 	}
 	r.rbuf = b
-	err := r.rc.Read(r.readFn) // deadline or close: an *net.OpError already
+	err := r.wait(r.readFn, false) // deadline or close: an *net.OpError already
 	n, e := r.rn, r.rerr
 	r.rbuf, r.rn, r.rerr = nil, 0, 0
 	return r.readResult(err, n, e)
@@ -135,7 +152,7 @@ func (r *Conn) readResult(err error, n int, e syscall.Errno) (int, error) {
 // when none is held (an error from the wait itself).
 func (r *Conn) ReadPooled(get func() []byte, put func([]byte)) ([]byte, int, error) {
 	r.get, r.put = get, put
-	err := r.rc.Read(r.pooledFn)
+	err := r.wait(r.pooledFn, false)
 	buf, n, e := r.rbuf, r.rn, r.rerr
 	r.rbuf, r.rn, r.rerr, r.get, r.put = nil, 0, 0, nil, nil
 	n, err = r.readResult(err, n, e)
@@ -160,7 +177,7 @@ func (r *Conn) Write(b []byte) (int, error) {
 		return 0, nil
 	}
 	r.wbuf = b
-	err := r.rc.Write(r.writeFn)
+	err := r.wait(r.writeFn, true)
 	n, e := r.wn, r.werr
 	r.wbuf, r.wn, r.werr = nil, 0, 0
 	switch {
@@ -181,7 +198,7 @@ func (r *Conn) Write(b []byte) (int, error) {
 // usual way.
 func (r *Conn) SendThenRead(w, b []byte) (rest []byte, n int, err error) {
 	r.wbuf, r.rbuf = w, b
-	err = r.rc.Read(r.sendFn)
+	err = r.wait(r.sendFn, false)
 	wn, werr, rn, rerr := r.wn, r.werr, r.rn, r.rerr
 	r.wbuf, r.rbuf, r.wn, r.werr, r.rn, r.rerr = nil, nil, 0, 0, 0, 0
 	switch {

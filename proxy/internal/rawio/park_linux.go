@@ -4,7 +4,6 @@ import (
 	"container/heap"
 	"errors"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -14,12 +13,13 @@ import (
 // Parker holds idle TCP connections without a goroutine each: a parked
 // connection is an fd on the Parker's own epoll set (level-triggered, one
 // shot) and a deadline, until it becomes readable (Resume gets it back, a
-// new *net.TCPConn on the same socket) or its deadline passes (the Parker
-// closes it). Nothing of Go's is kept for it: Park duplicates the socket's
-// fd and closes the *net.TCPConn (its netFD, addresses and the runtime's
-// poll descriptor, some 700 bytes with the allocator's slack), and Resume
-// makes a new one with net.FileConn. That is about ten system calls per park
-// and resume, paid only by a connection idle long enough to be parked. One goroutine, the Parker's
+// new Sock on the same socket) or its deadline passes (the Parker closes
+// it). Nothing of Go's is kept for it but its peer's address: a Sock hands
+// over its descriptor (closing its os.File first if it was on the
+// netpoller, after duplicating the descriptor), a *net.TCPConn is
+// duplicated and closed (its netFD and the runtime's poll descriptor, some
+// 700 bytes with the allocator's slack). A resumed Sock costs no system
+// call until it has to wait. One goroutine, the Parker's
 // loop, waits on the set for all of them; it also calls Tick every period,
 // which is how the caller learns which connections have been idle long
 // enough to park ("A Million WebSockets and Go": a goroutine parked in a
@@ -28,7 +28,7 @@ import (
 type Parker struct {
 	// Resume takes back a connection that became readable (data, its end or
 	// an error), in the Parker's goroutine: it must not block.
-	Resume func(*net.TCPConn)
+	Resume func(*Sock)
 	// Tick runs in the Parker's goroutine every Period.
 	Tick   func()
 	Period time.Duration
@@ -48,12 +48,13 @@ type Parker struct {
 
 type parked struct {
 	seq      uint64
-	deadline int64 // unix ns; 0: none
+	deadline int64        // unix ns; 0: none
+	raddr    *net.TCPAddr // the peer's, for the resumed Sock
 }
 
 // NewParker returns a Parker whose loop runs once Start is called (so that
 // resume and tick may use the Parker).
-func NewParker(period time.Duration, resume func(*net.TCPConn), tick func()) (*Parker, error) {
+func NewParker(period time.Duration, resume func(*Sock), tick func()) (*Parker, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -92,23 +93,44 @@ func (p *Parker) Len() int { return int(p.n.Load()) }
 // errParkerClosed: Park after Close.
 var errParkerClosed = errors.New("parker closed")
 
-// Park parks c until it is readable or deadline (zero: none) passes. On
-// success c is closed (its socket is not: the Parker holds a duplicate);
-// on an error c is not parked and stays the caller's to close.
-func (p *Parker) Park(c *net.TCPConn, deadline time.Time) error {
-	fd, err := dupOf(c)
-	if err != nil {
-		return err
+// Park parks c, a *Sock or a *net.TCPConn, until it is readable or
+// deadline (zero: none) passes; c is closed either way (its socket is not,
+// when parked). A Sock hands its descriptor over as it is; a TCPConn's is
+// duplicated, and the TCPConn closed. On an error a TCPConn is not parked
+// and stays the caller's to close; a Sock's socket is closed.
+func (p *Parker) Park(c net.Conn, deadline time.Time) error {
+	raddr, _ := c.RemoteAddr().(*net.TCPAddr)
+	switch c := c.(type) {
+	case *Sock:
+		fd, err := c.detach()
+		if err != nil {
+			return err
+		}
+		if err := p.park(int32(fd), deadline, raddr); err != nil {
+			syscall.Close(fd)
+			return err
+		}
+		return nil
+	case *net.TCPConn:
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		fd, err := dupFd(rc)
+		if err != nil {
+			return err
+		}
+		if err := p.park(fd, deadline, raddr); err != nil {
+			syscall.Close(int(fd))
+			return err
+		}
+		c.Close()
+		return nil
 	}
-	if err := p.park(fd, deadline); err != nil {
-		syscall.Close(int(fd))
-		return err
-	}
-	c.Close()
-	return nil
+	return errors.New("rawio: parking needs a TCP connection")
 }
 
-func (p *Parker) park(fd int32, deadline time.Time) error {
+func (p *Parker) park(fd int32, deadline time.Time, raddr *net.TCPAddr) error {
 	var dl int64
 	if !deadline.IsZero() {
 		dl = deadline.UnixNano()
@@ -119,7 +141,7 @@ func (p *Parker) park(fd int32, deadline time.Time) error {
 		return errParkerClosed
 	}
 	p.seq++
-	p.conns[fd] = parked{seq: p.seq, deadline: dl}
+	p.conns[fd] = parked{seq: p.seq, deadline: dl, raddr: raddr}
 	if dl != 0 {
 		if len(p.dl) > 2*len(p.conns)+64 {
 			p.compact()
@@ -220,7 +242,7 @@ func (p *Parker) loop() {
 // readable hands a parked connection back.
 func (p *Parker) readable(fd int32) {
 	p.mu.Lock()
-	_, ok := p.conns[fd]
+	e, ok := p.conns[fd]
 	if ok {
 		delete(p.conns, fd)
 		p.n.Add(-1)
@@ -237,13 +259,7 @@ func (p *Parker) readable(fd int32) {
 		syscall.Close(int(fd))
 		return
 	}
-	f := os.NewFile(uintptr(fd), "parked")
-	c, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
-		return // the fd is closed with f: the client sees its connection end
-	}
-	p.Resume(c.(*net.TCPConn))
+	p.Resume(NewSock(int(fd), e.raddr))
 }
 
 // expire closes the parked connections whose deadline is past.
@@ -274,28 +290,6 @@ func (p *Parker) compact() {
 		}
 	}
 	heap.Init(&p.dl)
-}
-
-// dupOf duplicates c's fd (close-on-exec, non-blocking like c's: the flag
-// is the socket's).
-func dupOf(c *net.TCPConn) (int32, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var fd int32
-	var errno syscall.Errno
-	err = rc.Control(func(f uintptr) {
-		r, _, e := syscall.Syscall(syscall.SYS_FCNTL, f, syscall.F_DUPFD_CLOEXEC, 0)
-		fd, errno = int32(r), e
-	})
-	if err != nil {
-		return 0, err
-	}
-	if errno != 0 {
-		return 0, os.NewSyscallError("fcntl", errno)
-	}
-	return fd, nil
 }
 
 // deadlines is a min-heap of parked connections' deadlines; entries of

@@ -13,7 +13,7 @@ import (
 type Parker struct{}
 
 // NewParker fails: parking is Linux-only.
-func NewParker(time.Duration, func(*net.TCPConn), func()) (*Parker, error) {
+func NewParker(time.Duration, func(*Sock), func()) (*Parker, error) {
 	return nil, errors.New("parking idle connections is linux-only")
 }
 
@@ -24,7 +24,7 @@ func (p *Parker) Start() {}
 func (p *Parker) Len() int { return 0 }
 
 // Park fails.
-func (p *Parker) Park(*net.TCPConn, time.Time) error {
+func (p *Parker) Park(net.Conn, time.Time) error {
 	return errors.New("parking idle connections is linux-only")
 }
 

@@ -3,8 +3,10 @@
 package rawio
 
 import (
+	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"time"
 )
@@ -32,8 +34,8 @@ func tcpPair(t *testing.T) (server *net.TCPConn, client net.Conn) {
 // TestParkerResumesReadable: a parked connection comes back through Resume
 // when its peer writes, with the bytes unread; ticks come every Period.
 func TestParkerResumesReadable(t *testing.T) {
-	resumed, ticks := make(chan *net.TCPConn, 1), make(chan struct{}, 10)
-	p, err := NewParker(20*time.Millisecond, func(c *net.TCPConn) { resumed <- c }, func() {
+	resumed, ticks := make(chan *Sock, 1), make(chan struct{}, 10)
+	p, err := NewParker(20*time.Millisecond, func(c *Sock) { resumed <- c }, func() {
 		select {
 		case ticks <- struct{}{}:
 		default:
@@ -58,7 +60,7 @@ func TestParkerResumesReadable(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	c.Write([]byte("hello"))
-	var r *net.TCPConn
+	var r *Sock
 	select {
 	case r = <-resumed:
 		defer r.Close()
@@ -79,24 +81,54 @@ func TestParkerResumesReadable(t *testing.T) {
 	if _, err := s.Write([]byte("x")); err == nil {
 		t.Fatal("the parked *net.TCPConn is still open")
 	}
-	// Parked again, then resumed again: the fd goes back on the set.
+	// Parked again (a Sock that never waited: its descriptor as it is),
+	// then resumed again: the fd goes back on the set.
 	if err := p.Park(r, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := r.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write on the parked Sock: %v, want net.ErrClosed", err)
+	}
 	c.Write([]byte("x"))
+	var r2 *Sock
 	select {
-	case r2 := <-resumed:
-		r2.Close()
+	case r2 = <-resumed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("not resumed the second time")
+	}
+	// A Sock that waited (on Go's poller) parks too: its descriptor is
+	// duplicated off the poller.
+	if _, err := r2.Read(b[:1]); err != nil {
+		t.Fatal(err)
+	}
+	r2.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := r2.Read(b[:1]); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read with nothing sent: %v, want a timeout", err)
+	}
+	if r2.polled.Load() == nil {
+		t.Fatal("a Sock that waited is not on the poller")
+	}
+	if err := p.Park(r2, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("y"))
+	select {
+	case r3 := <-resumed:
+		defer r3.Close()
+		r3.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(r3, b[:1]); err != nil || b[0] != 'y' {
+			t.Fatalf("read after the third resume: %q %v", b[:1], err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not resumed the third time")
 	}
 }
 
 // TestParkerExpires: a parked connection whose deadline passes is closed
 // (the peer reads EOF) and not resumed.
 func TestParkerExpires(t *testing.T) {
-	resumed := make(chan *net.TCPConn, 1)
-	p, err := NewParker(time.Hour, func(c *net.TCPConn) { resumed <- c }, nil)
+	resumed := make(chan *Sock, 1)
+	p, err := NewParker(time.Hour, func(c *Sock) { resumed <- c }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +158,7 @@ func TestParkerExpires(t *testing.T) {
 
 // TestParkerClose closes the parked connections and refuses Park after.
 func TestParkerClose(t *testing.T) {
-	p, err := NewParker(time.Hour, func(*net.TCPConn) { t.Error("resumed") }, nil)
+	p, err := NewParker(time.Hour, func(*Sock) { t.Error("resumed") }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
