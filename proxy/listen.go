@@ -18,7 +18,7 @@ import (
 // idle clients with its own timeouts (IdleTimeout, ReadTimeout,
 // TunnelIdle). Elsewhere it is net's listener, keep-alive turned off.
 func Listen(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAlive: -1}
+	lc := net.ListenConfig{KeepAlive: -1, Control: rawio.DeferAccept}
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err

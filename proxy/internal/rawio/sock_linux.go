@@ -212,7 +212,14 @@ func (s *Sock) Close() error {
 	if p := s.polled.Load(); p != nil {
 		return p.f.Close() // off the poller, then closed
 	}
-	return syscall.Close(fd)
+	// Raw, as the reads and writes: closing a socket without SO_LINGER
+	// does not block, and syscall.Close's blocking-call path would have the
+	// runtime's sysmon hand the processor to another thread while the
+	// kernel sends the FIN.
+	if _, _, e := syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0); e != 0 {
+		return s.opError("close", os.NewSyscallError("close", e))
+	}
+	return nil
 }
 
 // detach closes the Sock but not its socket, whose descriptor it returns
@@ -520,4 +527,24 @@ func (s *Sock) TCPConn() (*net.TCPConn, error) {
 		return nil, err
 	}
 	return c.(*net.TCPConn), nil
+}
+
+// DeferAccept is a net.ListenConfig Control that sets TCP_DEFER_ACCEPT on a
+// listening socket: the kernel completes an accept only once the client's
+// first bytes are in (HTTP and TLS clients speak first), so the Sock's
+// first read finds them and the socket never goes on the poller. Without
+// it the proxy, quick to accept, reads an empty socket for most new
+// connections and polls each (bench/README.md, "Connection churn"). A
+// client that connects and sends nothing is accepted after the SYN-ACK's
+// first retransmission, about a second later, and then meets the read
+// timeout as before. This is nginx's "deferred" and HAProxy's
+// "defer-accept".
+func DeferAccept(network, address string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
 }

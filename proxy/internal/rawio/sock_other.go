@@ -5,6 +5,7 @@ package rawio
 import (
 	"errors"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -31,3 +32,6 @@ func NewListener(net.Listener) (*Listener, error) {
 
 // Control is never called: no Sock is made.
 func (s *Sock) Control(func(fd uintptr)) error { return errors.New("rawio: linux-only") }
+
+// DeferAccept does nothing: TCP_DEFER_ACCEPT is Linux's.
+func DeferAccept(network, address string, c syscall.RawConn) error { return nil }
