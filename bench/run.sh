@@ -29,6 +29,7 @@ SCALING=${SCALING:-1}         # 0 skips the kelpie pool-size/algorithm table
 SCALE_RUNS=${SCALE_RUNS:-3}
 SCALE_DURATION=${SCALE_DURATION:-5}
 CHURN=${CHURN:-1}             # 0 skips the churn rows (wrk -H 'Connection: close': a new connection per request)
+DEFER=${DEFER:-1}             # 1: HAProxy and nginx listen with defer-accept / deferred (TCP_DEFER_ACCEPT), as kelpie always does; 0: their defaults
 CHURN_CONNS=${CHURN_CONNS:-32}
 BULK=${BULK:-1}               # 0 skips the large-body rows (upload and download through each proxy)
 BULK_BYTES=${BULK_BYTES:-67108864} # bytes per body (64 MiB)
@@ -203,7 +204,7 @@ defaults
     http-reuse always
     unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
 frontend fe
-    bind 127.0.0.1:$2
+    bind 127.0.0.1:$2$([ "$DEFER" = 1 ] && echo ' defer-accept')
     option forwardfor
     http-request set-header X-Forwarded-Proto http
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
@@ -245,7 +246,7 @@ EOF
         keepalive_requests 1000000;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT;
+        listen 127.0.0.1:$NGINX_PORT$([ "$DEFER" = 1 ] && echo ' deferred');
         keepalive_requests 1000000;
         location / {
             proxy_pass http://be;

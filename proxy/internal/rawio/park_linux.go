@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -48,8 +49,11 @@ type Parker struct {
 
 type parked struct {
 	seq      uint64
-	deadline int64        // unix ns; 0: none
-	raddr    *net.TCPAddr // the peer's, for the resumed Sock
+	deadline int64 // unix ns; 0: none
+	// The peer's address, for the resumed Sock: by value, since a
+	// *net.TCPAddr kept for every parked connection pins the span it was
+	// allocated in among the connection's freed objects.
+	raddr netip.AddrPort
 }
 
 // NewParker returns a Parker whose loop runs once Start is called (so that
@@ -99,7 +103,10 @@ var errParkerClosed = errors.New("parker closed")
 // duplicated, and the TCPConn closed. On an error a TCPConn is not parked
 // and stays the caller's to close; a Sock's socket is closed.
 func (p *Parker) Park(c net.Conn, deadline time.Time) error {
-	raddr, _ := c.RemoteAddr().(*net.TCPAddr)
+	var raddr netip.AddrPort
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		raddr = a.AddrPort()
+	}
 	switch c := c.(type) {
 	case *Sock:
 		fd, err := c.detach()
@@ -130,7 +137,7 @@ func (p *Parker) Park(c net.Conn, deadline time.Time) error {
 	return errors.New("rawio: parking needs a TCP connection")
 }
 
-func (p *Parker) park(fd int32, deadline time.Time, raddr *net.TCPAddr) error {
+func (p *Parker) park(fd int32, deadline time.Time, raddr netip.AddrPort) error {
 	var dl int64
 	if !deadline.IsZero() {
 		dl = deadline.UnixNano()
@@ -259,7 +266,7 @@ func (p *Parker) readable(fd int32) {
 		syscall.Close(int(fd))
 		return
 	}
-	p.Resume(NewSock(int(fd), e.raddr))
+	p.Resume(NewSock(int(fd), net.TCPAddrFromAddrPort(e.raddr)))
 }
 
 // expire closes the parked connections whose deadline is past.
