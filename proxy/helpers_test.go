@@ -117,7 +117,7 @@ func startProxy(t testing.TB, o Options, routes ...Route) *testProxy {
 // serveProxy serves p on a loopback listener until the test ends.
 func serveProxy(t testing.TB, p *Proxy) *testProxy {
 	t.Helper()
-	ln, err := Listen("127.0.0.1:0") // kelpie's own accept, as cmd/kelpie serves
+	ln, err := Listen("127.0.0.1:0", p.opts.IO) // as cmd/kelpie listens
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 // keep-alive (Go's default turns it on, at four setsockopt calls per
 // connection); kelpie's idle timeouts end idle clients instead.
 func TestListenAcceptsWithoutKeepAlive(t *testing.T) {
-	ln, err := Listen("127.0.0.1:0")
+	ln, err := Listen("127.0.0.1:0", IORaw)
 	if err != nil {
 		t.Fatal(err)
 	}

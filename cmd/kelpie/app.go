@@ -193,7 +193,7 @@ func (a *app) start(proxyAddr, adminAddr string) error {
 		adminAddr = a.cfg.Admin.Listen
 	}
 	var err error
-	if a.proxyLn, err = proxy.Listen(proxyAddr); err != nil {
+	if a.proxyLn, err = proxy.Listen(proxyAddr, proxy.IOMode(a.cfg.IO)); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	if a.adminLn, err = net.Listen("tcp", adminAddr); err != nil {
@@ -201,7 +201,7 @@ func (a *app) start(proxyAddr, adminAddr string) error {
 		return fmt.Errorf("admin.listen: %w", err)
 	}
 	if a.tlsConfig != nil {
-		if a.tlsLn, err = proxy.Listen(a.cfg.TLS.Listen); err != nil {
+		if a.tlsLn, err = proxy.Listen(a.cfg.TLS.Listen, proxy.IOMode(a.cfg.IO)); err != nil {
 			a.proxyLn.Close()
 			a.adminLn.Close()
 			return fmt.Errorf("tls.listen: %w", err)

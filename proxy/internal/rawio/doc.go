@@ -12,7 +12,8 @@
 //
 // The wrappers sit between fasthttp and the socket, so they depend on how
 // fasthttp drives a net.Conn. These are the assumptions, each pinned by a
-// test in contract_test.go (the ninth in contract_idle_test.go) against the
+// test in contract_test.go (the ninth in contract_idle_test.go, the tenth in
+// sock_test.go) against the
 // fasthttp in go.mod (CheckedFasthttp); the tests name the assumption when
 // they fail.
 //
@@ -54,6 +55,11 @@
 //     returns io.EOF, its Close parks the socket) and serves it again with
 //     ServeConn when it is readable; the head scan starts its count again
 //     with the new clientConn (assumption 6).
+//  10. Server: Serve ends for good on an Accept error that is not a
+//     timeout, and quietly (io.EOF) on one whose text has "use of closed
+//     network connection". Listener therefore retries running out of
+//     descriptors or memory itself (AcceptSock), and reports its close
+//     with net.ErrClosed, whose text that is.
 //
 // What the proxy does not rely on: how often fasthttp moves a deadline, or
 // in which order (Deadline is correct for any sequence of calls), and how

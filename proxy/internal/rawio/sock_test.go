@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // sockPair returns a Sock accepted by a Listener and the client's end.
@@ -311,5 +313,117 @@ func TestListenerRidesOutEMFILE(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Accept did not resume once a descriptor was free")
+	}
+}
+
+// TestDeferAccept: a listener with DeferAccept hands over a connection once
+// its first bytes are in, and a silent one only later, still in the end.
+func TestDeferAccept(t *testing.T) {
+	lc := net.ListenConfig{Control: DeferAccept}
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewListener(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan *Sock, 2)
+	go func() {
+		for {
+			s, err := l.AcceptSock()
+			if err != nil {
+				return
+			}
+			accepted <- s
+		}
+	}()
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	start := time.Now()
+	select {
+	case s := <-accepted:
+		t.Fatalf("a connection that sent nothing was accepted after %s", time.Since(start))
+		s.Close()
+	case <-time.After(300 * time.Millisecond):
+	}
+	talker, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer talker.Close()
+	talker.Write([]byte("GET"))
+	select {
+	case s := <-accepted:
+		defer s.Close()
+		if s.RemoteAddr().String() != talker.LocalAddr().String() {
+			t.Fatalf("accepted %s first, want the one that sent, %s", s.RemoteAddr(), talker.LocalAddr())
+		}
+		b := make([]byte, 8)
+		if n, err := s.Read(b); err != nil || string(b[:n]) != "GET" || s.polled.Load() != nil {
+			t.Fatalf("first read %q %v (polled %v), want GET without waiting", b[:n], err, s.polled.Load() != nil)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a connection that sent was not accepted")
+	}
+	select {
+	case s := <-accepted:
+		defer s.Close()
+		if s.RemoteAddr().String() != silent.LocalAddr().String() {
+			t.Fatalf("accepted %s, want the silent %s", s.RemoteAddr(), silent.LocalAddr())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the silent connection was never accepted")
+	}
+}
+
+// errListener fails its first Accept with err, then blocks until closed.
+type errListener struct {
+	net.Listener
+	err  error
+	once atomic.Bool
+}
+
+func (l *errListener) Accept() (net.Conn, error) {
+	if !l.once.Swap(true) {
+		return nil, l.err
+	}
+	return l.Listener.Accept()
+}
+
+// Assumption 10: fasthttp's Serve stops for good on an Accept error other
+// than a timeout (so Listener must not return EMFILE), and ends without an
+// error on net.ErrClosed (so Listener's close must read as net's).
+func TestContractServeEndsOnAcceptError(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error
+		wantErr bool
+	}{
+		{"EMFILE", &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}, true},
+		{"closed", &net.OpError{Op: "accept", Net: "tcp", Err: net.ErrClosed}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			s := &fasthttp.Server{Handler: func(*fasthttp.RequestCtx) {}, Logger: quiet{}}
+			done := make(chan error, 1)
+			go func() { done <- s.Serve(&errListener{Listener: ln, err: tc.err}) }()
+			select {
+			case err := <-done:
+				if (err != nil) != tc.wantErr {
+					broken(t, 10, "Serve ends on a non-timeout Accept error, quietly on a closed listener", "Serve returned %v after Accept failed with %v", err, tc.err)
+				}
+			case <-time.After(3 * time.Second):
+				broken(t, 10, "Serve ends on a non-timeout Accept error, quietly on a closed listener", "Serve went on after Accept failed with %v", tc.err)
+			}
+		})
 	}
 }
