@@ -1,0 +1,127 @@
+package bench
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kelpie-lb/kelpie/balancer"
+	"github.com/kelpie-lb/kelpie/metrics"
+	"github.com/valyala/fasthttp"
+)
+
+// BenchmarkRequestShared is everything one proxied request does to state
+// that other cores share, outside the sockets, through the real functions
+// in the order the proxy calls them (forward, begin/admit and finish in
+// proxy/attempt.go, the request-id counter in PrepareRequest): run in
+// parallel, so `-cpu 1,2` shows what grows from one core to two. The pool
+// is the default configuration's: round robin over 3 backends, each with
+// the health guard (circuit breaker on, passive detection after 5 gateway
+// errors). Components:
+//
+//   - pick: Pool.Pick (the snapshot pointer, the round robin cursor);
+//   - acquire: Backend.Acquire and Release (in-flight, request counters);
+//   - guard: the guard's Admit and done (breaker, passive detector);
+//   - stats: UpstreamStats.CountCode, Backend.Observe (latency EWMA and
+//     outlier counters) and the two upstream histograms;
+//   - headers: PrepareRequest on a request without an id (the id counter,
+//     and the header work around it, which shares nothing);
+//   - all: pick to stats, one whole attempt.
+func BenchmarkRequestShared(b *testing.B) {
+	newPool := func(b *testing.B) (*balancer.Pool, *metrics.UpstreamStats) {
+		p := guardedPool(b, balancer.RoundRobin, 3, false, defaultChecker().NewGuard)
+		return p, metrics.New(nil).Upstream(p)
+	}
+	const rtt = 300 * time.Microsecond
+	attempt := func(b *testing.B, s *metrics.UpstreamStats, be *balancer.Backend) {
+		if !be.Acquire() {
+			b.Fatal("acquire failed")
+		}
+		done, err := be.Admit()
+		if err != nil {
+			b.Fatal(err)
+		}
+		done(balancer.ResultOK)
+		be.Release(balancer.ResultOK)
+		s.CountCode(be, 200)
+		be.Observe(rtt, 200, false)
+		s.Answered.Observe(rtt)
+		s.Latency.Observe(rtt)
+	}
+	parallel := func(b *testing.B, body func(i int)) {
+		b.ReportAllocs()
+		var seed atomic.Uint64
+		b.RunParallel(func(pb *testing.PB) {
+			i := int(seed.Add(97))
+			for pb.Next() {
+				body(i)
+				i++
+			}
+		})
+	}
+	b.Run("pick", func(b *testing.B) {
+		p, _ := newPool(b)
+		parallel(b, func(i int) {
+			if p.Pick(keys[i&(len(keys)-1)], nil) == nil {
+				b.Fatal("no pick")
+			}
+		})
+	})
+	b.Run("acquire", func(b *testing.B) {
+		p, _ := newPool(b)
+		ms := p.Snapshot().Members
+		parallel(b, func(i int) {
+			be := ms[i%len(ms)]
+			if !be.Acquire() {
+				b.Fatal("acquire failed")
+			}
+			be.Release(balancer.ResultOK)
+		})
+	})
+	b.Run("guard", func(b *testing.B) {
+		p, _ := newPool(b)
+		ms := p.Snapshot().Members
+		parallel(b, func(i int) {
+			done, err := ms[i%len(ms)].Admit()
+			if err != nil {
+				b.Fatal(err)
+			}
+			done(balancer.ResultOK)
+		})
+	})
+	b.Run("stats", func(b *testing.B) {
+		p, s := newPool(b)
+		ms := p.Snapshot().Members
+		parallel(b, func(i int) {
+			be := ms[i%len(ms)]
+			s.CountCode(be, 200)
+			be.Observe(rtt, 200, false)
+			s.Answered.Observe(rtt)
+			s.Latency.Observe(rtt)
+		})
+	})
+	b.Run("headers", func(b *testing.B) {
+		px := newHeaderProxy(b)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			var saved, req fasthttp.Request
+			parsed(b, &saved) // one per goroutine: fasthttp's headers are not shared
+			for pb.Next() {
+				saved.Header.CopyTo(&req.Header)
+				if st := px.PrepareRequest(&req, peer, false); st != 0 {
+					b.Fatalf("status %d", st)
+				}
+			}
+		})
+	})
+	b.Run("all", func(b *testing.B) {
+		p, s := newPool(b)
+		parallel(b, func(i int) {
+			be := p.Pick(keys[i&(len(keys)-1)], nil)
+			if be == nil {
+				b.Fatal("no pick")
+			}
+			attempt(b, s, be)
+		})
+	})
+}
