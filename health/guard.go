@@ -28,10 +28,11 @@ var (
 
 // guard is a backend's balancer.Guard: its circuit breaker and its passive
 // outlier detector. Admit and done run on the data path: with the breaker
-// closed (the steady state) neither allocates nor takes a lock; done counts
-// the result in the breaker's window (a random one of 16 padded counters),
-// and only a failure that can trip the breaker drives gobreaker (its mutex)
-// and only a decision to eject takes the checker's lock.
+// closed (the steady state) neither allocates nor takes a lock: done counts
+// the result in the breaker's window (one atomic add to a random one of 16
+// counters on cache lines of their own, window.go). Only a failure that
+// trips the window takes gobreaker's mutex, and only a decision to eject
+// takes the checker's lock.
 type guard struct {
 	c *Checker
 	b *balancer.Backend

@@ -25,11 +25,15 @@ import (
 // than BucketPeriod) gobreaker keeps a fixed window instead, which starts
 // again at the first result after it expired: so does this one.
 type window struct {
-	period int64 // bucket period, ns
+	// The shards' words are 64 bytes apart, so no two share a cache line
+	// whatever the allocation's alignment; the leading pad keeps the
+	// fields every add reads off shard 0's line.
+	_      [64]byte
 	shards [windowShards]windowShard
 
-	age   atomic.Int64              // the current bucket, counted from start; read by every add
-	start atomic.Pointer[time.Time] // the generation's start (written under mu)
+	period int64                     // bucket period, ns
+	age    atomic.Int64              // the current bucket, counted from start; read by every add
+	start  atomic.Pointer[time.Time] // the generation's start (written under mu)
 
 	mu    sync.Mutex // snapshots: written once per bucket, read by failures
 	base  counts     // the sums at the generation's start
