@@ -2,10 +2,11 @@ package health
 
 import (
 	"math"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kelpie-lb/kelpie/internal/shard"
 )
 
 // window is a closed breaker's rolling counts of finished attempts, kept by
@@ -29,7 +30,7 @@ type window struct {
 	// whatever the allocation's alignment; the leading pad keeps the
 	// fields every add reads off shard 0's line.
 	_      [64]byte
-	shards [windowShards]windowShard
+	shards [shard.Count]windowShard
 
 	period int64                     // bucket period, ns
 	age    atomic.Int64              // the current bucket, counted from start; read by every add
@@ -39,12 +40,6 @@ type window struct {
 	base  counts     // the sums at the generation's start
 	snaps []snap     // ring, by age: the sums at the start of each bucket
 }
-
-// windowShards is how many cumulative counters a window spreads its adds
-// over, each on a cache line of its own, picked at random per add. With C
-// cores adding at once, an add meets another core's on its line with
-// probability about (C-1)/windowShards; 16 lines is 1 KiB per backend.
-const windowShards = 16
 
 // windowShard packs a shard's counts into one word, so an add is one atomic
 // add: successes in the high 32 bits, failures in the low 32. The low half
@@ -104,7 +99,8 @@ func (w *window) reset(now time.Time) {
 }
 
 // add counts one finished attempt: the closed breaker's steady path. It
-// reads the clock once and adds to a random shard; only the first add of a
+// reads the clock once and adds to a random shard (package shard: 16 padded
+// words, about 1 KiB per backend); only the first add of a
 // new bucket takes the lock, to snapshot the sums at the bucket's start.
 func (w *window) add(failed bool, now time.Time) {
 	if w.stale(now) {
@@ -114,7 +110,7 @@ func (w *window) add(failed bool, now time.Time) {
 	if failed {
 		d = addFail
 	}
-	w.shards[rand.Uint32()%windowShards].n.Add(d)
+	w.shards[shard.Pick()].n.Add(d)
 }
 
 // ageAt is the bucket now falls in (a time before the generation's start,
