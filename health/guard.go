@@ -29,8 +29,8 @@ var (
 // guard is a backend's balancer.Guard: its circuit breaker and its passive
 // outlier detector. Admit and done run on the data path: with the breaker
 // closed (the steady state) neither allocates nor takes a lock: done counts
-// the result in the breaker's window (one atomic add to a random one of 16
-// counters on cache lines of their own, window.go). Only a failure that
+// the result in the breaker's window (one atomic add to the calling P's
+// counter, on a cache line of its own: window.go). Only a failure that
 // trips the window takes gobreaker's mutex, and only a decision to eject
 // takes the checker's lock.
 type guard struct {

@@ -99,9 +99,9 @@ func (w *window) reset(now time.Time) {
 }
 
 // add counts one finished attempt: the closed breaker's steady path. It
-// reads the clock once and adds to a random shard (package shard: 16 padded
-// words, about 1 KiB per backend); only the first add of a
-// new bucket takes the lock, to snapshot the sums at the bucket's start.
+// reads the clock once and adds to its P's shard (package shard: 16 padded
+// words, about 1 KiB per backend); only the first add of a new bucket
+// takes the lock, to snapshot the sums at the bucket's start.
 func (w *window) add(failed bool, now time.Time) {
 	if w.stale(now) {
 		w.advance(now)
