@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,7 +26,7 @@ type recent struct {
 // everything since the read before), and how many requests that is; the rate is 1 with none. Safe for concurrent use; it takes a mutex of
 // its own, so it is for the admin side, not the pick path.
 func (b *Backend) RecentSuccess(now time.Time) (rate float64, requests uint64) {
-	cur := [2]uint64{b.requests.Load(), b.lat.errors.Load()}
+	cur := [2]uint64{b.Requests(), b.total(func(c *attemptCounts) *atomic.Uint64 { return &c.errors })}
 	r := &b.recent
 	r.mu.Lock()
 	switch {
