@@ -15,8 +15,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/kelpie-lb/kelpie/internal/shard"
 )
 
 // Reason is one cause for a backend to be out of rotation. A backend with no
@@ -223,15 +221,13 @@ type Backend struct {
 	// cache lines of their own, so that the fields above and below, which
 	// every pick and attempt reads (state, weight, guard, fault), are not
 	// invalidated on the other cores by each of these writes (false
-	// sharing; bench/README.md, "Two threads"). inFlight and the latency
-	// average are one value each, which picks read whole; the counters that
-	// are only summed later are split per P (counts), so that each core
-	// adds to a line of its own.
+	// sharing; bench/README.md, "Two threads").
 	_        cacheLinePad
 	inFlight atomic.Int64
-	lat      latency // the response latency average, for least_latency and the admin API
+	requests atomic.Uint64
+	failures atomic.Uint64
+	lat      latency // response latency and errors, for least_latency and outlier detection
 	_        cacheLinePad
-	counts   [shard.Count]attemptCounts
 	recent   recent // the success rate over the last RecentWindow, for the admin API (read side only)
 
 	transitions [numReasons][2]atomic.Uint64 // [reason][0=set,1=cleared]
@@ -242,28 +238,6 @@ type Backend struct {
 	inc   incident              // failure timings (incident.go)
 
 	checkOutput atomic.Pointer[string] // the last active check's output (exec checks); health writes it
-}
-
-// attemptCounts is one P's share of a backend's cumulative attempt counters
-// (package shard); readers sum the shares (total). 128 bytes a share, so
-// that any two shares' counters are at least 64 bytes apart, never on one
-// cache line, whatever the Backend's alignment.
-type attemptCounts struct {
-	requests atomic.Uint64 // finished attempts
-	failures atomic.Uint64 // attempts that ended in a gateway error
-	latSum   atomic.Uint64 // ns of the latency of answered attempts (sans penalties)
-	latN     atomic.Uint64 // answered attempts counted in latSum
-	errors   atomic.Uint64 // attempts that ended in a gateway error or a 5xx status
-	_        [128 - 5*8]byte
-}
-
-// total sums one counter over the shares.
-func (b *Backend) total(counter func(*attemptCounts) *atomic.Uint64) uint64 {
-	var n uint64
-	for i := range b.counts {
-		n += counter(&b.counts[i]).Load()
-	}
-	return n
 }
 
 // cacheLinePad separates fields written on every request from those only
@@ -304,14 +278,10 @@ func (b *Backend) Sources() Source { return Source(b.sources.Load()) }
 func (b *Backend) InFlight() int64 { return b.inFlight.Load() }
 
 // Requests is the number of finished attempts on this backend.
-func (b *Backend) Requests() uint64 {
-	return b.total(func(c *attemptCounts) *atomic.Uint64 { return &c.requests })
-}
+func (b *Backend) Requests() uint64 { return b.requests.Load() }
 
 // Failures is the number of attempts that ended in a gateway error.
-func (b *Backend) Failures() uint64 {
-	return b.total(func(c *attemptCounts) *atomic.Uint64 { return &c.failures })
-}
+func (b *Backend) Failures() uint64 { return b.failures.Load() }
 
 // Transitions calls fn for each reason with how often it was set (on=true)
 // and cleared (on=false).
@@ -361,10 +331,9 @@ func (b *Backend) Release(r Result) {
 		return
 	}
 	b.noteResult(r)
-	c := &b.counts[shard.Pick()]
-	c.requests.Add(1)
+	b.requests.Add(1)
 	if r.GatewayError() {
-		c.failures.Add(1)
+		b.failures.Add(1)
 	}
 }
 

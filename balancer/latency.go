@@ -4,8 +4,6 @@ import (
 	"math"
 	"sync/atomic"
 	"time"
-
-	"github.com/kelpie-lb/kelpie/internal/shard"
 )
 
 // DefaultEWMADecay is the time constant of the peak-EWMA of response
@@ -18,14 +16,18 @@ var epoch = time.Now()
 // monoNow is nanoseconds on the monotonic clock since epoch.
 func monoNow() int64 { return int64(time.Since(epoch)) }
 
-// latency is a backend's peak-EWMA of its attempts' response latency,
-// written by the data path (Backend.Observe) with atomics only: what
-// least_latency picks by. The cumulative counters that health's outlier
-// detectors difference each interval are in the backend's attemptCounts.
+// latency is a backend's record of its attempts' response latency, written
+// by the data path (Backend.Observe) with atomics only. ewma is the
+// peak-EWMA that least_latency picks by; the cumulative counters are what
+// health's outlier detectors difference each interval.
 type latency struct {
 	ewma  atomic.Int64 // peak-EWMA of response latency in ns; 0 = no sample since (re)joining
 	stamp atomic.Int64 // monoNow of the last sample
 	tau   atomic.Int64 // decay time constant in ns, the pool's EWMADecay; set by the pool's writer
+
+	sum    atomic.Uint64 // total ns of the latency of answered attempts (sans penalties)
+	n      atomic.Uint64 // answered attempts counted in sum
+	errors atomic.Uint64 // attempts that ended in a gateway error or a 5xx status
 }
 
 // decayed is ewma as of now: the peak-EWMA decays towards zero while no
@@ -50,15 +52,14 @@ func decayed(ewma, stamp, now int64, tau float64) float64 {
 // samples may overwrite each other's EWMA update, which costs one sample.
 // ResultLocal outcomes must not be observed.
 func (b *Backend) Observe(rtt time.Duration, status int, failed bool) {
-	c := &b.counts[shard.Pick()]
+	l := &b.lat
 	if failed || status >= 500 {
-		c.errors.Add(1)
+		l.errors.Add(1)
 	}
 	if !failed && status < 500 {
-		c.latSum.Add(uint64(max(rtt, 0)))
-		c.latN.Add(1)
+		l.sum.Add(uint64(max(rtt, 0)))
+		l.n.Add(1)
 	}
-	l := &b.lat
 	tau := l.tau.Load()
 	if tau <= 0 {
 		tau = int64(DefaultEWMADecay)
@@ -92,13 +93,7 @@ func (b *Backend) LatencyEWMA() time.Duration {
 // gateway errors nor 5xx), and the number of attempts that were errors
 // (gateway errors and 5xx statuses).
 func (b *Backend) LatencyTotals() (sum time.Duration, answered, errors uint64) {
-	for i := range b.counts {
-		c := &b.counts[i]
-		sum += time.Duration(c.latSum.Load())
-		answered += c.latN.Load()
-		errors += c.errors.Load()
-	}
-	return sum, answered, errors
+	return time.Duration(b.lat.sum.Load()), b.lat.n.Load(), b.lat.errors.Load()
 }
 
 // forget drops the EWMA so that the backend starts again at the pool's

@@ -2,7 +2,6 @@ package balancer
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -26,7 +25,7 @@ type recent struct {
 // everything since the read before), and how many requests that is; the rate is 1 with none. Safe for concurrent use; it takes a mutex of
 // its own, so it is for the admin side, not the pick path.
 func (b *Backend) RecentSuccess(now time.Time) (rate float64, requests uint64) {
-	cur := [2]uint64{b.Requests(), b.total(func(c *attemptCounts) *atomic.Uint64 { return &c.errors })}
+	cur := [2]uint64{b.requests.Load(), b.lat.errors.Load()}
 	r := &b.recent
 	r.mu.Lock()
 	switch {

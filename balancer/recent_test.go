@@ -12,7 +12,7 @@ func TestRecentSuccessWindow(t *testing.T) {
 	b := newBackend("a", State{})
 	serve := func(n, errs int) {
 		for i := range n {
-			b.counts[0].requests.Add(1)
+			b.requests.Add(1)
 			b.Observe(time.Millisecond, 200+300*min(1, max(0, errs-i)), false) // the first errs are 500
 		}
 	}
