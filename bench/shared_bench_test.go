@@ -42,15 +42,7 @@ func BenchmarkRequestShared(b *testing.B) {
 	}
 	const rtt = 300 * time.Microsecond
 	attempt := func(b *testing.B, s *metrics.UpstreamStats, be *balancer.Backend) {
-		if !be.Acquire() {
-			b.Fatal("acquire failed")
-		}
-		done, err := be.Admit()
-		if err != nil {
-			b.Fatal(err)
-		}
-		done(balancer.ResultOK)
-		be.Release(balancer.ResultOK)
+		attemptOn(b, be)
 		s.CountCode(be, 200)
 		be.Observe(rtt, 200, false)
 		s.Answered.Observe(rtt)
