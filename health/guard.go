@@ -28,9 +28,11 @@ var (
 
 // guard is a backend's balancer.Guard: its circuit breaker and its passive
 // outlier detector. Admit and done run on the data path: with the breaker
-// closed (the steady state) neither allocates and Admit takes no lock; done
-// reports to gobreaker, whose Execute takes its mutex twice, and only a
-// decision to eject takes the checker's lock.
+// closed (the steady state) neither allocates nor takes a lock: done counts
+// the result in the breaker's window (one atomic add to the calling P's
+// counter, on a cache line of its own: window.go). Only a failure that
+// trips the window takes gobreaker's mutex, and only a decision to eject
+// takes the checker's lock.
 type guard struct {
 	c *Checker
 	b *balancer.Backend
@@ -63,15 +65,23 @@ var _ balancer.Guard = (*guard)(nil)
 // gobreaker's state machine is the breaker's only source of truth; closed
 // is its state as gobreaker's own OnStateChange reports it, so that Admit
 // can let an attempt through a closed breaker without gobreaker's lock.
+//
+// While it is closed, gobreaker does not count: win does, without a lock
+// (window.go), and ReadyToTrip asks win. A closed breaker's result reaches
+// gobreaker only when it is a failure and win's counts say it trips, so the
+// steady state never takes gobreaker's mutex; open and half-open, every
+// result goes to gobreaker as before (half-open trials, their successes
+// and the failure that re-opens are gobreaker's to count).
 type breaker struct {
 	cb     *gobreaker.CircuitBreaker[struct{}]
 	opts   BreakerOptions
-	trip   atomic.Pointer[gobreaker.Counts] // the counts that last tripped it
-	closed atomic.Bool                      // written only by OnStateChange
+	win    *window
+	trip   atomic.Pointer[counts] // the counts that last tripped it
+	closed atomic.Bool            // written only by OnStateChange
 }
 
 func (g *guard) newBreaker(o BreakerOptions) *breaker {
-	br := &breaker{opts: o}
+	br := &breaker{opts: o, win: newWindow(o, time.Now())}
 	br.closed.Store(true) // gobreaker starts closed
 	br.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:         g.b.Address(),
@@ -79,9 +89,13 @@ func (g *guard) newBreaker(o BreakerOptions) *breaker {
 		Interval:     o.Window,
 		BucketPeriod: o.BucketPeriod,
 		Timeout:      o.OpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			n := c.TotalSuccesses + c.TotalFailures
-			if int(n) < o.MinRequests || float64(c.TotalFailures) < o.FailureRatio*float64(n) {
+		// gobreaker calls it on a failure while closed, which it only
+		// sees when win's counts trip (count): the counts are win's, not
+		// gobreaker's (which has seen no successes), asked again under
+		// gobreaker's lock.
+		ReadyToTrip: func(gobreaker.Counts) bool {
+			c := br.win.counts(time.Now())
+			if !o.trips(c) {
 				return false
 			}
 			br.trip.Store(&c)
@@ -89,7 +103,14 @@ func (g *guard) newBreaker(o BreakerOptions) *breaker {
 		},
 		// Runs under the breaker's lock: no logging, no breaker calls, no
 		// blocking. The checker's loop reads State() and publishes it.
+		// Closing starts a new generation: nothing counted before counts,
+		// as gobreaker clears its own counts then. The window is reset
+		// before closed is set, so the first results counted are the new
+		// generation's.
 		OnStateChange: func(_ string, _, to gobreaker.State) {
+			if to == gobreaker.StateClosed {
+				br.win.reset(time.Now())
+			}
 			br.closed.Store(to == gobreaker.StateClosed)
 			g.c.poke()
 		},
@@ -106,7 +127,28 @@ var (
 	reportLocal   = func() (struct{}, error) { return struct{}{}, errLocal }
 )
 
-// report feeds one attempt's result to gobreaker. Execute runs gobreaker's
+// trips reports whether c, a closed breaker's window, trips it: at least
+// MinRequests finished attempts, at least FailureRatio of them failed.
+func (o BreakerOptions) trips(c counts) bool {
+	n := c.ok + c.fail
+	return int(n) >= o.MinRequests && float64(c.fail) >= o.FailureRatio*float64(n)
+}
+
+// count counts the result of an attempt admitted and finished while the
+// breaker was closed. A failure that trips the window goes on to gobreaker,
+// whose ReadyToTrip asks the window again and opens the breaker (another
+// core's failure may have opened it first: then gobreaker refuses the
+// report, as it refuses results from an older generation).
+func (br *breaker) count(failed bool) {
+	now := time.Now()
+	br.win.add(failed, now)
+	if failed && br.opts.trips(br.win.counts(now)) {
+		_, _ = br.cb.Execute(reportGateway)
+	}
+}
+
+// report feeds one attempt's result to gobreaker: the breaker was not
+// closed when it was admitted (a half-open trial). Execute runs gobreaker's
 // own admission and outcome steps back to back: an open breaker ignores the
 // result, as gobreaker ignores results from before a state change.
 func (br *breaker) report(r balancer.Result) {
@@ -155,10 +197,11 @@ func (g *guard) Admit() (func(balancer.Result), error) {
 
 // doneClosed ends an attempt admitted by a closed breaker. When the breaker
 // has left the closed state since, the result belongs to an older
-// generation and only the passive detector sees it.
+// generation and only the passive detector sees it. Local outcomes count
+// for nothing, as gobreaker's IsExcluded makes them.
 func (g *guard) doneClosed(r balancer.Result) {
-	if br := g.br.Load(); br != nil && br.closed.Load() {
-		br.report(r)
+	if br := g.br.Load(); br != nil && br.closed.Load() && r != balancer.ResultLocal {
+		br.count(r.GatewayError())
 	}
 	g.observe(r)
 }
@@ -218,5 +261,5 @@ func (br *breaker) tripDetail() string {
 		return "breaker open"
 	}
 	return fmt.Sprintf("breaker open: %d of %d attempts failed within %s; half-open in %s",
-		c.TotalFailures, c.TotalSuccesses+c.TotalFailures, br.opts.Window, br.opts.OpenTimeout)
+		c.fail, c.ok+c.fail, br.opts.Window, br.opts.OpenTimeout)
 }

@@ -146,8 +146,9 @@ type PassiveOptions struct {
 
 // BreakerOptions configures the per-backend circuit breaker, a
 // github.com/sony/gobreaker/v2 CircuitBreaker (its state machine decides;
-// kelpie admits through a closed breaker without gobreaker's lock and
-// reports each result through Execute, so an attempt allocates nothing). It
+// while it is closed kelpie admits without gobreaker's lock and counts the
+// window itself, per core, driving gobreaker only with the failure that
+// trips it: an attempt takes no lock and allocates nothing). It
 // trips when, over
 // the rolling Window, at least MinRequests attempts finished and at least
 // FailureRatio of them were gateway errors. Open, it refuses every attempt

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -224,5 +225,31 @@ func TestHistogram(t *testing.T) {
 	// Bounds are inclusive (Prometheus le): 500us falls in the .0005 bucket.
 	if cum[0] != 2 || cum[2] != 2 || cum[3] != 3 || cum[len(cum)-1] != 3 {
 		t.Fatalf("cumulative %v", cum)
+	}
+}
+
+// TestHistogramConcurrent observes from many goroutines at once: the
+// shards' sums lose nothing and put each duration in its bucket.
+func TestHistogramConcurrent(t *testing.T) {
+	var h Histogram
+	const workers, each = 8, 5000
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				h.Observe(time.Duration(1+(w+i)%2) * time.Millisecond) // 1ms and 2ms, alternately
+			}
+		})
+	}
+	wg.Wait()
+	count, sum, cum := h.Read()
+	if count != workers*each {
+		t.Fatalf("count %d, want %d", count, workers*each)
+	}
+	if want := (workers * each * 3 / 2 * time.Millisecond).Seconds(); sum < want-1e-6 || sum > want+1e-6 {
+		t.Fatalf("sum %v, want %v", sum, want)
+	}
+	if cum[0] != 0 || cum[1] != workers*each/2 || cum[2] != workers*each {
+		t.Fatalf("cumulative %v: want 0, then half at 1ms, all by 2.5ms", cum)
 	}
 }
