@@ -7,6 +7,8 @@
 #   bench/ab.sh BASE_REV            # BASE_REV's kelpie against the work tree's
 #   RATE=3000 ROUNDS=6 bench/ab.sh e550db2
 #   MODE=churn bench/ab.sh e550db2  # a new connection per request instead
+#   MODE=churn bench/ab.sh haproxy  # the work tree against HAProxy (bench/run.sh's
+#                                   # config; DEFER=0: without defer-accept)
 #
 # MODE=churn compares CPU per request when every request brings a new
 # connection: in each round two wrk -H 'Connection: close' (CHURN_CONNS
@@ -34,9 +36,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+. bench/lib.sh
+DEFER=${DEFER:-1}
 echo "ab: building $base and the work tree" >&2
-git worktree add -q --detach "$TMP/base" "$base"
-(cd "$TMP/base" && go build -o "$TMP/kelpie-base" ./cmd/kelpie)
+if [ "$base" != haproxy ]; then
+	git worktree add -q --detach "$TMP/base" "$base"
+	(cd "$TMP/base" && go build -o "$TMP/kelpie-base" ./cmd/kelpie)
+fi
 go build -o "$TMP/kelpie-new" ./cmd/kelpie
 go build -o "$TMP/loadgen" ./bench/cmd/loadgen
 go build -o "$TMP/backend" ./bench/cmd/backend
@@ -66,7 +72,15 @@ start() { # start NAME PORT ADMIN: writes the config, starts kelpie, sets PID
 	cat "$TMP/$name.log" >&2
 	exit 1
 }
-start base "${ports[0]}" "${ports[1]}"
+if [ "$base" = haproxy ]; then
+	write_haproxy "$TMP/haproxy.cfg" "${ports[0]}"
+	taskset -c "$LB_CPU" haproxy -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.log" 2>&1 &
+	PID=$!
+	PIDS+=("$PID")
+	for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:${ports[0]}/" 2>/dev/null && break; sleep 0.1; done
+else
+	start base "${ports[0]}" "${ports[1]}"
+fi
 BASE_PID=$PID
 start new "${ports[2]}" "${ports[3]}"
 NEW_PID=$PID

@@ -6,6 +6,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. bench/lib.sh
 
 # ---- knobs (environment) ---------------------------------------------------
 QUICK=${QUICK:-0}
@@ -185,43 +186,11 @@ HAPROXY_PORT=${PORTS[0]} NGINX_PORT=${PORTS[1]} KELPIE_PORT=${PORTS[2]}
 KELPIE_ADMIN=${PORTS[3]} KELPIE_PPROF=${PORTS[4]} SCALE_PORT=${PORTS[5]} SCALE_ADMIN=${PORTS[6]}
 HAPROXY_B_PORT=${PORTS[7]}
 
+
 # ---- configs ---------------------------------------------------------------
 # Equivalent setups: round robin over the same three backends, keep-alive to the
 # backends, one thread, the same forwarding headers, active /health probes every
 # 1 s where the proxy has them (nginx's open-source build does not).
-write_haproxy() { # write_haproxy FILE PORT [THREADS]
-	{
-		cat <<EOF
-global
-    nbthread ${3:-1}
-    maxconn 8000
-defaults
-    mode http
-    timeout connect 3s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
-frontend fe
-    bind 127.0.0.1:$2$([ "$DEFER" = 1 ] && echo ' defer-accept')
-    option forwardfor
-    http-request set-header X-Forwarded-Proto http
-    http-request set-header X-Forwarded-Host %[req.hdr(host)]
-    http-request set-header X-Request-ID %[unique-id] unless { req.hdr(x-request-id) -m found }
-    default_backend be
-backend be
-    balance roundrobin
-    option httpchk GET /health
-EOF
-		local i=0 a
-		for a in "${BACKENDS[@]}"; do
-			i=$((i + 1))
-			echo "    server b$i $a check inter 1s"
-		done
-	} >"$1"
-}
-
 write_nginx() { # write_nginx [WORKERS]
 	mkdir -p "$TMP/nginx"
 	{
