@@ -16,7 +16,9 @@
 # kelpie's CPU time over its requests is its cpu_us_req.
 #
 # Both kelpies run with GOMAXPROCS=1 on CPU 1, the generator and 3 backends on
-# CPU 0. Each round's raw lines are written as the benchmark writes paired
+# CPU 0 (THREADS=2: GOMAXPROCS=2 and HAProxy's nbthread 2, on both CPUs, which
+# the generator and backends then share). Each round's raw lines are written
+# as the benchmark writes paired
 # runs (the base labelled haproxy, the work tree kelpie), and bench/cmd/report
 # pools them: "kelpie" over "haproxy" is then the work tree over the base.
 # Bounded: ROUNDS x (WARMUP + DURATION) seconds of load, on loopback only.
@@ -25,7 +27,8 @@ cd "$(dirname "$0")/.."
 base=${1:?usage: bench/ab.sh BASE_REV}
 MODE=${MODE:-paired} CHURN_CONNS=${CHURN_CONNS:-16}
 RATE=${RATE:-2000} ROUNDS=${ROUNDS:-6} DURATION=${DURATION:-8} WARMUP=${WARMUP:-2} CONNS=${CONNS:-64}
-GEN_CPU=${GEN_CPU:-0} LB_CPU=${LB_CPU:-1}
+THREADS=${THREADS:-1} # 2: both proxies with two threads (GOMAXPROCS=2, nbthread 2) on both CPUs
+GEN_CPU=${GEN_CPU:-0} LB_CPU=${LB_CPU:-$([ "$THREADS" = 1 ] && echo 1 || echo 0-1)}
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -61,7 +64,7 @@ start() { # start NAME PORT ADMIN: writes the config, starts kelpie, sets PID
 		for a in "${BACKENDS[@]}"; do printf '      - address: "%s"\n' "$a"; done
 		printf '    health:\n      active:\n        path: /health\n        interval: 1s\n        timeout: 1s\n'
 	} >"$TMP/$name.yaml"
-	GOMAXPROCS=1 taskset -c "$LB_CPU" "$TMP/kelpie-$name" run -config "$TMP/$name.yaml" >"$TMP/$name.log" 2>&1 &
+	GOMAXPROCS=$THREADS taskset -c "$LB_CPU" "$TMP/kelpie-$name" run -config "$TMP/$name.yaml" >"$TMP/$name.log" 2>&1 &
 	PID=$!
 	PIDS+=("$PID")
 	for _ in $(seq 100); do
@@ -73,7 +76,7 @@ start() { # start NAME PORT ADMIN: writes the config, starts kelpie, sets PID
 	exit 1
 }
 if [ "$base" = haproxy ]; then
-	write_haproxy "$TMP/haproxy.cfg" "${ports[0]}"
+	write_haproxy "$TMP/haproxy.cfg" "${ports[0]}" "$THREADS"
 	taskset -c "$LB_CPU" haproxy -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.log" 2>&1 &
 	PID=$!
 	PIDS+=("$PID")

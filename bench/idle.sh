@@ -56,9 +56,9 @@ PIDS+=($!)
 for _ in $(seq 150); do [ -s "$TMP/addrs3" ] && break; sleep 0.1; done
 mapfile -t BACKENDS <"$TMP/addrs3"
 
-# Configs: bench/run.sh's own writers (write_haproxy, write_nginx,
-# write_kelpie: its "configs" section, taken from it so that the shape stays
-# the same), with the
+# Configs: bench/run.sh's own writers (write_haproxy from bench/lib.sh,
+# write_nginx and write_kelpie: its "configs" section, taken from it so that
+# the shape stays the same; DEFER as there), with the
 # connection limits raised to the count (HAProxy's maxconn, nginx's
 # worker_connections, kelpie's max_conns), and one idle timeout for all
 # three, kelpie's default of 120 s (HAProxy's timeout client, 30 s in run.sh,
@@ -69,6 +69,8 @@ mapfile -t BACKENDS <"$TMP/addrs3"
 # HAProxy's ulimit-n is the hard limit, with "no strict-limits": it reserves
 # two descriptors per maxconn and would refuse to start past the limit, but
 # an idle client connection uses one (it alerts, and runs).
+. bench/lib.sh
+DEFER=${DEFER:-1}
 eval "$(sed -n '/^# ---- configs/,/^# ---- start the proxies/p' bench/run.sh)"
 declare -F write_haproxy write_nginx write_kelpie >/dev/null || die "bench/run.sh's config writers not found"
 

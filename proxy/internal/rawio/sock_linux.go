@@ -174,21 +174,29 @@ func (s *Sock) beforeWrite() {
 	})
 }
 
+// unpolled runs fn under s.mu if the socket is not on the poller, and
+// returns the polled socket, fn not run, if it is.
+func (s *Sock) unpolled(fn func() error) (*polledSock, error) {
+	if p := s.polled.Load(); p != nil {
+		return p, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.polled.Load(); p != nil {
+		return p, nil
+	}
+	if s.fd < 0 {
+		return nil, net.ErrClosed
+	}
+	return nil, fn()
+}
+
 // control runs fn on the socket's descriptor.
 func (s *Sock) control(fn func(fd int) error) error {
-	p := s.polled.Load()
+	p, err := s.unpolled(func() error { return fn(s.fd) })
 	if p == nil {
-		s.mu.Lock()
-		if p = s.polled.Load(); p == nil {
-			defer s.mu.Unlock()
-			if s.fd < 0 {
-				return net.ErrClosed
-			}
-			return fn(s.fd)
-		}
-		s.mu.Unlock()
+		return err
 	}
-	var err error
 	if cerr := p.rc.Control(func(fd uintptr) { err = fn(int(fd)) }); cerr != nil {
 		return cerr
 	}
@@ -256,25 +264,21 @@ func (s *Sock) SetReadDeadline(t time.Time) error { return s.setDeadline(t, true
 func (s *Sock) SetWriteDeadline(t time.Time) error { return s.setDeadline(t, false, true) }
 
 func (s *Sock) setDeadline(t time.Time, read, write bool) error {
-	p := s.polled.Load()
-	if p == nil {
-		s.mu.Lock()
-		if p = s.polled.Load(); p == nil {
-			defer s.mu.Unlock()
-			if s.fd < 0 {
-				return s.opError("set", net.ErrClosed)
-			}
-			if read {
-				s.rdl = t
-			}
-			if write {
-				s.wdl = t
-			}
-			return nil
+	p, err := s.unpolled(func() error {
+		if read {
+			s.rdl = t
 		}
-		s.mu.Unlock()
+		if write {
+			s.wdl = t
+		}
+		return nil
+	})
+	if p == nil {
+		if err != nil {
+			return s.opError("set", err)
+		}
+		return nil
 	}
-	var err error
 	switch {
 	case read && write:
 		err = p.f.SetDeadline(t)

@@ -16,19 +16,24 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
+// rawListen returns a Listener on a loopback port, closed when the test
+// ends.
+func rawListen(t *testing.T) *Listener {
+	t.Helper()
+	l, err := NewListener(listen(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
 // sockPair returns a Sock accepted by a Listener and the client's end.
 func sockPair(t *testing.T) (*Sock, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	l, err := NewListener(ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.Dial("tcp", ln.Addr().String())
+	l := rawListen(t)
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,14 +214,7 @@ func TestSockCloseWrite(t *testing.T) {
 // TestListenerClose: closing the listener ends a waiting Accept with net's
 // closed-listener error, which fasthttp's Serve takes for its end.
 func TestListenerClose(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := NewListener(ln)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := rawListen(t)
 	done := make(chan error, 1)
 	go func() {
 		_, err := l.Accept()
@@ -238,15 +236,7 @@ func TestListenerClose(t *testing.T) {
 // accepts once one is free, instead of failing (fasthttp would stop
 // serving for good).
 func TestListenerRidesOutEMFILE(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	l, err := NewListener(ln)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := rawListen(t)
 	var backoffs atomic.Int32
 	l.Backoff = func(err error, d time.Duration) {
 		if !errors.Is(err, syscall.EMFILE) {
@@ -256,7 +246,7 @@ func TestListenerRidesOutEMFILE(t *testing.T) {
 	}
 	// The client's socket first, then fill every descriptor left under a
 	// lowered soft limit.
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
