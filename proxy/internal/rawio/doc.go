@@ -2,11 +2,15 @@
 // logic: Conn reads and writes a TCP socket with raw non-blocking system
 // calls under Go's netpoller (Linux only; New returns nil elsewhere), and
 // Deadline is a lazy read or write deadline that moves the socket's timer
-// only when it must. The proxy package wraps both in its own connection
-// types (clientConn for clients, upConn for backends), which keep the
-// HTTP-aware parts: the head scan, truncation detection and per-request
-// facts. proxy.Options.IO = "std" turns Conn off (the deadlines stay lazy):
-// connections then use net.Conn's Read and Write.
+// only when it must. Listener is kelpie's own accept: each connection a
+// Sock, a net.Conn whose Conn works on the socket itself and joins Go's
+// netpoller only once it has to wait (sock_linux.go says why), and Parker
+// holds idle connections on an epoll set of its own without a goroutine.
+// The proxy package wraps Conns and Socks in its own connection types
+// (clientConn for clients, upConn for backends), which keep the HTTP-aware
+// parts: the head scan, truncation detection and per-request facts.
+// proxy.Options.IO = "std" turns Conn and Listener off (the deadlines stay
+// lazy): connections then are net's, read with net.Conn's Read and Write.
 //
 // # What the proxy relies on in fasthttp
 //
